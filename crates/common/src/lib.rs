@@ -1,1 +1,22 @@
-//! placeholder
+//! The contract every wxtoken part shares, with no I/O.
+//!
+//! This crate owns the vocabulary: what a credential id may be ([`CredentialId`]),
+//! how Redis keys are spelled ([`Keys`], the only place key strings are built),
+//! what the fields of the meta hash are called ([`meta`]), how WeChat's error codes
+//! are classified ([`ErrorClass`]), the JSON shapes that cross process boundaries
+//! ([`wire`]), and which quota day a moment belongs to ([`QuotaDay`]).
+//!
+//! It deliberately does no I/O: no Redis, no HTTP, no clock reads. Callers pass
+//! timestamps in, so every rule here is a pure function that tests can pin down.
+
+mod class;
+mod id;
+mod keys;
+pub mod meta;
+mod quota;
+pub mod wire;
+
+pub use class::{ErrorClass, classify_fetch_errcode, is_token_rejected};
+pub use id::{CredentialId, InvalidId};
+pub use keys::{CredentialKeys, InvalidPrefix, Keys};
+pub use quota::{QuotaDay, QuotaOffset};

@@ -1,0 +1,228 @@
+//! The Redis key schema of SPEC §3: the only place key strings are spelled.
+//!
+//! Every key of one credential is `P:{ID}:<suffix>`; the braces are a Redis
+//! Cluster hash tag, so all of a credential's keys share one slot and the
+//! Lua scripts run on Cluster too. Prefixes may not contain braces, so the
+//! only hash tag in a key is the credential's. This module builds names; it
+//! never talks to Redis.
+
+use std::fmt;
+
+use crate::{CredentialId, QuotaDay};
+
+/// The default key prefix (`[redis] key_prefix`).
+pub const DEFAULT_PREFIX: &str = "wxtoken";
+
+/// A validated key prefix and the key builders for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// Why a key prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "key prefix {input:?} is invalid: use 1-64 characters of [A-Za-z0-9_.:-] (no braces, which are Redis Cluster hash tags)"
+)]
+pub struct InvalidPrefix {
+    pub input: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+        if ok {
+            Ok(Self {
+                prefix: prefix.to_owned(),
+            })
+        } else {
+            Err(InvalidPrefix {
+                input: prefix.chars().take(80).collect(),
+            })
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, id: &CredentialId, suffix: &str) -> String {
+        format!("{}:{{{}}}:{}", self.prefix, id, suffix)
+    }
+
+    /// `P:{ID}:access_token` — the token; expires at the token's real expiry.
+    pub fn access_token(&self, id: &CredentialId) -> String {
+        self.key(id, "access_token")
+    }
+
+    /// `P:{ID}:meta` — hash of [`crate::meta`] fields; never the token or secret.
+    pub fn meta(&self, id: &CredentialId) -> String {
+        self.key(id, "meta")
+    }
+
+    /// `P:{ID}:lock` — owner of the refresh in progress.
+    pub fn lock(&self, id: &CredentialId) -> String {
+        self.key(id, "lock")
+    }
+
+    /// `P:{ID}:fence` — counter, one increment per lock grant.
+    pub fn fence(&self, id: &CredentialId) -> String {
+        self.key(id, "fence")
+    }
+
+    /// `P:{ID}:epoch` — random id of this Redis dataset's lifetime.
+    pub fn epoch(&self, id: &CredentialId) -> String {
+        self.key(id, "epoch")
+    }
+
+    /// `P:{ID}:quota:YYYYMMDD` — upstream calls the fleet made that quota day.
+    pub fn quota(&self, id: &CredentialId, day: QuotaDay) -> String {
+        self.key(id, &format!("quota:{}", day.key_suffix()))
+    }
+
+    /// `P:{ID}:events` — the pub/sub channel of this credential.
+    pub fn events(&self, id: &CredentialId) -> String {
+        self.key(id, "events")
+    }
+
+    /// `P:{*}:events` — a PSUBSCRIBE pattern matching every credential's channel.
+    pub fn events_pattern(&self) -> String {
+        format!("{}:{{*}}:events", self.prefix)
+    }
+
+    /// The credential whose events channel `channel` is, if it is one of ours.
+    pub fn id_of_events_channel(&self, channel: &str) -> Option<CredentialId> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        let id = rest.strip_suffix("}:events")?;
+        CredentialId::parse(id).ok()
+    }
+
+    /// Every key of one credential, built once (scripts take them as KEYS).
+    pub fn credential(&self, id: &CredentialId) -> CredentialKeys {
+        CredentialKeys {
+            access_token: self.access_token(id),
+            meta: self.meta(id),
+            lock: self.lock(id),
+            fence: self.fence(id),
+            epoch: self.epoch(id),
+            events: self.events(id),
+            quota_base: self.key(id, "quota:"),
+        }
+    }
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keys({:?})", self.prefix)
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+/// The key names of one credential, precomputed so hot paths do not format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialKeys {
+    pub access_token: String,
+    pub meta: String,
+    pub lock: String,
+    pub fence: String,
+    pub epoch: String,
+    pub events: String,
+    quota_base: String,
+}
+
+impl CredentialKeys {
+    /// `P:{ID}:quota:YYYYMMDD`.
+    pub fn quota(&self, day: QuotaDay) -> String {
+        format!("{}{}", self.quota_base, day.key_suffix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(s: &str) -> CredentialId {
+        CredentialId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn spells_the_spec_keys() {
+        let k = Keys::default();
+        let i = id("shop");
+        assert_eq!(k.access_token(&i), "wxtoken:{shop}:access_token");
+        assert_eq!(k.meta(&i), "wxtoken:{shop}:meta");
+        assert_eq!(k.lock(&i), "wxtoken:{shop}:lock");
+        assert_eq!(k.fence(&i), "wxtoken:{shop}:fence");
+        assert_eq!(k.epoch(&i), "wxtoken:{shop}:epoch");
+        assert_eq!(k.events(&i), "wxtoken:{shop}:events");
+        let day = QuotaDay::from_unix_ms(1_700_000_000_000, Default::default());
+        assert_eq!(k.quota(&i, day), "wxtoken:{shop}:quota:20231115");
+        assert_eq!(k.credential(&i).quota(day), k.quota(&i, day));
+        assert_eq!(k.events_pattern(), "wxtoken:{*}:events");
+    }
+
+    #[test]
+    fn prefix_validation() {
+        assert!(Keys::new("prod:wxtoken").is_ok());
+        for bad in ["", "a{b", "a}b", "a b", &"p".repeat(65)] {
+            assert!(Keys::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn events_channel_round_trip_and_foreign_channels() {
+        let k = Keys::new("p").unwrap();
+        assert_eq!(k.id_of_events_channel("p:{shop}:events"), Some(id("shop")));
+        assert_eq!(k.id_of_events_channel("q:{shop}:events"), None);
+        assert_eq!(k.id_of_events_channel("p:{sh{op}:events"), None);
+        assert_eq!(k.id_of_events_channel("p:{shop}:meta"), None);
+    }
+
+    /// The Redis Cluster hash tag of a key: the text between the first `{` and
+    /// the first `}` after it, when non-empty (Redis' own rule).
+    fn hash_tag(key: &str) -> Option<&str> {
+        let open = key.find('{')?;
+        let close = key[open + 1..].find('}')? + open + 1;
+        (close > open + 1).then(|| &key[open + 1..close])
+    }
+
+    proptest! {
+        #[test]
+        fn every_key_hashes_to_its_own_id(prefix in "[A-Za-z0-9_.:-]{1,20}", raw in "[A-Za-z0-9_.-]{1,64}") {
+            let k = Keys::new(&prefix).unwrap();
+            let i = id(&raw);
+            let day = QuotaDay::from_unix_ms(0, Default::default());
+            let c = k.credential(&i);
+            for key in [&c.access_token, &c.meta, &c.lock, &c.fence, &c.epoch, &c.events, &c.quota(day)] {
+                prop_assert_eq!(hash_tag(key), Some(raw.as_str()));
+                let head = format!("{}:{{", prefix);
+                prop_assert!(key.starts_with(&head));
+            }
+            prop_assert_eq!(k.id_of_events_channel(&c.events), Some(i));
+        }
+
+        #[test]
+        fn distinct_ids_never_share_a_key(a in "[A-Za-z0-9_.-]{1,16}", b in "[A-Za-z0-9_.-]{1,16}") {
+            prop_assume!(a != b);
+            let k = Keys::default();
+            let (ka, kb) = (k.credential(&id(&a)), k.credential(&id(&b)));
+            let all_a = [&ka.access_token, &ka.meta, &ka.lock, &ka.fence, &ka.epoch, &ka.events];
+            let all_b = [&kb.access_token, &kb.meta, &kb.lock, &kb.fence, &kb.epoch, &kb.events];
+            for x in all_a {
+                prop_assert!(!all_b.contains(&x));
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Field names of the `P:{ID}:meta` hash (SPEC §3), shared by the writer
+//! (the coordinator's commit script) and every reader.
+//!
+//! The hash never holds the token or the secret; it holds the fence number of
+//! the stored token and the facts an operator needs in `wxtoken status`.
+
+/// Fence number of the stored token; commits must carry a larger one.
+pub const GENERATION: &str = "generation";
+/// The Redis dataset lifetime the stored token was written in.
+pub const EPOCH: &str = "epoch";
+/// Unix ms (Redis `TIME`) at which the token expires.
+pub const EXPIRES_AT_MS: &str = "expires_at_ms";
+/// Unix ms (Redis `TIME`) at which the token was committed.
+pub const FETCHED_AT_MS: &str = "fetched_at_ms";
+/// Replica id of the committer.
+pub const FETCHED_BY: &str = "fetched_by";
+/// Upstream API the token came from: `token`, `stable_token`, ….
+pub const SOURCE: &str = "source";
+/// Last upstream error (code as text, message, Redis-time ms); cleared by a commit.
+pub const LAST_ERROR_CODE: &str = "last_error_code";
+pub const LAST_ERROR_MSG: &str = "last_error_msg";
+pub const LAST_ERROR_AT_MS: &str = "last_error_at_ms";
+/// Error class of the last error (`retryable`, `rate_limited`, `quota_exhausted`, `fatal`).
+pub const LAST_ERROR_CLASS: &str = "last_error_class";

@@ -1,0 +1,218 @@
+//! JSON shapes that cross process boundaries: pub/sub events, the HTTP API,
+//! and WeChat's own reply shapes.
+//!
+//! Events are read by non-Rust services too, so their field names are part of
+//! the public contract (SPEC §3). No type here ever carries a secret; only
+//! [`AccessTokenResponse`] and [`WechatToken`] carry a token, and their
+//! `Debug` output redacts it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorClass;
+
+/// A message on `P:{ID}:events`. Never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A commit stored a new token with this generation.
+    Refreshed {
+        generation: u64,
+        #[serde(default)]
+        expires_at_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fetched_by: Option<String>,
+    },
+    /// A reader reported the stored token (of this generation) as rejected by WeChat;
+    /// it was deleted and a refresh is due.
+    Invalidated { generation: u64 },
+    /// Someone needs a token now (none stored, or an operator asked).
+    RefreshRequested {
+        #[serde(default)]
+        generation: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Operator asked for `force_refresh` (stable_token only).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    /// An event kind this build does not know; ignored, never an error.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Event {
+    /// Parses a pub/sub payload; anything unparsable is `None` (a foreign
+    /// publisher must not break readers).
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice(payload).ok()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `GET /v1/apps/{id}/access_token` reply.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenResponse {
+    pub access_token: String,
+    /// Whole seconds left, rounded down (WeChat's convention).
+    pub expires_in: u64,
+    /// Unix ms of expiry.
+    pub expires_at: u64,
+    pub generation: u64,
+}
+
+impl fmt::Debug for AccessTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokenResponse")
+            .field("access_token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("expires_at", &self.expires_at)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// Every API error body: `{"error":{"code":"snake_case","message":"…"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The last upstream error of a credential, as `status` and `GET /v1/apps` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub code: String,
+    pub message: String,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<ErrorClass>,
+}
+
+/// One credential's status, without its token (`wxtoken status --json`, `GET /v1/apps`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub id: String,
+    pub appid: String,
+    pub api: String,
+    /// Whether a token is stored now.
+    pub has_token: bool,
+    pub generation: Option<u64>,
+    /// Milliseconds the stored token has left (`PTTL`).
+    pub ttl_ms: Option<u64>,
+    pub expires_at_ms: Option<u64>,
+    pub fetched_at_ms: Option<u64>,
+    pub fetched_by: Option<String>,
+    pub source: Option<String>,
+    pub last_error: Option<LastError>,
+    pub quota_used_today: u64,
+    pub daily_budget: u64,
+    /// Replica id of the refresh in progress, if any.
+    pub locked_by: Option<String>,
+}
+
+/// WeChat's error reply, `{"errcode":N,"errmsg":"…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WechatError {
+    pub errcode: i64,
+    pub errmsg: String,
+}
+
+impl WechatError {
+    pub fn new(errcode: i64, errmsg: impl Into<String>) -> Self {
+        Self {
+            errcode,
+            errmsg: errmsg.into(),
+        }
+    }
+}
+
+/// WeChat's token reply, `{"access_token":"…","expires_in":N}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WechatToken {
+    pub access_token: String,
+    pub expires_in: i64,
+}
+
+impl fmt::Debug for WechatToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatToken")
+            .field("access_token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_the_public_shape() {
+        let e = Event::Refreshed {
+            generation: 7,
+            expires_at_ms: 1000,
+            fetched_by: Some("r1".into()),
+        };
+        assert_eq!(
+            e.to_json(),
+            r#"{"event":"refreshed","generation":7,"expires_at_ms":1000,"fetched_by":"r1"}"#
+        );
+        assert_eq!(Event::parse(e.to_json().as_bytes()), Some(e));
+        assert_eq!(
+            Event::parse(br#"{"event":"invalidated","generation":3}"#),
+            Some(Event::Invalidated { generation: 3 })
+        );
+        assert_eq!(
+            Event::parse(br#"{"event":"refresh_requested"}"#),
+            Some(Event::RefreshRequested {
+                generation: 0,
+                reason: None,
+                force: false
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_and_junk_events_do_not_break_readers() {
+        assert_eq!(Event::parse(br#"{"event":"party","x":1}"#), Some(Event::Unknown));
+        assert_eq!(Event::parse(b"not json"), None);
+        assert_eq!(Event::parse(br#"{"generation":1}"#), None);
+    }
+
+    #[test]
+    fn lua_encoded_numbers_parse() {
+        // cjson in Redis may encode integers like 7 or 1.7e+12; the commit
+        // script formats integers itself, but be sure plain integers parse.
+        assert!(matches!(
+            Event::parse(br#"{"event":"refreshed","generation":12,"expires_at_ms":1700000000000}"#),
+            Some(Event::Refreshed { generation: 12, .. })
+        ));
+    }
+
+    #[test]
+    fn debug_redacts_tokens() {
+        let r = AccessTokenResponse {
+            access_token: "SECRET_TOKEN_VALUE".into(),
+            expires_in: 1,
+            expires_at: 2,
+            generation: 3,
+        };
+        assert!(!format!("{r:?}").contains("SECRET_TOKEN_VALUE"));
+        let w = WechatToken {
+            access_token: "SECRET_TOKEN_VALUE".into(),
+            expires_in: 7200,
+        };
+        assert!(!format!("{w:?}").contains("SECRET_TOKEN_VALUE"));
+    }
+}
