@@ -22,3 +22,13 @@ pub const LAST_ERROR_MSG: &str = "last_error_msg";
 pub const LAST_ERROR_AT_MS: &str = "last_error_at_ms";
 /// Error class of the last error (`retryable`, `rate_limited`, `quota_exhausted`, `fatal`).
 pub const LAST_ERROR_CLASS: &str = "last_error_class";
+/// Consecutive upstream failures (the back-off exponent); reset by a commit.
+pub const FAILURES: &str = "failures";
+/// Unix ms (Redis `TIME`) before which no replica may call upstream: the
+/// fleet-wide back-off gate, so N replicas back off as one.
+pub const NEXT_ATTEMPT_AT_MS: &str = "next_attempt_at_ms";
+/// SHA-1 of the last token reported invalid (never the token itself), so a
+/// `stable_token` refresher can tell that normal mode returned that same token.
+pub const INVALIDATED_SHA1: &str = "invalidated_sha1";
+/// Generation of the token that was invalidated.
+pub const INVALIDATED_GENERATION: &str = "invalidated_generation";

@@ -1,1 +1,15 @@
-//! placeholder
+//! wxtoken coordinator: keeps WeChat credentials fresh for a fleet.
+//!
+//! Module map: `config` (TOML + env → [`config::Config`]), `store` (every Redis
+//! operation and script), `upstream` (the only code that calls WeChat),
+//! `refresher` (the refresh step and its policy loop), `wake` (events →
+//! per-credential wake-ups), `replica` (wires one replica together and runs it
+//! until shutdown). See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod refresher;
+pub mod replica;
+pub mod store;
+pub mod upstream;
+pub mod wake;

@@ -1,0 +1,108 @@
+//! Reads of the shared token and the invalidate-by-value script: the only
+//! Redis operations a service needs (SPEC §3), shared with the coordinator so
+//! there is one read path.
+//!
+//! This module speaks to any `redis::aio::ConnectionLike`; it owns no
+//! connection, no cache and no retry policy.
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use wxtoken_common::wire::Event;
+use wxtoken_common::{CredentialId, Keys, meta};
+
+static INVALIDATE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/invalidate.lua")));
+
+/// The token as stored in Redis, read in one round trip.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub value: String,
+    /// Time left on the key (`PTTL`), measured when the reply arrived.
+    pub ttl: Duration,
+    /// Fence number of the commit that wrote it (0 if the meta hash is gone).
+    pub generation: u64,
+}
+
+impl fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("value", &"[redacted]")
+            .field("ttl", &self.ttl)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// `GET` + `PTTL` + `HGET generation`, pipelined: one round trip. `None` when
+/// no token is stored (or it expires within the millisecond).
+pub async fn read_token<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    id: &CredentialId,
+) -> redis::RedisResult<Option<StoredToken>> {
+    let token_key = keys.access_token(id);
+    let (value, pttl, generation): (Option<String>, i64, Option<String>) = redis::pipe()
+        .get(&token_key)
+        .pttl(&token_key)
+        .hget(keys.meta(id), meta::GENERATION)
+        .query_async(conn)
+        .await?;
+    Ok(match value {
+        Some(value) if pttl > 0 => Some(StoredToken {
+            value,
+            ttl: Duration::from_millis(pttl.unsigned_abs()),
+            generation: generation.and_then(|g| g.parse().ok()).unwrap_or(0),
+        }),
+        _ => None,
+    })
+}
+
+/// What `invalidate` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The stored token was the bad one: deleted, `invalidated` published; a
+    /// coordinator refreshes now. `generation` is the deleted token's.
+    Invalidated { generation: u64 },
+    /// The stored token is another one (or none): a refresh already happened
+    /// or is under way. `generation` is the stored token's (0 if none).
+    AlreadyReplaced { generation: u64 },
+}
+
+/// Compare-and-delete: removes the stored token only if it is `bad_token`,
+/// so a hundred readers reporting the same token cause one refresh.
+pub async fn invalidate<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    id: &CredentialId,
+    bad_token: &str,
+) -> redis::RedisResult<Invalidation> {
+    let (what, generation): (String, u64) = INVALIDATE
+        .key(keys.access_token(id))
+        .key(keys.meta(id))
+        .key(keys.events(id))
+        .arg(bad_token)
+        .invoke_async(conn)
+        .await?;
+    Ok(if what == "invalidated" {
+        Invalidation::Invalidated { generation }
+    } else {
+        Invalidation::AlreadyReplaced { generation }
+    })
+}
+
+/// Publishes `event` on `id`'s channel; returns how many subscribers got it.
+pub async fn publish<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    id: &CredentialId,
+    event: &Event,
+) -> redis::RedisResult<u64> {
+    redis::cmd("PUBLISH")
+        .arg(keys.events(id))
+        .arg(event.to_json())
+        .query_async(conn)
+        .await
+}

@@ -1,0 +1,142 @@
+//! The `wxtoken` command line (SPEC §6): argument types and one function per
+//! subcommand. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.
+//!
+//! Commands print results to stdout and diagnostics to stderr; no command
+//! prints a secret (`check-config` shows secret references, not values).
+//! `get` prints a token on purpose: that is what it is for.
+
+mod demo;
+mod ops;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wxtoken",
+    version,
+    about = "Keeps WeChat access tokens fresh for a whole fleet: one upstream call per refresh across any number of replicas."
+)]
+pub struct Cli {
+    /// Config file (TOML). Defaults to $WXTOKEN_CONFIG.
+    #[arg(long, global = true, env = "WXTOKEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a coordinator replica until SIGTERM / Ctrl-C.
+    Serve,
+    /// Validate the config and print it resolved, secrets redacted.
+    CheckConfig,
+    /// Show every credential's state: generation, TTL, last error, quota.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the current token of a credential (from Redis).
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report a token as rejected by WeChat: deleted if still stored, then refreshed.
+    Invalidate {
+        id: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Ask the fleet to refresh a credential now (`--force`: even if fresh).
+    Refresh {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lift a credential's back-off and today's quota count (after fixing the cause).
+    Reset { id: String },
+    /// A self-contained local run: simulator + 3 replicas + your Redis, short TTLs.
+    Demo(demo::DemoArgs),
+}
+
+/// Installs the tracing subscriber (only the binary does this).
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    // hyper/reqwest internals never log at info, but keep them quiet unless asked.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},hyper=warn,reqwest=warn,h2=warn,rustls=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    Config::load(cli.config.as_deref())
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Demo(args) = &cli.command {
+        return report(demo::run(args).await);
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wxtoken: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &cli.command {
+        Command::Serve => ops::serve(&config).await,
+        Command::CheckConfig => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Command::Status { json } => ops::status(&config, *json).await,
+        Command::Get { id, json } => ops::get(&config, id, *json).await,
+        Command::Invalidate { id, token } => ops::invalidate(&config, id, token).await,
+        Command::Refresh { id, force } => ops::refresh(&config, id, *force).await,
+        Command::Reset { id } => ops::reset(&config, id).await,
+        Command::Demo(_) => Ok(()),
+    };
+    report(result)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("wxtoken: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("wxtoken: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

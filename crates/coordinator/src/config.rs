@@ -1,0 +1,373 @@
+//! The coordinator's configuration (SPEC §6): the TOML file, then
+//! `WXTOKEN__SECTION__KEY` env overrides, then validation, into plain data.
+//!
+//! This module owns the key names (a public contract), their defaults, the
+//! cross-field rules (a lock holder that dies must leave another replica time
+//! to refresh) and secret resolution: a secret is only ever a reference
+//! (`{ env }` / `{ file }`) resolved here into a `SecretString`. It opens no
+//! connections, binds no sockets, does not read the API-key file until asked
+//! ([`HttpConfig::api_keys`]) and does not choose a replica id.
+
+mod env;
+mod secret;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use std::{fmt, fs};
+
+use secrecy::SecretString;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use wxtoken_common::{CredentialId, QuotaOffset};
+
+pub use env::Env;
+pub use secret::{RedisUrl, SecretRef};
+use validate::{ConfigFile, syntax_error};
+
+/// Why the configuration was refused; `key` is the dotted path of the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigError {
+    /// Dotted path, e.g. `refresh.lock_ttl` or `apps[1].secret`; `config` for the file itself.
+    pub key: String,
+    /// What is wrong and what to write instead; never a secret value.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole resolved configuration: defaults filled in, secrets resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub http: HttpConfig,
+    pub refresh: RefreshConfig,
+    pub upstream: UpstreamConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[redis]`. Every timeout is explicit: deadpool waits forever by default.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// May carry a password, so `Debug`, `Display` and `redacted_toml` hide it.
+    pub url: RedisUrl,
+    pub mode: RedisMode,
+    /// Validated by [`wxtoken_common::Keys::new`]: braces would break the Cluster hash tags.
+    pub key_prefix: String,
+    pub pool_size: usize,
+    #[serde(with = "humantime_str")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_str")]
+    pub command_timeout: Duration,
+    /// How long a task waits for a pooled connection before failing.
+    #[serde(with = "humantime_str")]
+    pub pool_wait_timeout: Duration,
+    /// Required in `sentinel` mode: the name of the monitored master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
+    /// Extra CA certificate (PEM) for `rediss://`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the Redis deployment is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    Sentinel,
+    Cluster,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Where the bearer API keys are; read on demand by [`HttpConfig::api_keys`]
+    /// so a rotated key file is picked up without reloading the config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<SecretRef>,
+    /// A separate listener for `/metrics`, when it must not share `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(with = "humantime_str")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long `GET …/access_token` waits for a refresh when there is no token yet.
+    #[serde(with = "humantime_str")]
+    pub token_wait: Duration,
+}
+
+/// `[refresh]`: the timing of SPEC §5.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// Refresh this long before expiry; at least `lock_ttl + upstream_timeout`.
+    #[serde(with = "humantime_str")]
+    pub refresh_ahead: Duration,
+    #[serde(with = "humantime_str")]
+    pub lock_ttl: Duration,
+    /// Below `lock_ttl / 2`, so a fetch finishes while its lock still holds.
+    #[serde(with = "humantime_str")]
+    pub upstream_timeout: Duration,
+    /// Safety net for missed pub/sub events.
+    #[serde(with = "humantime_str")]
+    pub poll_interval: Duration,
+    /// Upstream calls per credential per quota day for the whole fleet.
+    pub daily_budget: u64,
+    /// One try per cooldown after a fatal (configuration) error.
+    #[serde(with = "humantime_str")]
+    pub fatal_cooldown: Duration,
+    #[serde(with = "humantime_str")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_str")]
+    pub backoff_max: Duration,
+    /// `stable_token` returns the same token until this much of its life is
+    /// left (WeChat: 5 minutes), then a new one. Such credentials refresh at
+    /// `min(refresh_ahead, 80 % of this)` so each call yields a new token.
+    #[serde(with = "humantime_str")]
+    pub stable_renew_window: Duration,
+    /// Where the quota day starts; WeChat resets at midnight Asia/Shanghai.
+    #[serde(with = "offset_str")]
+    pub quota_day_offset: QuotaOffset,
+    /// Lock owner and `fetched_by`; `None` lets the caller pick one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
+}
+
+/// `[upstream]`: where WeChat is, so tests and dev stacks point at wechat-sim.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// An http(s) URL without a trailing slash.
+    pub base_url: String,
+}
+
+/// One `[[apps]]` entry, with its secret resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppConfig {
+    pub id: CredentialId,
+    pub appid: String,
+    /// The resolved secret; never serialized, `Debug` shows `[REDACTED]`.
+    #[serde(skip)]
+    pub secret: SecretString,
+    /// Where the secret came from: what `check-config` shows instead of it.
+    #[serde(rename = "secret")]
+    pub secret_ref: SecretRef,
+    pub api: UpstreamApi,
+}
+
+/// Which WeChat endpoint issues this app's token (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamApi {
+    #[default]
+    Token,
+    StableToken,
+}
+
+impl Config {
+    /// Loads `path`, else the file named by `WXTOKEN_CONFIG`, with the process env.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None => std::env::var_os("WXTOKEN_CONFIG")
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "config",
+                        "no config file: pass --config PATH or set WXTOKEN_CONFIG",
+                    )
+                })?,
+        };
+        let text = fs::read_to_string(&path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml_str(&text, &Env::process())
+    }
+
+    /// Parses `text`, applies the `WXTOKEN__…` overrides found in `env`, then
+    /// validates and resolves secrets, looking env references up in `env` too.
+    /// Tests pass an [`Env`] built from pairs; [`Config::load`] passes the process env.
+    pub fn from_toml_str(text: &str, env: &Env) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e| syntax_error(text, &e))?;
+        let mut doc = toml::Value::Table(table);
+        let mut overrides = env::apply_overrides(&mut doc, env)?;
+        let file = loop {
+            match serde_path_to_error::deserialize::<_, ConfigFile>(doc.clone()) {
+                Ok(file) => break file,
+                Err(e) => {
+                    let key = e.path().to_string();
+                    // `=30` was read as an integer but the key wants a string: retry as text.
+                    if env::retry_as_string(&mut doc, &mut overrides, &key) {
+                        continue;
+                    }
+                    let err = validate::shape_error(key, e.inner().message());
+                    return Err(env::blame(err, &overrides));
+                }
+            }
+        };
+        file.resolve(env).map_err(|e| env::blame(e, &overrides))
+    }
+
+    /// The resolved config as TOML for `wxtoken check-config`: defaults filled
+    /// in, secrets as their references, the Redis password as `***`.
+    pub fn redacted_toml(&self) -> String {
+        let head = "# wxtoken: resolved config; secrets by reference, Redis password as ***\n";
+        match toml::to_string(self) {
+            Ok(body) => format!("{head}{body}"),
+            Err(e) => format!("{head}# cannot render the config: {e}\n"),
+        }
+    }
+}
+
+impl RefreshConfig {
+    /// How long before expiry a `stable_token` credential refreshes: inside
+    /// WeChat's renew window, where normal mode hands out a new token.
+    pub fn stable_lead(&self) -> Duration {
+        self.refresh_ahead
+            .min(self.stable_renew_window.mul_f64(0.8))
+    }
+
+    /// How long before expiry `app` refreshes.
+    pub fn lead_for(&self, api: UpstreamApi) -> Duration {
+        match api {
+            UpstreamApi::Token => self.refresh_ahead,
+            UpstreamApi::StableToken => self.stable_lead(),
+        }
+    }
+}
+
+impl AppConfig {
+    pub fn secret(&self) -> &SecretString {
+        &self.secret
+    }
+}
+
+impl HttpConfig {
+    /// Reads the API keys now (one per non-empty line of a file, comma-separated
+    /// in an env var); empty when `api_keys` is not set.
+    pub fn api_keys(&self) -> Result<Vec<SecretString>, ConfigError> {
+        self.api_keys_in(&Env::process())
+    }
+
+    /// [`HttpConfig::api_keys`] with env references looked up in `env`.
+    pub fn api_keys_in(&self, env: &Env) -> Result<Vec<SecretString>, ConfigError> {
+        let Some(source) = &self.api_keys else {
+            return Ok(Vec::new());
+        };
+        source
+            .resolve_list(env)
+            .map_err(|m| ConfigError::new("http.api_keys", m))
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: RedisUrl("redis://127.0.0.1:6379/0".to_owned()),
+            mode: RedisMode::Standalone,
+            key_prefix: wxtoken_common::Keys::default().prefix().to_owned(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            pool_wait_timeout: Duration::from_secs(2),
+            sentinel_master: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            api_keys: None,
+            metrics_listen: None,
+            request_timeout: Duration::from_secs(5),
+            body_limit: 64 * 1024,
+            token_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            refresh_ahead: Duration::from_secs(600),
+            lock_ttl: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(30),
+            daily_budget: 1800,
+            fatal_cooldown: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            stable_renew_window: Duration::from_secs(300),
+            quota_day_offset: QuotaOffset::default(),
+            replica_id: None,
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.weixin.qq.com".to_owned(),
+        }
+    }
+}
+
+/// Durations as humantime strings: `"10m"`, `"500ms"`.
+mod humantime_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"30s\", \"10m\" or \"500ms\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                humantime::parse_duration(v).map_err(|e| {
+                    E::custom(format!(
+                        "{v:?} is not a duration ({e}); write e.g. \"30s\", \"10m\", \"500ms\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// [`QuotaOffset`] as `"+08:00"`.
+mod offset_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(o: &QuotaOffset, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(o)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QuotaOffset, D::Error> {
+        QuotaOffset::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}

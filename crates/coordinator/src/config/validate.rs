@@ -1,0 +1,284 @@
+//! Turning the file as written into a [`Config`]: every rule that refuses a
+//! value, each naming the key at fault, and the resolution of app secrets.
+//!
+//! The rules live here so the types in `config.rs` stay plain data. This
+//! module does not parse TOML or apply env overrides; it sees their result.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use wxtoken_common::{CredentialId, Keys};
+
+use super::{
+    AppConfig, Config, ConfigError, Env, HttpConfig, RedisConfig, RedisMode, RefreshConfig,
+    SecretRef, UpstreamApi, UpstreamConfig,
+};
+
+/// The file as written: sections default when absent, apps still unresolved.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ConfigFile {
+    redis: RedisConfig,
+    http: HttpConfig,
+    refresh: RefreshConfig,
+    upstream: UpstreamConfig,
+    apps: Vec<AppEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppEntry {
+    id: Option<String>,
+    appid: String,
+    secret: SecretRef,
+    #[serde(default)]
+    api: UpstreamApi,
+}
+
+/// `Err(ConfigError { key, message })` unless `ok`.
+fn check(ok: bool, key: &str, message: impl fmt::Display) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, message.to_string()))
+    }
+}
+
+fn nonzero(d: Duration, key: &str) -> Result<(), ConfigError> {
+    check(!d.is_zero(), key, "must be greater than zero")
+}
+
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+impl ConfigFile {
+    pub(super) fn resolve(self, env: &Env) -> Result<Config, ConfigError> {
+        let ConfigFile {
+            redis,
+            http,
+            refresh,
+            mut upstream,
+            apps,
+        } = self;
+        redis.validate()?;
+        http.validate()?;
+        refresh.validate()?;
+        upstream.base_url = validate_base_url(&upstream.base_url)?;
+        check(
+            !apps.is_empty(),
+            "apps",
+            "no [[apps]] configured: add at least one credential",
+        )?;
+        let mut resolved: Vec<AppConfig> = Vec::with_capacity(apps.len());
+        for (i, entry) in apps.into_iter().enumerate() {
+            let app = entry.resolve(i, env)?;
+            if let Some(j) = resolved.iter().position(|a| a.id == app.id) {
+                let msg = format!("id `{}` is already used by apps[{j}]", app.id);
+                return Err(ConfigError::new(format!("apps[{i}].id"), msg));
+            }
+            let twin = |a: &AppConfig| a.appid == app.appid && a.api == UpstreamApi::Token;
+            if app.api == UpstreamApi::Token
+                && let Some(j) = resolved.iter().position(twin)
+            {
+                let msg = format!(
+                    "appid is also refreshed by apps[{j}] with api = \"token\": every cgi-bin/token call revokes the other's token; use one entry"
+                );
+                return Err(ConfigError::new(format!("apps[{i}].appid"), msg));
+            }
+            if app.api == UpstreamApi::StableToken {
+                let lead = refresh.stable_lead();
+                let floor = refresh.lock_ttl.saturating_add(refresh.upstream_timeout);
+                check(
+                    lead >= floor,
+                    "refresh.stable_renew_window",
+                    format_args!(
+                        "80 % of it ({}) must be at least lock_ttl + upstream_timeout ({}) for apps[{i}] (api = \"stable_token\" refreshes inside that window)",
+                        human(lead),
+                        human(floor)
+                    ),
+                )?;
+            }
+            resolved.push(app);
+        }
+        Ok(Config {
+            redis,
+            http,
+            refresh,
+            upstream,
+            apps: resolved,
+        })
+    }
+}
+
+impl AppEntry {
+    fn resolve(self, i: usize, env: &Env) -> Result<AppConfig, ConfigError> {
+        let key = |field: &str| format!("apps[{i}].{field}");
+        check(
+            !self.appid.trim().is_empty(),
+            &key("appid"),
+            "must not be empty",
+        )?;
+        let id = match &self.id {
+            Some(id) => {
+                CredentialId::parse(id).map_err(|e| ConfigError::new(key("id"), e.to_string()))?
+            }
+            None => CredentialId::parse(&self.appid).map_err(|e| {
+                ConfigError::new(
+                    key("id"),
+                    format!("no id given and the appid is not a valid id: {e}"),
+                )
+            })?,
+        };
+        let secret = self
+            .secret
+            .resolve(env)
+            .map_err(|m| ConfigError::new(key("secret"), m))?;
+        Ok(AppConfig {
+            id,
+            appid: self.appid,
+            secret,
+            secret_ref: self.secret,
+            api: self.api,
+        })
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Keys::new(&self.key_prefix)
+            .map_err(|e| ConfigError::new("redis.key_prefix", e.to_string()))?;
+        check(self.pool_size > 0, "redis.pool_size", "must be at least 1")?;
+        nonzero(self.connect_timeout, "redis.connect_timeout")?;
+        nonzero(self.command_timeout, "redis.command_timeout")?;
+        nonzero(self.pool_wait_timeout, "redis.pool_wait_timeout")?;
+        let named = self
+            .sentinel_master
+            .as_deref()
+            .is_some_and(|m| !m.trim().is_empty());
+        check(
+            self.mode != RedisMode::Sentinel || named,
+            "redis.sentinel_master",
+            "mode = \"sentinel\" needs the name of the master the sentinels monitor",
+        )
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        nonzero(self.request_timeout, "http.request_timeout")?;
+        check(
+            self.body_limit > 0,
+            "http.body_limit",
+            "must be at least 1 byte",
+        )?;
+        check(
+            self.metrics_listen != Some(self.listen),
+            "http.metrics_listen",
+            "must differ from http.listen (leave it out to serve /metrics on listen)",
+        )
+    }
+}
+
+impl RefreshConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        nonzero(self.lock_ttl, "refresh.lock_ttl")?;
+        nonzero(self.upstream_timeout, "refresh.upstream_timeout")?;
+        nonzero(self.poll_interval, "refresh.poll_interval")?;
+        nonzero(self.fatal_cooldown, "refresh.fatal_cooldown")?;
+        nonzero(self.backoff_base, "refresh.backoff_base")?;
+        check(
+            self.backoff_max >= self.backoff_base,
+            "refresh.backoff_max",
+            format_args!(
+                "must be at least backoff_base ({})",
+                human(self.backoff_base)
+            ),
+        )?;
+        check(
+            self.upstream_timeout < self.lock_ttl / 2,
+            "refresh.upstream_timeout",
+            format_args!(
+                "must be less than half of lock_ttl ({}): a fetch still running when the lock lapses lets a second replica call WeChat too",
+                human(self.lock_ttl)
+            ),
+        )?;
+        let floor = self.lock_ttl.saturating_add(self.upstream_timeout);
+        check(
+            self.refresh_ahead >= floor,
+            "refresh.refresh_ahead",
+            format_args!(
+                "must be at least lock_ttl + upstream_timeout ({}): if the replica holding the lock dies, its lock must lapse and another replica must still have time to fetch before the token expires",
+                human(floor)
+            ),
+        )?;
+        check(
+            self.refresh_ahead <= Duration::from_secs(3600),
+            "refresh.refresh_ahead",
+            "must be at most 1h: tokens live 2h, a larger lead refreshes so often it burns the daily quota",
+        )?;
+        check(
+            (1..=100_000).contains(&self.daily_budget),
+            "refresh.daily_budget",
+            "must be between 1 and 100000 (WeChat allows 2000 cgi-bin/token calls a day; 1800 leaves headroom)",
+        )?;
+        let id_ok = |r: &String| {
+            !r.is_empty()
+                && r.len() <= 128
+                && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        check(
+            self.replica_id.as_ref().is_none_or(id_ok),
+            "refresh.replica_id",
+            "must be 1-128 characters without spaces or control characters",
+        )
+    }
+}
+
+fn validate_base_url(raw: &str) -> Result<String, ConfigError> {
+    let bad = |why: String| ConfigError::new("upstream.base_url", why);
+    let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("{raw:?} is not a URL ({e})")))?;
+    check(
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
+        "upstream.base_url",
+        format_args!("{raw:?} must be an http:// or https:// URL with a host"),
+    )?;
+    check(
+        url.query().is_none() && url.fragment().is_none(),
+        "upstream.base_url",
+        "must not have a query or fragment",
+    )?;
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// A value of the wrong shape or an unknown key, as serde reported it; an
+/// unknown key also names the section it was found in.
+pub(super) fn shape_error(key: String, message: &str) -> ConfigError {
+    if !message.starts_with("unknown field") {
+        return ConfigError::new(key, message);
+    }
+    let place = match key.rsplit_once('.') {
+        Some((section, _)) => format!("section `{section}`"),
+        None => "the top level".to_owned(),
+    };
+    let message = format!("{message} (in {place})");
+    ConfigError::new(key, message)
+}
+
+/// A TOML syntax error, located by line and column but without the source
+/// snippet `toml` would print: that line might hold a secret written in error.
+pub(super) fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    let msg = format!(
+        "TOML syntax error{}: {}",
+        at.unwrap_or_default(),
+        e.message().trim()
+    );
+    ConfigError::new("config", msg)
+}

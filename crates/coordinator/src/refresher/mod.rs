@@ -1,0 +1,330 @@
+//! `refresher`: one credential's refresh, as a testable step
+//! ([`Refresher::try_refresh`] → [`RefreshOutcome`]) and a thin policy loop
+//! around it (`policy`).
+//!
+//! The step is SPEC §5's protocol: lock, begin (fence + read again), gate,
+//! quota, fetch, fenced commit, release. It never sleeps and never loops;
+//! when to call it again is the policy's business. Only the step calls
+//! `upstream`, and only while holding the credential's lock with quota taken
+//! (invariant 1); tokens reach Redis only through `store::commit` (invariant 2).
+
+mod backoff;
+mod policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use tracing::{debug, info, warn};
+use wxtoken_common::{CredentialId, ErrorClass};
+
+pub use backoff::Backoff;
+pub use policy::{Plan, plan, run_credential};
+
+use crate::config::{AppConfig, RefreshConfig, UpstreamApi};
+use crate::store::{
+    Commit, FailureRecord, Gate, Grant, LockOwner, QuotaTake, StoreError, TokenStore,
+};
+use crate::upstream::{FetchError, Upstream};
+
+/// When the step may call upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only if the token is missing or has at most `within` left (the
+    /// policy's `refresh_ahead + jitter`, so the step and the plan agree).
+    Due { within: Duration },
+    /// Even if the token looks fresh, unless a token newer than
+    /// `if_generation` is already stored (someone else served the request).
+    /// With `stable_token`, `force_refresh` is sent.
+    Forced { if_generation: u64 },
+}
+
+/// What one `try_refresh` did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RefreshOutcome {
+    /// This replica fetched and stored a new token.
+    Refreshed { generation: u64, ttl: Duration },
+    /// After taking the lock the stored token was fresh: nothing to do.
+    StillFresh { ttl: Duration },
+    /// Another replica holds the lock.
+    LockedElsewhere { lock_ttl: Option<Duration> },
+    /// The fleet-wide back-off forbids calling upstream for `wait` more.
+    Gated { wait: Duration },
+    /// The fleet's daily budget is spent; no call made.
+    OverBudget { used: u64 },
+    /// Upstream failed; the fleet is gated accordingly.
+    Failed {
+        class: ErrorClass,
+        error: FetchError,
+    },
+    /// The fetched token was not stored: a newer one was (`Stale`), Redis lost
+    /// its data (`EpochChanged`) or it had no life left.
+    NotStored(Commit),
+    /// The lock lapsed (or is about to) before upstream was called: no call made.
+    LockLost,
+    /// `stable_token` normal mode returned the token already stored: nothing
+    /// to commit; the fleet waits until WeChat's renew window opens.
+    Unchanged { ttl: Duration },
+}
+
+/// Locks this replica holds now, so shutdown can release them even if the
+/// task that took one was cancelled mid-fetch. A std `Mutex`: it is never
+/// held across an `.await`.
+#[derive(Debug, Default, Clone)]
+pub struct HeldLocks(Arc<Mutex<HashMap<CredentialId, LockOwner>>>);
+
+impl HeldLocks {
+    fn insert(&self, id: &CredentialId, owner: &LockOwner) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(id.clone(), owner.clone());
+        }
+    }
+    fn remove(&self, id: &CredentialId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(id);
+        }
+    }
+    /// Takes every entry (for shutdown).
+    pub fn drain(&self) -> Vec<(CredentialId, LockOwner)> {
+        self.0
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The per-replica refresh machinery shared by every credential's loop.
+#[derive(Debug)]
+pub struct Refresher {
+    store: TokenStore,
+    upstream: Upstream,
+    settings: RefreshConfig,
+    backoff: Backoff,
+    replica_id: String,
+    held: HeldLocks,
+}
+
+impl Refresher {
+    pub fn new(
+        store: TokenStore,
+        upstream: Upstream,
+        settings: RefreshConfig,
+        replica_id: String,
+    ) -> Self {
+        let backoff = Backoff {
+            base: settings.backoff_base,
+            max: settings.backoff_max,
+            fatal_cooldown: settings.fatal_cooldown,
+        };
+        Self {
+            store,
+            upstream,
+            settings,
+            backoff,
+            replica_id,
+            held: HeldLocks::default(),
+        }
+    }
+
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &RefreshConfig {
+        &self.settings
+    }
+
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
+    pub fn held_locks(&self) -> &HeldLocks {
+        &self.held
+    }
+
+    /// One refresh attempt for `app` (SPEC §5).
+    pub async fn try_refresh(
+        &self,
+        app: &AppConfig,
+        mode: Mode,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let id = &app.id;
+        let owner = LockOwner::new(&self.replica_id);
+        if !self
+            .store
+            .try_lock(id, &owner, self.settings.lock_ttl)
+            .await?
+        {
+            let lock_ttl = self.store.peek(id).await.ok().and_then(|p| p.lock_ttl);
+            return Ok(RefreshOutcome::LockedElsewhere { lock_ttl });
+        }
+        let locked_at = Instant::now();
+        self.held.insert(id, &owner);
+        let outcome = self.with_lock(app, mode, &owner, locked_at).await;
+        // `commit` releases on its own; every other path releases here.
+        let released = match &outcome {
+            Ok(RefreshOutcome::Refreshed { .. }) | Ok(RefreshOutcome::NotStored(_)) => Ok(true),
+            _ => self.store.release(id, &owner).await,
+        };
+        if let Err(e) = released {
+            warn!(%id, error = %e, "could not release the refresh lock; it expires by itself");
+        }
+        self.held.remove(id);
+        outcome
+    }
+
+    async fn with_lock(
+        &self,
+        app: &AppConfig,
+        mode: Mode,
+        owner: &LockOwner,
+        locked_at: Instant,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let id = &app.id;
+        let Some(grant) = self.store.begin(id, owner).await? else {
+            return Ok(RefreshOutcome::LockLost);
+        };
+        let fresh = match mode {
+            Mode::Due { within } => grant.token_ttl.filter(|t| *t > within),
+            Mode::Forced { if_generation } => {
+                grant.token_ttl.filter(|_| grant.generation > if_generation)
+            }
+        };
+        if let Some(ttl) = fresh {
+            debug!(%id, ?ttl, "token already fresh after taking the lock");
+            return Ok(RefreshOutcome::StillFresh { ttl });
+        }
+        if !grant.gate.is_zero() {
+            return Ok(RefreshOutcome::Gated { wait: grant.gate });
+        }
+        let day = self.store.quota_day(grant.now_ms);
+        if let QuotaTake::OverBudget { used } = self
+            .store
+            .take_quota(id, day, self.settings.daily_budget)
+            .await?
+        {
+            let record = FailureRecord {
+                code: "daily_budget".into(),
+                message: format!(
+                    "fleet daily budget of {} upstream calls is spent",
+                    self.settings.daily_budget
+                ),
+                class: ErrorClass::QuotaExhausted,
+                gate: Gate::Until(u64::try_from(day.next_start_unix_ms()).unwrap_or(u64::MAX)),
+                counts: false,
+            };
+            self.store.record_failure(id, &record).await?;
+            warn!(%id, used, budget = self.settings.daily_budget, "daily budget spent; no upstream calls until the next quota day");
+            return Ok(RefreshOutcome::OverBudget { used });
+        }
+        // A replica stalled since it took the lock must not call upstream: the
+        // lock may already be someone else's, and a token WeChat issues after
+        // theirs would kill theirs five minutes later.
+        if locked_at.elapsed() + self.settings.upstream_timeout >= self.settings.lock_ttl {
+            warn!(%id, "lock nearly expired before the upstream call; not calling");
+            return Ok(RefreshOutcome::LockLost);
+        }
+        let force = matches!(mode, Mode::Forced { .. }) && app.api == UpstreamApi::StableToken;
+        let started = Instant::now();
+        let fetched = match self.upstream.fetch(app, force).await {
+            Ok(fetched) => fetched,
+            Err(error) => return self.failed(id, &grant, error).await,
+        };
+        let mut ttl = fetched.expires_in.saturating_sub(started.elapsed());
+        let mut token = fetched.token;
+        let mut source = match app.api {
+            UpstreamApi::Token => "token",
+            UpstreamApi::StableToken => "stable_token",
+        };
+        if app.api == UpstreamApi::StableToken && !force {
+            let (stored, invalidated) = self.store.stable_check(id).await?;
+            let digest = sha1_smol::Sha1::from(token.expose_secret()).hexdigest();
+            if invalidated.as_deref() == Some(digest.as_str()) {
+                // Normal mode handed back the token a reader reported invalid:
+                // only force_refresh gets a new one (SPEC §5), within quota.
+                warn!(%id, "stable_token returned the token reported invalid; forcing a refresh");
+                if let QuotaTake::OverBudget { used } = self
+                    .store
+                    .take_quota(id, day, self.settings.daily_budget)
+                    .await?
+                {
+                    return Ok(RefreshOutcome::OverBudget { used });
+                }
+                let started = Instant::now();
+                match self.upstream.fetch(app, true).await {
+                    Ok(forced) => {
+                        ttl = forced.expires_in.saturating_sub(started.elapsed());
+                        token = forced.token;
+                        source = "stable_token_force";
+                    }
+                    Err(error) => return self.failed(id, &grant, error).await,
+                }
+            } else if stored.as_deref() == Some(token.expose_secret()) {
+                let wait = (ttl / 2).max(Duration::from_secs(1));
+                let record = FailureRecord {
+                    code: "stable_token_unchanged".into(),
+                    message: "stable_token returned the stored token; stable_renew_window is larger than WeChat's".into(),
+                    class: ErrorClass::Retryable,
+                    gate: Gate::For(wait),
+                    counts: false,
+                };
+                self.store.record_failure(id, &record).await?;
+                warn!(%id, ?ttl, "stable_token returned the stored token; waiting for the renew window");
+                return Ok(RefreshOutcome::Unchanged { ttl });
+            }
+        }
+        let commit = self
+            .store
+            .commit(id, &grant, owner, &token, ttl, &self.replica_id, source)
+            .await?;
+        Ok(match commit {
+            Commit::Stored { generation, .. } => {
+                info!(%id, generation, replica = %self.replica_id, ttl_s = ttl.as_secs(), "refreshed");
+                RefreshOutcome::Refreshed { generation, ttl }
+            }
+            other => {
+                warn!(%id, outcome = ?other, "fetched token was not stored");
+                RefreshOutcome::NotStored(other)
+            }
+        })
+    }
+
+    async fn failed(
+        &self,
+        id: &CredentialId,
+        grant: &Grant,
+        error: FetchError,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let class = error.class();
+        self.record(id, grant, &error, class).await?;
+        warn!(%id, %class, code = %error.code(), error = %error, "upstream fetch failed");
+        Ok(RefreshOutcome::Failed { class, error })
+    }
+
+    async fn record(
+        &self,
+        id: &CredentialId,
+        grant: &Grant,
+        error: &FetchError,
+        class: ErrorClass,
+    ) -> Result<(), StoreError> {
+        let day = self.store.quota_day(grant.now_ms);
+        let gate = self.backoff.gate(
+            class,
+            grant.failures + 1,
+            grant.now_ms,
+            day,
+            rand::random::<f64>(),
+        );
+        let record = FailureRecord {
+            code: error.code(),
+            message: error.to_string(),
+            class,
+            gate,
+            counts: true,
+        };
+        self.store.record_failure(id, &record).await.map(|_| ())
+    }
+}

@@ -1,0 +1,169 @@
+//! `replica`: wires one coordinator replica together — store, upstream,
+//! event subscription, one refresh loop per credential — and runs it until
+//! shutdown (SPEC §5: on SIGTERM stop taking locks, release held ones, exit
+//! within 5 s).
+//!
+//! Entry points take what tests need to inject (the config, a shutdown
+//! future) and hand back a [`ReplicaHandle`] so in-process tests can run many
+//! replicas side by side. Signal handling belongs to `main`, not here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+use wxtoken_client::events::{EventSubscription, SubscriptionConfig};
+use wxtoken_common::Keys;
+
+use crate::config::Config;
+use crate::refresher::{Refresher, run_credential};
+use crate::store::{PoolSettings, TokenStore, connect_pool};
+use crate::upstream::Upstream;
+use crate::wake::Wakers;
+
+/// Builds the Redis store described by `config` (connects lazily).
+pub fn build_store(config: &Config) -> anyhow::Result<TokenStore> {
+    let r = &config.redis;
+    let settings = PoolSettings {
+        size: r.pool_size,
+        connect_timeout: r.connect_timeout,
+        command_timeout: r.command_timeout,
+        wait_timeout: r.pool_wait_timeout,
+    };
+    let (pool, client) = connect_pool(r.url.expose_secret(), &settings).context("redis.url")?;
+    let keys = Keys::new(&r.key_prefix).context("redis.key_prefix")?;
+    Ok(TokenStore::new(
+        pool,
+        client,
+        keys,
+        config.refresh.quota_day_offset,
+    ))
+}
+
+/// `host-pid-xxxx`, unless `[refresh] replica_id` names one.
+pub fn default_replica_id(config: &Config) -> String {
+    if let Some(id) = &config.refresh.replica_id {
+        return id.clone();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wxtoken".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// A running replica.
+#[derive(Debug)]
+pub struct ReplicaHandle {
+    refresher: Arc<Refresher>,
+    shutdown: watch::Sender<bool>,
+    loops: JoinSet<()>,
+    subscription: EventSubscription,
+}
+
+impl ReplicaHandle {
+    /// Starts a replica: one event subscription and one loop per `[[apps]]`.
+    pub async fn start(config: &Config, replica_id: String) -> anyhow::Result<Self> {
+        let store = build_store(config)?;
+        let upstream = Upstream::new(&config.upstream.base_url, config.refresh.upstream_timeout)
+            .context("upstream.base_url")?;
+        let refresher = Arc::new(Refresher::new(
+            store.clone(),
+            upstream,
+            config.refresh.clone(),
+            replica_id,
+        ));
+        let wakers = Wakers::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        for app in &config.apps {
+            let wake = wakers.register(&app.id);
+            loops.spawn(run_credential(
+                refresher.clone(),
+                Arc::new(app.clone()),
+                wake,
+                wakers.events_up(),
+                shutdown_rx.clone(),
+            ));
+        }
+        let subscription = EventSubscription::spawn(
+            store.client().clone(),
+            store.keys().clone(),
+            SubscriptionConfig::default(),
+            wakers,
+        );
+        info!(replica = %refresher.replica_id(), apps = config.apps.len(), "replica started");
+        Ok(Self {
+            refresher,
+            shutdown,
+            loops,
+            subscription,
+        })
+    }
+
+    pub fn replica_id(&self) -> &str {
+        self.refresher.replica_id()
+    }
+
+    pub fn store(&self) -> &TokenStore {
+        self.refresher.store()
+    }
+
+    pub fn refresher(&self) -> &Arc<Refresher> {
+        &self.refresher
+    }
+
+    /// True once the event subscription is up.
+    pub async fn wait_events_up(&self, timeout: Duration) -> bool {
+        self.subscription.wait_up(timeout).await
+    }
+
+    /// Stops taking locks, lets in-flight refreshes finish for up to `grace`,
+    /// then cancels them and releases every lock still held.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.shutdown.send_replace(true);
+        let drained = tokio::time::timeout(grace, async {
+            while self.loops.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("refresh loops did not stop within {grace:?}; cancelling them");
+            self.loops.abort_all();
+            while self.loops.join_next().await.is_some() {}
+        }
+        for (id, owner) in self.refresher.held_locks().drain() {
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                self.refresher.store().release(&id, &owner),
+            )
+            .await
+            {
+                Ok(Ok(true)) => info!(%id, "released refresh lock on shutdown"),
+                Ok(Ok(false)) => {}
+                _ => warn!(%id, "could not release refresh lock on shutdown; it expires by itself"),
+            }
+        }
+        info!(replica = %self.refresher.replica_id(), "replica stopped");
+    }
+}
+
+/// Runs a replica until `shutdown` resolves; total exit time stays under 5 s.
+pub async fn run_until(
+    config: &Config,
+    replica_id: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let replica = ReplicaHandle::start(config, replica_id).await?;
+    shutdown.await;
+    info!("shutdown requested");
+    replica.shutdown(Duration::from_secs(3)).await;
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! `store`: everything the coordinator does to Redis — the lock, the fenced
+//! scripts of SPEC §3, the fleet-wide back-off gate and status reads.
+//!
+//! Besides `wxtoken_common::Keys` this is the only module that knows key
+//! names. Scripts are loaded once and run by EVALSHA (`redis::Script` reloads
+//! them after NOSCRIPT, e.g. after a Redis restart). Every call has a timeout
+//! (pool wait, connect, response). This module makes no policy decisions: it
+//! reports what Redis said and lets `refresher` decide.
+
+mod pool;
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use secrecy::{ExposeSecret, SecretString};
+use wxtoken_client::keyspace::{self, Invalidation, StoredToken};
+use wxtoken_common::wire::{Event, LastError};
+use wxtoken_common::{CredentialId, ErrorClass, Keys, QuotaDay, QuotaOffset, meta};
+
+pub use pool::{PoolSettings, StoreError, connect_pool};
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        static $name: LazyLock<redis::Script> =
+            LazyLock::new(|| redis::Script::new(include_str!($file)));
+    };
+}
+script!(BEGIN, "begin.lua");
+script!(COMMIT, "commit.lua");
+script!(RELEASE, "release.lua");
+script!(QUOTA_TAKE, "quota_take.lua");
+script!(RECORD_FAILURE, "record_failure.lua");
+script!(PEEK, "peek.lua");
+script!(RESET_GATE, "reset_gate.lua");
+
+/// Quota counters live three days, long enough for `status` across midnight.
+const QUOTA_KEY_TTL_MS: u64 = 3 * 86_400_000;
+
+/// The coordinator's handle on Redis: a connection pool plus the key schema.
+#[derive(Clone)]
+pub struct TokenStore {
+    pool: deadpool_redis::Pool,
+    client: redis::Client,
+    keys: Keys,
+    quota_offset: QuotaOffset,
+}
+
+impl fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The identity of one lock attempt: `replica:nonce`, so a replica's late
+/// release can never delete a lock that a later attempt of its own holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOwner(String);
+
+impl LockOwner {
+    pub fn new(replica_id: &str) -> Self {
+        Self(format!("{replica_id}:{:016x}", rand::random::<u64>()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What `peek` saw: enough to decide when to act next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    /// Time left on the stored token; `None` when there is none.
+    pub token_ttl: Option<Duration>,
+    pub generation: u64,
+    /// Time the fleet-wide back-off still forbids upstream calls.
+    pub gate: Duration,
+    /// Time left on somebody's refresh lock; `None` when unlocked.
+    pub lock_ttl: Option<Duration>,
+    pub failures: u32,
+}
+
+/// The grant `begin` returns to the lock holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub epoch: String,
+    pub fence: u64,
+    /// Redis `TIME` when the grant was made (unix ms): the fleet's clock.
+    pub now_ms: u64,
+    pub token_ttl: Option<Duration>,
+    pub generation: u64,
+    pub gate: Duration,
+    pub failures: u32,
+}
+
+/// Result of `commit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    Stored {
+        generation: u64,
+        expires_at_ms: u64,
+    },
+    /// A newer token (this generation) is already stored.
+    Stale {
+        generation: u64,
+    },
+    /// Redis lost its data since `begin`: the epoch changed.
+    EpochChanged,
+    /// The token had no life left by the time it reached Redis.
+    Expired,
+}
+
+/// Result of `take_quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaTake {
+    Taken { used: u64 },
+    OverBudget { used: u64 },
+}
+
+/// How long the fleet must wait after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// From now (Redis time).
+    For(Duration),
+    /// Until this unix ms (Redis time), e.g. the next quota day.
+    Until(u64),
+}
+
+/// A failure to remember in the meta hash (no secret, no token: the message
+/// comes from WeChat's errmsg or our own classification).
+#[derive(Debug, Clone)]
+pub struct FailureRecord {
+    pub code: String,
+    pub message: String,
+    pub class: ErrorClass,
+    pub gate: Gate,
+    /// Whether it raises the back-off exponent.
+    pub counts: bool,
+}
+
+/// Everything `status` shows about one credential.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredStatus {
+    pub token_ttl: Option<Duration>,
+    pub generation: Option<u64>,
+    pub expires_at_ms: Option<u64>,
+    pub fetched_at_ms: Option<u64>,
+    pub fetched_by: Option<String>,
+    pub source: Option<String>,
+    pub last_error: Option<LastError>,
+    pub quota_used_today: u64,
+    pub locked_by: Option<String>,
+    pub gate: Duration,
+    pub failures: u32,
+}
+
+fn pttl(ms: i64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()))
+}
+
+impl TokenStore {
+    /// Builds the pool; does not connect until first use (see [`Self::ping`]).
+    pub fn new(
+        pool: deadpool_redis::Pool,
+        client: redis::Client,
+        keys: Keys,
+        quota_offset: QuotaOffset,
+    ) -> Self {
+        Self {
+            pool,
+            client,
+            keys,
+            quota_offset,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A plain client on the same server, for the pub/sub subscription.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub fn quota_offset(&self) -> QuotaOffset {
+        self.quota_offset
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Redis `TIME` in unix ms: the one clock the fleet agrees on.
+    pub async fn redis_time_ms(&self) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    pub fn quota_day(&self, unix_ms: u64) -> QuotaDay {
+        QuotaDay::from_unix_ms(
+            i64::try_from(unix_ms).unwrap_or(i64::MAX),
+            self.quota_offset,
+        )
+    }
+
+    pub async fn peek(&self, id: &CredentialId) -> Result<Peek, StoreError> {
+        let mut c = self.conn().await?;
+        let (token, generation, gate, lock, failures): (i64, u64, u64, i64, u32) = PEEK
+            .key(self.keys.access_token(id))
+            .key(self.keys.meta(id))
+            .key(self.keys.lock(id))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(Peek {
+            token_ttl: pttl(token),
+            generation,
+            gate: Duration::from_millis(gate),
+            lock_ttl: pttl(lock),
+            failures,
+        })
+    }
+
+    /// `SET lock owner NX PX ttl`: true when this attempt now holds the lock.
+    pub async fn try_lock(
+        &self,
+        id: &CredentialId,
+        owner: &LockOwner,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.lock(id))
+            .arg(owner.as_str())
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// The begin script: `None` when the lock no longer holds `owner`.
+    pub async fn begin(
+        &self,
+        id: &CredentialId,
+        owner: &LockOwner,
+    ) -> Result<Option<Grant>, StoreError> {
+        let mut c = self.conn().await?;
+        let candidate_epoch = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let reply: redis::Value = BEGIN
+            .key(self.keys.lock(id))
+            .key(self.keys.epoch(id))
+            .key(self.keys.fence(id))
+            .key(self.keys.meta(id))
+            .key(self.keys.access_token(id))
+            .arg(owner.as_str())
+            .arg(candidate_epoch)
+            .invoke_async(&mut c)
+            .await?;
+        let parsed: Vec<redis::Value> = redis::from_redis_value(reply)?;
+        let tag: String = match parsed.first() {
+            Some(v) => redis::from_redis_value_ref(v)?,
+            None => return Err(StoreError::Reply("begin returned nothing".into())),
+        };
+        if tag != "ok" {
+            return Ok(None);
+        }
+        let (_, epoch, fence, now_ms, token, generation, gate, failures): (
+            String,
+            String,
+            u64,
+            u64,
+            i64,
+            u64,
+            u64,
+            u32,
+        ) = redis::from_redis_value(redis::Value::Array(parsed))?;
+        Ok(Some(Grant {
+            epoch,
+            fence,
+            now_ms,
+            token_ttl: pttl(token),
+            generation,
+            gate: Duration::from_millis(gate),
+            failures,
+        }))
+    }
+
+    pub async fn take_quota(
+        &self,
+        id: &CredentialId,
+        day: QuotaDay,
+        budget: u64,
+    ) -> Result<QuotaTake, StoreError> {
+        let mut c = self.conn().await?;
+        let (tag, used): (String, u64) = QUOTA_TAKE
+            .key(self.keys.quota(id, day))
+            .arg(budget)
+            .arg(QUOTA_KEY_TTL_MS)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(if tag == "ok" {
+            QuotaTake::Taken { used }
+        } else {
+            QuotaTake::OverBudget { used }
+        })
+    }
+
+    /// The fenced write. `ttl` is the token's remaining life.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit(
+        &self,
+        id: &CredentialId,
+        grant: &Grant,
+        owner: &LockOwner,
+        token: &SecretString,
+        ttl: Duration,
+        fetched_by: &str,
+        source: &str,
+    ) -> Result<Commit, StoreError> {
+        let mut c = self.conn().await?;
+        let (tag, a, b): (String, u64, Option<u64>) = COMMIT
+            .key(self.keys.access_token(id))
+            .key(self.keys.meta(id))
+            .key(self.keys.epoch(id))
+            .key(self.keys.events(id))
+            .key(self.keys.lock(id))
+            .arg(&grant.epoch)
+            .arg(grant.fence)
+            .arg(token.expose_secret())
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(fetched_by)
+            .arg(source)
+            .arg(owner.as_str())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match tag.as_str() {
+            "ok" => Commit::Stored {
+                generation: a,
+                expires_at_ms: b.unwrap_or(0),
+            },
+            "stale" => Commit::Stale { generation: a },
+            "epoch" => Commit::EpochChanged,
+            _ => Commit::Expired,
+        })
+    }
+
+    /// Compare-and-delete of the lock. True when this owner held it.
+    pub async fn release(&self, id: &CredentialId, owner: &LockOwner) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let n: u64 = RELEASE
+            .key(self.keys.lock(id))
+            .arg(owner.as_str())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Records a failure and gates the fleet; returns the consecutive-failure count.
+    pub async fn record_failure(
+        &self,
+        id: &CredentialId,
+        failure: &FailureRecord,
+    ) -> Result<u32, StoreError> {
+        let mut c = self.conn().await?;
+        let gate = match failure.gate {
+            Gate::For(d) => format!("rel:{}", d.as_millis()),
+            Gate::Until(ms) => format!("abs:{ms}"),
+        };
+        let (failures, _next): (u32, u64) = RECORD_FAILURE
+            .key(self.keys.meta(id))
+            .arg(&failure.code)
+            .arg(truncate(&failure.message, 200))
+            .arg(failure.class.as_str())
+            .arg(gate)
+            .arg(if failure.counts { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await?;
+        Ok(failures)
+    }
+
+    /// For `stable_token` refreshes: the stored token (if any) and the SHA-1 of
+    /// the last token reported invalid (if any).
+    pub async fn stable_check(
+        &self,
+        id: &CredentialId,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let mut c = self.conn().await?;
+        Ok(redis::pipe()
+            .get(self.keys.access_token(id))
+            .hget(self.keys.meta(id), meta::INVALIDATED_SHA1)
+            .query_async(&mut c)
+            .await?)
+    }
+
+    pub async fn read_token(&self, id: &CredentialId) -> Result<Option<StoredToken>, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(keyspace::read_token(&mut c, &self.keys, id).await?)
+    }
+
+    pub async fn invalidate(
+        &self,
+        id: &CredentialId,
+        bad_token: &str,
+    ) -> Result<Invalidation, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(keyspace::invalidate(&mut c, &self.keys, id, bad_token).await?)
+    }
+
+    pub async fn publish(&self, id: &CredentialId, event: &Event) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(keyspace::publish(&mut c, &self.keys, id, event).await?)
+    }
+
+    /// Lifts the back-off gate and today's quota count; asks for a refresh.
+    /// Returns the quota count that was cleared.
+    pub async fn reset_gate(&self, id: &CredentialId) -> Result<u64, StoreError> {
+        let day = self.quota_day(self.redis_time_ms().await?);
+        let mut c = self.conn().await?;
+        Ok(RESET_GATE
+            .key(self.keys.meta(id))
+            .key(self.keys.quota(id, day))
+            .key(self.keys.events(id))
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Quota calls recorded for the quota day containing Redis' now.
+    pub async fn quota_used_today(&self, id: &CredentialId) -> Result<u64, StoreError> {
+        let day = self.quota_day(self.redis_time_ms().await?);
+        let mut c = self.conn().await?;
+        let used: Option<u64> = c.get(self.keys.quota(id, day)).await?;
+        Ok(used.unwrap_or(0))
+    }
+
+    /// Everything `wxtoken status` shows, in two round trips.
+    pub async fn status(&self, id: &CredentialId) -> Result<StoredStatus, StoreError> {
+        let now = self.redis_time_ms().await?;
+        let day = self.quota_day(now);
+        let mut c = self.conn().await?;
+        let (token_pttl, fields, quota, lock): (
+            i64,
+            Vec<Option<String>>,
+            Option<u64>,
+            Option<String>,
+        ) = redis::pipe()
+            .pttl(self.keys.access_token(id))
+            .cmd("HMGET")
+            .arg(self.keys.meta(id))
+            .arg(&[
+                meta::GENERATION,
+                meta::EXPIRES_AT_MS,
+                meta::FETCHED_AT_MS,
+                meta::FETCHED_BY,
+                meta::SOURCE,
+                meta::LAST_ERROR_CODE,
+                meta::LAST_ERROR_MSG,
+                meta::LAST_ERROR_AT_MS,
+                meta::LAST_ERROR_CLASS,
+                meta::NEXT_ATTEMPT_AT_MS,
+                meta::FAILURES,
+            ])
+            .get(self.keys.quota(id, day))
+            .get(self.keys.lock(id))
+            .query_async(&mut c)
+            .await?;
+        let field = |i: usize| fields.get(i).cloned().flatten();
+        let num = |i: usize| field(i).and_then(|v| v.parse::<u64>().ok());
+        let last_error = field(5).map(|code| LastError {
+            code,
+            message: field(6).unwrap_or_default(),
+            at_ms: num(7).unwrap_or(0),
+            class: field(8).and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+        });
+        Ok(StoredStatus {
+            token_ttl: pttl(token_pttl),
+            generation: num(0),
+            expires_at_ms: num(1),
+            fetched_at_ms: num(2),
+            fetched_by: field(3),
+            source: field(4),
+            last_error,
+            quota_used_today: quota.unwrap_or(0),
+            locked_by: lock,
+            gate: Duration::from_millis(num(9).unwrap_or(0).saturating_sub(now)),
+            failures: num(10).and_then(|f| u32::try_from(f).ok()).unwrap_or(0),
+        })
+    }
+}
+
+/// Cuts `s` to at most `max` characters (WeChat errmsgs can be long).
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}

@@ -1,0 +1,98 @@
+//! Turns the event subscription into per-credential wake-ups for the
+//! refresh loops.
+//!
+//! Each credential gets a `watch` channel whose value changes on every event
+//! for it (and on every reconnection, when events may have been missed), so a
+//! sleeping loop wakes at once instead of polling. With 10 000 credentials an
+//! event wakes one loop, not all. This module decides nothing about refreshes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+use wxtoken_client::events::{ConnectionState, EventSink};
+use wxtoken_common::CredentialId;
+use wxtoken_common::wire::Event;
+
+/// What a loop is woken with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WakeSignal {
+    /// Changes on every wake-up.
+    pub seq: u64,
+    /// Set by a `refresh_requested` event with `force`: refresh even a fresh
+    /// token unless one newer than this generation is stored.
+    pub force_if_generation: Option<u64>,
+}
+
+/// The event sink of one replica.
+#[derive(Debug)]
+pub struct Wakers {
+    /// Written only at start-up (one entry per configured credential), read on
+    /// every event: an `RwLock` keeps event dispatch from contending.
+    loops: RwLock<HashMap<CredentialId, watch::Sender<WakeSignal>>>,
+    events_up: watch::Sender<bool>,
+}
+
+impl Wakers {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            loops: RwLock::new(HashMap::new()),
+            events_up: watch::channel(false).0,
+        })
+    }
+
+    /// Registers a credential; its loop keeps the receiver.
+    pub fn register(&self, id: &CredentialId) -> watch::Receiver<WakeSignal> {
+        let (tx, rx) = watch::channel(WakeSignal::default());
+        if let Ok(mut loops) = self.loops.write() {
+            loops.insert(id.clone(), tx);
+        }
+        rx
+    }
+
+    /// True while the event subscription is up (loops then need no polling).
+    pub fn events_up(&self) -> watch::Receiver<bool> {
+        self.events_up.subscribe()
+    }
+
+    fn wake(tx: &watch::Sender<WakeSignal>, force: Option<u64>) {
+        tx.send_modify(|s| {
+            s.seq += 1;
+            if force.is_some() {
+                s.force_if_generation = force;
+            }
+        });
+    }
+
+    fn wake_all(&self) {
+        if let Ok(loops) = self.loops.read() {
+            loops.values().for_each(|tx| Self::wake(tx, None));
+        }
+    }
+}
+
+impl EventSink for Wakers {
+    fn on_event(&self, id: &CredentialId, event: Event) {
+        let force = match event {
+            Event::RefreshRequested {
+                force: true,
+                generation,
+                ..
+            } => Some(generation),
+            _ => None,
+        };
+        if let Ok(loops) = self.loops.read()
+            && let Some(tx) = loops.get(id)
+        {
+            Self::wake(tx, force);
+        }
+    }
+
+    fn on_connection(&self, state: ConnectionState) {
+        self.events_up
+            .send_replace(matches!(state, ConnectionState::Up { .. }));
+        // Up after a gap: events may have been missed. Down: loops must fall
+        // back to polling. Either way every loop re-reads now.
+        self.wake_all();
+    }
+}
