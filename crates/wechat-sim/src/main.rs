@@ -1,1 +1,128 @@
-fn main() {}
+//! The `wechat-sim` binary: parses the command line into a `SimConfig`,
+//! installs the tracing subscriber (the only place that does), serves the
+//! simulator and stops gracefully on SIGTERM or ctrl-c.
+//!
+//! Everything the simulator does lives in the library; this file is glue.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use wechat_sim::{SimApp, SimConfig};
+
+/// A faithful simulator of WeChat's token APIs (quotas, overlap, error
+/// codes, fault injection) for tests and dev stacks.
+#[derive(Debug, Parser)]
+#[command(name = "wechat-sim", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// An app (and WeCom corp) as APPID:SECRET; repeat for more apps.
+    #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app)]
+    apps: Vec<SimApp>,
+    /// Lifetime of issued tokens.
+    #[arg(long, default_value = "7200s", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+    /// How long a superseded token keeps working.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    overlap: Duration,
+    /// cgi-bin/token calls per app per day (Asia/Shanghai day).
+    #[arg(long, default_value_t = 2000)]
+    daily_quota: u32,
+    /// stable_token calls per app per day.
+    #[arg(long, default_value_t = 500_000)]
+    stable_daily_quota: u32,
+    /// stable_token calls per app per minute.
+    #[arg(long, default_value_t = 10_000)]
+    stable_per_minute: u32,
+    /// force_refresh calls per app per day.
+    #[arg(long, default_value_t = 20)]
+    force_refresh_daily: u32,
+    /// Minimum time between two force refreshes.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    force_refresh_spacing: Duration,
+    /// Seed for fault decisions (reproducible chaos runs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Log format on stderr. Level from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_app(s: &str) -> Result<SimApp, String> {
+    match s.split_once(':') {
+        Some((appid, secret)) if !appid.is_empty() && !secret.is_empty() => Ok(SimApp {
+            appid: appid.to_owned(),
+            secret: secret.to_owned(),
+        }),
+        _ => Err("expected APPID:SECRET".to_owned()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let config = SimConfig {
+        apps: cli.apps,
+        token_ttl: cli.token_ttl,
+        overlap: cli.overlap,
+        daily_quota: cli.daily_quota,
+        stable_daily_quota: cli.stable_daily_quota,
+        stable_per_minute: cli.stable_per_minute,
+        force_refresh_daily: cli.force_refresh_daily,
+        force_refresh_spacing: cli.force_refresh_spacing,
+        seed: cli.seed,
+    };
+    if config.apps.is_empty() {
+        tracing::warn!("no --app given: every fetch will answer 40013");
+    }
+    let appids: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
+    tracing::info!(apps = ?appids, token_ttl = ?config.token_ttl, overlap = ?config.overlap, "starting");
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let sim = wechat_sim::spawn_on(listener, config).await?;
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    sim.shutdown().await;
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The `wechat-sim` binary: `--help`, start, answer, stop on SIGTERM.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wechat-sim");
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn binary_help_lists_the_flags() {
+    let out = Command::new(BIN).arg("--help").output().await.unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--app",
+        "--token-ttl",
+        "--overlap",
+        "--daily-quota",
+        "--seed",
+        "--log-format",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
+
+#[tokio::test]
+async fn binary_starts_answers_and_stops_on_sigterm() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--app",
+            &format!("{APP}:{SECRET}"),
+            "--token-ttl",
+            "90s",
+            "--overlap",
+            "10s",
+            "--daily-quota",
+            "5",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().timeout(secs(2)).build().unwrap();
+    let url = format!("http://127.0.0.1:{port}/cgi-bin/token");
+    let query = [
+        ("grant_type", "client_credential"),
+        ("appid", APP),
+        ("secret", SECRET),
+    ];
+    let deadline = std::time::Instant::now() + secs(20);
+    let v = loop {
+        if let Ok(r) = http.get(&url).query(&query).send().await {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the binary never answered"
+        );
+        tokio::time::sleep(ms(50)).await;
+    };
+    let token = access_token(&v);
+    assert_eq!(expires_in(&v), 90);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within 5 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let mut logs = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    assert!(logs.contains("issued token"), "{logs}");
+    assert!(logs.contains(&token[..6]));
+    assert!(
+        !logs.contains(&token[..12]),
+        "never more than 6 chars of a token"
+    );
+    assert!(!logs.contains(SECRET), "never the secret");
+}

@@ -1,0 +1,165 @@
+//! Shared test plumbing: spawn a simulator, call its endpoints, poll with a
+//! deadline. Logs are silent unless `TEST_LOG` is set.
+
+use std::future::Future;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wechat_sim::{SimConfig, SimHandle};
+
+pub const APP: &str = "wx0123456789abcdef";
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+pub const APP_B: &str = "wxfedcba9876543210";
+pub const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Two apps, WeChat's defaults otherwise; tests shrink time on top.
+pub fn config() -> SimConfig {
+    SimConfig::new().app(APP, SECRET).app(APP_B, SECRET_B)
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("debug")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A running simulator and a client for it.
+pub struct Wx {
+    pub sim: SimHandle,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+pub async fn start(config: SimConfig) -> Wx {
+    init_logs();
+    let sim = wechat_sim::spawn(config).await.expect("spawn simulator");
+    let base = sim.base_url();
+    let http = reqwest::Client::builder()
+        .timeout(secs(10))
+        .build()
+        .expect("reqwest client");
+    Wx { sim, http, base }
+}
+
+/// The errcode of a reply (0 when absent, as on a token success).
+pub fn errcode(v: &Value) -> i64 {
+    v.get("errcode").and_then(Value::as_i64).unwrap_or(0)
+}
+
+pub fn expires_in(v: &Value) -> u64 {
+    v["expires_in"].as_u64().expect("expires_in")
+}
+
+pub fn access_token(v: &Value) -> String {
+    v["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token in {v}"))
+        .to_owned()
+}
+
+impl Wx {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET with query parameters; status and parsed JSON body.
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status();
+        let body = resp.text().await.expect("body");
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, v)
+    }
+
+    /// `GET /cgi-bin/token` for `appid` with `secret`.
+    pub async fn token(&self, appid: &str, secret: &str) -> Value {
+        let q = [
+            ("grant_type", "client_credential"),
+            ("appid", appid),
+            ("secret", secret),
+        ];
+        self.get("/cgi-bin/token", &q).await.1
+    }
+
+    /// A successful `cgi-bin/token` for APP.
+    pub async fn fetch(&self) -> String {
+        access_token(&self.token(APP, SECRET).await)
+    }
+
+    /// `POST /cgi-bin/stable_token` with a raw body.
+    pub async fn stable_raw(&self, body: impl Into<reqwest::Body>) -> Value {
+        let resp = self
+            .http
+            .post(self.url("/cgi-bin/stable_token"))
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        resp.json().await.expect("json")
+    }
+
+    /// `POST /cgi-bin/stable_token` for APP.
+    pub async fn stable(&self, force_refresh: bool) -> Value {
+        let body = json!({
+            "grant_type": "client_credential",
+            "appid": APP,
+            "secret": SECRET,
+            "force_refresh": force_refresh,
+        });
+        self.stable_raw(body.to_string()).await
+    }
+
+    /// `GET /cgi-bin/getcallbackip?access_token=T`: 0 when accepted, else
+    /// the errcode.
+    pub async fn use_token(&self, token: &str) -> i64 {
+        let (_, v) = self
+            .get("/cgi-bin/getcallbackip", &[("access_token", token)])
+            .await;
+        if errcode(&v) == 0 {
+            assert!(
+                v["ip_list"].as_array().is_some_and(|l| !l.is_empty()),
+                "{v}"
+            );
+        }
+        errcode(&v)
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; panics after `deadline`.
+/// Returns the time it took.
+pub async fn poll_until<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(ms(50)).await;
+    }
+}

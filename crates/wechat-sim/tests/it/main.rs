@@ -1,0 +1,12 @@
+//! The one integration-test binary of `wechat-sim`: every rule checked over
+//! real HTTP against a simulator spawned on port 0 (and the built binary).
+
+mod admin;
+mod binary;
+mod concurrency;
+mod error_codes;
+mod faults;
+mod helpers;
+mod stable_token;
+mod token;
+mod wecom_ticket;
