@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use wxtoken_client::events::{EventSubscription, SubscriptionConfig};
-use wxtoken_common::Keys;
+use wxtoken_common::{CredentialId, Keys};
 
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::refresher::{Refresher, run_credential};
 use crate::store::{PoolSettings, TokenStore, connect_pool};
 use crate::upstream::Upstream;
@@ -64,6 +64,7 @@ pub fn default_replica_id(config: &Config) -> String {
 #[derive(Debug)]
 pub struct ReplicaHandle {
     refresher: Arc<Refresher>,
+    apps: Vec<Arc<AppConfig>>,
     shutdown: watch::Sender<bool>,
     loops: JoinSet<()>,
     subscription: EventSubscription,
@@ -84,11 +85,12 @@ impl ReplicaHandle {
         let wakers = Wakers::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut loops = JoinSet::new();
-        for app in &config.apps {
+        let apps: Vec<Arc<AppConfig>> = config.apps.iter().cloned().map(Arc::new).collect();
+        for app in &apps {
             let wake = wakers.register(&app.id);
             loops.spawn(run_credential(
                 refresher.clone(),
-                Arc::new(app.clone()),
+                app.clone(),
                 wake,
                 wakers.events_up(),
                 shutdown_rx.clone(),
@@ -103,6 +105,7 @@ impl ReplicaHandle {
         info!(replica = %refresher.replica_id(), apps = config.apps.len(), "replica started");
         Ok(Self {
             refresher,
+            apps,
             shutdown,
             loops,
             subscription,
@@ -115,6 +118,11 @@ impl ReplicaHandle {
 
     pub fn store(&self) -> &TokenStore {
         self.refresher.store()
+    }
+
+    /// The configuration of credential `id`, if this replica serves it.
+    pub fn app(&self, id: &CredentialId) -> Option<Arc<AppConfig>> {
+        self.apps.iter().find(|a| a.id == *id).cloned()
     }
 
     pub fn refresher(&self) -> &Arc<Refresher> {

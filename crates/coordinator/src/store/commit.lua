@@ -4,25 +4,25 @@
 -- ARGV[5] fetched_by, ARGV[6] source, ARGV[7] lock owner
 -- Stores the token only if the epoch is unchanged (Redis did not lose its data
 -- since begin) and the fence is newer than the stored generation.
--- Returns {'ok', generation, expires_at_ms} | {'epoch', 0} | {'stale', generation}
--- | {'expired', generation}. Releases the lock if this owner still holds it.
+-- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} | {'stale', generation, 0}
+-- | {'expired', generation, 0}. Releases the lock if this owner still holds it.
 local function release()
   if redis.call('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
 end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   release()
-  return {'epoch', 0}
+  return {'epoch', 0, 0}
 end
 local fence = tonumber(ARGV[2])
 local gen = tonumber(redis.call('HGET', KEYS[2], 'generation') or '0') or 0
 if fence <= gen then
   release()
-  return {'stale', gen}
+  return {'stale', gen, 0}
 end
 local ttl = tonumber(ARGV[4])
 if (not ttl) or ttl <= 0 then
   release()
-  return {'expired', gen}
+  return {'expired', gen, 0}
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -1,0 +1,271 @@
+//! A test fleet: one redis-server, one wechat-sim, N replicas in-process,
+//! with scaled time so a token lifetime takes seconds.
+
+use std::time::{Duration, Instant};
+
+use wechat_sim::{AppStats, Faults, SimConfig, SimHandle};
+use wxtoken_client::keyspace::StoredToken;
+use wxtoken_common::CredentialId;
+use wxtoken_coordinator::config::{Config, Env};
+use wxtoken_coordinator::replica::{ReplicaHandle, build_store};
+use wxtoken_coordinator::store::TokenStore;
+use wxtoken_testkit::{RedisServer, random_prefix};
+
+pub const APPID: &str = "wx00000000000000a1";
+pub const SECRET: &str = "sim-secret-7f3a9c1e5b";
+pub const ID: &str = "shop";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub token_ttl: Duration,
+    pub overlap: Duration,
+    pub refresh_ahead: Duration,
+    pub lock_ttl: Duration,
+    pub upstream_timeout: Duration,
+    pub poll_interval: Duration,
+    pub daily_budget: u64,
+    pub fatal_cooldown: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub api: &'static str,
+    pub sim_daily_quota: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(4),
+            overlap: Duration::from_secs(2),
+            refresh_ahead: Duration::from_millis(1500),
+            lock_ttl: Duration::from_millis(1000),
+            upstream_timeout: Duration::from_millis(400),
+            poll_interval: Duration::from_secs(1),
+            daily_budget: 1000,
+            fatal_cooldown: Duration::from_secs(3),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(800),
+            api: "token",
+            sim_daily_quota: 2000,
+        }
+    }
+}
+
+impl Settings {
+    /// One refresh cycle: token life minus the lead.
+    pub fn cycle(&self) -> Duration {
+        self.token_ttl - self.lead()
+    }
+
+    pub fn lead(&self) -> Duration {
+        if self.api == "stable_token" {
+            self.refresh_ahead.min(self.overlap.mul_f64(0.8))
+        } else {
+            self.refresh_ahead
+        }
+    }
+}
+
+pub struct Fleet {
+    pub redis: RedisServer,
+    pub sim: SimHandle,
+    pub prefix: String,
+    pub settings: Settings,
+    pub replicas: Vec<ReplicaHandle>,
+    pub store: TokenStore,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+impl Fleet {
+    /// Redis + sim, no replicas yet.
+    pub async fn new(settings: Settings) -> Self {
+        wxtoken_testkit::init_tracing();
+        let redis = RedisServer::spawn();
+        let sim = wechat_sim::spawn(
+            SimConfig::new()
+                .app(APPID, SECRET)
+                .token_ttl(settings.token_ttl)
+                .overlap(settings.overlap)
+                .daily_quota(settings.sim_daily_quota),
+        )
+        .await
+        .expect("sim starts");
+        let prefix = random_prefix();
+        let mut fleet = Self {
+            redis,
+            sim,
+            prefix,
+            settings,
+            replicas: Vec::new(),
+            store: build_store(&dummy_config()).expect("store"),
+        };
+        fleet.store = build_store(&fleet.config(SECRET)).expect("store");
+        fleet
+    }
+
+    /// Redis + sim + `n` replicas.
+    pub async fn start(settings: Settings, n: usize) -> Self {
+        let mut fleet = Self::new(settings).await;
+        for _ in 0..n {
+            fleet.add_replica(SECRET).await;
+        }
+        fleet
+    }
+
+    pub fn config_with(&self, secret: &str, redis_url: &str) -> Config {
+        let s = &self.settings;
+        let text = format!(
+            r#"
+            [redis]
+            url = "{redis}"
+            key_prefix = "{prefix}"
+            command_timeout = "500ms"
+            connect_timeout = "500ms"
+            pool_wait_timeout = "500ms"
+            [refresh]
+            refresh_ahead = "{ahead}"
+            lock_ttl = "{lock}"
+            upstream_timeout = "{upstream}"
+            poll_interval = "{poll}"
+            daily_budget = {budget}
+            fatal_cooldown = "{fatal}"
+            backoff_base = "{bb}"
+            backoff_max = "{bm}"
+            stable_renew_window = "{window}"
+            [upstream]
+            base_url = "{base}"
+            [[apps]]
+            id = "{ID}"
+            appid = "{APPID}"
+            secret = {{ env = "TEST_SECRET" }}
+            api = "{api}"
+            "#,
+            redis = redis_url,
+            prefix = self.prefix,
+            ahead = ms(s.refresh_ahead),
+            lock = ms(s.lock_ttl),
+            upstream = ms(s.upstream_timeout),
+            poll = ms(s.poll_interval),
+            budget = s.daily_budget,
+            fatal = ms(s.fatal_cooldown),
+            bb = ms(s.backoff_base),
+            bm = ms(s.backoff_max),
+            window = ms(s.overlap),
+            base = self.sim.base_url(),
+            api = s.api,
+        );
+        let env: Env = [("TEST_SECRET", secret)].into_iter().collect();
+        Config::from_toml_str(&text, &env).expect("test config is valid")
+    }
+
+    pub fn config(&self, secret: &str) -> Config {
+        self.config_with(secret, &self.redis.url())
+    }
+
+    pub async fn add_replica(&mut self, secret: &str) {
+        let n = self.replicas.len() + 1;
+        let replica = ReplicaHandle::start(&self.config(secret), format!("r{n}"))
+            .await
+            .expect("replica starts");
+        assert!(
+            replica.wait_events_up(Duration::from_secs(5)).await,
+            "events up"
+        );
+        self.replicas.push(replica);
+    }
+
+    pub async fn stop_all(&mut self) {
+        for r in self.replicas.drain(..) {
+            r.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+
+    pub fn id(&self) -> CredentialId {
+        CredentialId::parse(ID).unwrap()
+    }
+
+    pub fn app(&self) -> AppStats {
+        self.sim.stats().app(APPID).cloned().unwrap_or_default()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.sim.set_faults(faults);
+    }
+
+    pub async fn token(&self) -> Option<StoredToken> {
+        self.store.read_token(&self.id()).await.ok().flatten()
+    }
+
+    /// Polls until a token with generation ≥ `generation` is stored.
+    pub async fn wait_generation(&self, generation: u64, deadline: Duration) -> StoredToken {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(t) = self.token().await
+                && t.generation >= generation
+            {
+                return t;
+            }
+            assert!(
+                Instant::now() < until,
+                "no token of generation {generation} within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls `f` on the sim's app stats until it holds.
+    pub async fn wait_sim(
+        &self,
+        deadline: Duration,
+        what: &str,
+        f: impl Fn(&AppStats) -> bool,
+    ) -> AppStats {
+        let until = Instant::now() + deadline;
+        loop {
+            let app = self.app();
+            if f(&app) {
+                return app;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for: {what}; sim stats: fetch_calls={} ok={} failed={:?}",
+                app.fetch_calls,
+                app.fetch_ok,
+                app.fetch_failed
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn dummy_config() -> Config {
+    let text = r#"
+        [[apps]]
+        appid = "wx0"
+        secret = { env = "S" }
+    "#;
+    let env: Env = [("S", "x")].into_iter().collect();
+    Config::from_toml_str(text, &env).expect("dummy config")
+}
+
+/// Samples the stored token every `every` for `total`, checking each read
+/// token against the simulator. Returns (reads, missing, rejected).
+pub async fn watch_reads(fleet: &Fleet, total: Duration, every: Duration) -> (u64, u64, u64) {
+    let until = Instant::now() + total;
+    let (mut reads, mut missing, mut rejected) = (0, 0, 0);
+    while Instant::now() < until {
+        reads += 1;
+        match fleet.token().await {
+            None => missing += 1,
+            Some(t) => {
+                if fleet.sim.token_state(&t.value) != wechat_sim::TokenState::Valid {
+                    rejected += 1;
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+    (reads, missing, rejected)
+}

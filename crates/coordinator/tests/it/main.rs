@@ -1,0 +1,10 @@
+//! Integration tests of the coordinator: real `redis-server` (testkit), real
+//! wechat-sim over HTTP, replicas in this process. Multi-process scenarios
+//! (SIGKILL, SIGSTOP, the binary) live in the `wxtoken-e2e` package.
+
+mod failures;
+mod fencing;
+mod fleet;
+mod invalidation;
+mod single_flight;
+mod stable;
