@@ -1,1 +1,373 @@
-//! End-to-end test support for wxtoken.
+//! End-to-end test support: runs the real `wxtoken` binary as separate
+//! processes (one per replica) against a testkit `redis-server` and an
+//! in-process wechat-sim, so tests can SIGKILL, SIGSTOP and SIGTERM replicas
+//! and read their logs.
+//!
+//! This crate only orchestrates processes; what a replica does is the
+//! coordinator's business.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use wechat_sim::{AppStats, SimConfig, SimHandle};
+use wxtoken_client::keyspace::{self, StoredToken};
+use wxtoken_common::{CredentialId, Keys};
+use wxtoken_testkit::{RedisServer, random_prefix};
+
+pub const APPID: &str = "wx00000000000000e2";
+/// A recognisable secret, so log scans can look for it.
+pub const SECRET: &str = "e2e-secret-Q9v7LmX2pT";
+pub const ID: &str = "shop";
+
+/// The `wxtoken` binary, built once per test process (a no-op when fresh).
+pub fn wxtoken_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "wxtoken-coordinator",
+                "--bin",
+                "wxtoken",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building wxtoken failed");
+        let exe = std::env::current_exe().expect("test exe path");
+        // target/<profile>/deps/<test> → target/<profile>/wxtoken
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = dir.join("wxtoken");
+        assert!(bin.exists(), "no wxtoken binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Scaled timing for one e2e fleet.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub token_ttl: Duration,
+    pub overlap: Duration,
+    pub refresh_ahead: Duration,
+    pub lock_ttl: Duration,
+    pub upstream_timeout: Duration,
+    pub daily_budget: u64,
+    pub fatal_cooldown: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(6),
+            overlap: Duration::from_secs(3),
+            refresh_ahead: Duration::from_millis(2500),
+            lock_ttl: Duration::from_millis(1500),
+            upstream_timeout: Duration::from_millis(600),
+            daily_budget: 1000,
+            fatal_cooldown: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One `wxtoken serve` process.
+#[derive(Debug)]
+pub struct ReplicaProcess {
+    pub replica_id: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl ReplicaProcess {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"))
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal delivered");
+    }
+
+    /// Waits for exit, at most `timeout`; `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis + sim + a config file; replicas are added as processes.
+#[derive(Debug)]
+pub struct Fleet {
+    pub redis: RedisServer,
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+    pub timing: Timing,
+    pub replicas: Vec<ReplicaProcess>,
+    keys: Keys,
+    logs_seen: Vec<PathBuf>,
+}
+
+impl Fleet {
+    pub async fn new(timing: Timing) -> Self {
+        wxtoken_testkit::init_tracing();
+        let redis = RedisServer::spawn();
+        let sim = wechat_sim::spawn(
+            SimConfig::new()
+                .app(APPID, SECRET)
+                .token_ttl(timing.token_ttl)
+                .overlap(timing.overlap),
+        )
+        .await
+        .expect("sim");
+        let prefix = random_prefix();
+        let keys = Keys::new(&prefix).expect("prefix");
+        Self {
+            redis,
+            sim,
+            dir: tempfile::tempdir().expect("tempdir"),
+            prefix,
+            timing,
+            replicas: Vec::new(),
+            keys,
+            logs_seen: Vec::new(),
+        }
+    }
+
+    /// The TOML config replicas run with; the secret comes from env `E2E_SECRET`.
+    pub fn config_text(&self) -> String {
+        let t = &self.timing;
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        format!(
+            r#"
+[redis]
+url = "{redis}"
+key_prefix = "{prefix}"
+command_timeout = "500ms"
+connect_timeout = "500ms"
+pool_wait_timeout = "500ms"
+
+[refresh]
+refresh_ahead = "{ahead}"
+lock_ttl = "{lock}"
+upstream_timeout = "{upstream}"
+poll_interval = "1s"
+daily_budget = {budget}
+fatal_cooldown = "{fatal}"
+backoff_base = "100ms"
+backoff_max = "1s"
+
+[upstream]
+base_url = "{base}"
+
+[[apps]]
+id = "{ID}"
+appid = "{APPID}"
+secret = {{ env = "E2E_SECRET" }}
+"#,
+            redis = self.redis.url(),
+            prefix = self.prefix,
+            ahead = ms(t.refresh_ahead),
+            lock = ms(t.lock_ttl),
+            upstream = ms(t.upstream_timeout),
+            budget = t.daily_budget,
+            fatal = ms(t.fatal_cooldown),
+            base = self.sim.base_url(),
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        let path = self.dir.path().join("wxtoken.toml");
+        if !path.exists() {
+            std::fs::write(&path, self.config_text()).expect("write config");
+        }
+        path
+    }
+
+    /// Starts `wxtoken serve` with `secret` (debug logging, to give secrets
+    /// every chance to leak into the logs the tests scan).
+    pub fn spawn_replica_with(&mut self, secret: &str) -> &mut ReplicaProcess {
+        let n = self.logs_seen.len() + 1;
+        let replica_id = format!("p{n}");
+        let log = self.dir.path().join(format!("{replica_id}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(wxtoken_bin())
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("E2E_SECRET", secret)
+            .env("WXTOKEN__REFRESH__REPLICA_ID", &replica_id)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("wxtoken serve starts");
+        self.logs_seen.push(log.clone());
+        self.replicas.push(ReplicaProcess {
+            replica_id,
+            child,
+            log,
+        });
+        self.replicas.last_mut().expect("just pushed")
+    }
+
+    pub fn spawn_replicas(&mut self, n: usize) {
+        for _ in 0..n {
+            self.spawn_replica_with(SECRET);
+        }
+    }
+
+    pub fn replica(&mut self, replica_id: &str) -> Option<&mut ReplicaProcess> {
+        self.replicas
+            .iter_mut()
+            .find(|r| r.replica_id == replica_id)
+    }
+
+    pub fn id(&self) -> CredentialId {
+        CredentialId::parse(ID).expect("id")
+    }
+
+    pub fn app(&self) -> AppStats {
+        self.sim.stats().app(APPID).cloned().unwrap_or_default()
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    pub async fn token(&self) -> Option<StoredToken> {
+        let mut c = self.conn().await;
+        keyspace::read_token(&mut c, &self.keys, &self.id())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The owner of the refresh lock (`replica:nonce`), if locked.
+    pub async fn lock_owner(&self) -> Option<String> {
+        let mut c = self.conn().await;
+        redis::cmd("GET")
+            .arg(self.keys.lock(&self.id()))
+            .query_async(&mut c)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn wait_generation(&self, generation: u64, deadline: Duration) -> StoredToken {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(t) = self.token().await
+                && t.generation >= generation
+            {
+                return t;
+            }
+            assert!(
+                Instant::now() < until,
+                "no token of generation {generation} within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_sim(
+        &self,
+        deadline: Duration,
+        what: &str,
+        f: impl Fn(&AppStats) -> bool,
+    ) -> AppStats {
+        let until = Instant::now() + deadline;
+        loop {
+            let app = self.app();
+            if f(&app) {
+                return app;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what}: {app:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Runs the `wxtoken` CLI against this fleet's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(wxtoken_bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env("E2E_SECRET", SECRET)
+            .output()
+            .expect("wxtoken runs")
+    }
+
+    /// Every log line of every replica this fleet ran, concatenated.
+    pub fn all_logs(&self) -> String {
+        self.logs_seen
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
+    /// Invariant 3: no secret and no issued token in any replica's log.
+    pub fn assert_logs_clean(&self) {
+        let logs = self.all_logs();
+        assert!(!logs.is_empty(), "replicas logged nothing");
+        assert!(!logs.contains(SECRET), "the appsecret appears in the logs");
+        for t in self.sim.stats().apps.values().flat_map(|a| a.issued.iter()) {
+            assert!(
+                !logs.contains(&t.token),
+                "an access token appears in the logs"
+            );
+        }
+    }
+}
+
+/// Reads the stored token every `every` for `total`; returns (reads, missing, rejected).
+pub async fn watch_reads(fleet: &Fleet, total: Duration, every: Duration) -> (u64, u64, u64) {
+    let until = Instant::now() + total;
+    let (mut reads, mut missing, mut rejected) = (0, 0, 0);
+    while Instant::now() < until {
+        reads += 1;
+        match fleet.token().await {
+            None => missing += 1,
+            Some(t) if fleet.sim.token_state(&t.value) != wechat_sim::TokenState::Valid => {
+                rejected += 1
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(every).await;
+    }
+    (reads, missing, rejected)
+}

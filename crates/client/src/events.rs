@@ -88,9 +88,12 @@ impl EventSubscription {
     /// Waits until subscribed, at most `timeout`. True when subscribed.
     pub async fn wait_up(&self, timeout: Duration) -> bool {
         let mut rx = self.state.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|s| matches!(s, ConnectionState::Up { .. })))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| matches!(s, ConnectionState::Up { .. })),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -111,7 +114,17 @@ async fn run(
     let mut session = 0_u64;
     let mut delay = config.reconnect_min;
     loop {
-        match follow(&client, &keys, &pattern, &config, &*sink, &state, session + 1).await {
+        match follow(
+            &client,
+            &keys,
+            &pattern,
+            &config,
+            &*sink,
+            &state,
+            session + 1,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(e) => debug!(error = %e, "event subscription ended"),
         }

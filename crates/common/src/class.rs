@@ -78,7 +78,9 @@ mod tests {
         assert_eq!(classify_fetch_errcode(-1), ErrorClass::Retryable);
         assert_eq!(classify_fetch_errcode(45011), ErrorClass::RateLimited);
         assert_eq!(classify_fetch_errcode(45009), ErrorClass::QuotaExhausted);
-        for fatal in [40001, 40002, 40013, 40125, 40164, 40243, 41002, 41004, 43002, 89503, 89506] {
+        for fatal in [
+            40001, 40002, 40013, 40125, 40164, 40243, 41002, 41004, 43002, 89503, 89506,
+        ] {
             assert_eq!(classify_fetch_errcode(fatal), ErrorClass::Fatal, "{fatal}");
         }
         assert_eq!(classify_fetch_errcode(12345), ErrorClass::Retryable);
@@ -96,7 +98,10 @@ mod tests {
 
     #[test]
     fn class_names_are_snake_case_in_json() {
-        assert_eq!(serde_json::to_string(&ErrorClass::QuotaExhausted).unwrap(), "\"quota_exhausted\"");
+        assert_eq!(
+            serde_json::to_string(&ErrorClass::QuotaExhausted).unwrap(),
+            "\"quota_exhausted\""
+        );
         assert_eq!(ErrorClass::RateLimited.to_string(), "rate_limited");
     }
 }

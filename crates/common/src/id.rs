@@ -116,7 +116,13 @@ mod tests {
 
     #[test]
     fn accepts_typical_ids() {
-        for ok in ["shop", "wx0123456789abcdef", "a", "A.b-c_d", &"x".repeat(64)] {
+        for ok in [
+            "shop",
+            "wx0123456789abcdef",
+            "a",
+            "A.b-c_d",
+            &"x".repeat(64),
+        ] {
             assert_eq!(CredentialId::parse(ok).unwrap().as_str(), ok);
         }
     }
@@ -127,11 +133,21 @@ mod tests {
         let long = "x".repeat(65);
         let err = CredentialId::parse(&long).unwrap_err();
         assert!(matches!(err, InvalidId::TooLong { len: 65, .. }));
-        for (bad, ch) in [("a{b", '{'), ("a}b", '}'), ("a:b", ':'), ("a b", ' '), ("é", 'é'), ("a*", '*')] {
+        for (bad, ch) in [
+            ("a{b", '{'),
+            ("a}b", '}'),
+            ("a:b", ':'),
+            ("a b", ' '),
+            ("é", 'é'),
+            ("a*", '*'),
+        ] {
             let err = CredentialId::parse(bad).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains(&format!("{bad:?}")), "{msg}");
-            assert!(matches!(err, InvalidId::BadChar { bad: b, .. } if b == ch), "{msg}");
+            assert!(
+                matches!(err, InvalidId::BadChar { bad: b, .. } if b == ch),
+                "{msg}"
+            );
         }
     }
 

@@ -134,10 +134,16 @@ mod tests {
     #[test]
     fn other_offsets() {
         let utc = QuotaOffset::parse("Z").unwrap();
-        assert_eq!(QuotaDay::from_unix_ms(SHANGHAI_MIDNIGHT, utc).key_suffix(), "20231115");
+        assert_eq!(
+            QuotaDay::from_unix_ms(SHANGHAI_MIDNIGHT, utc).key_suffix(),
+            "20231115"
+        );
         let ny = QuotaOffset::parse("-05:00").unwrap();
         assert_eq!(ny.seconds_east(), -5 * 3600);
-        assert_eq!(QuotaOffset::parse("+0530").unwrap().seconds_east(), 5 * 3600 + 1800);
+        assert_eq!(
+            QuotaOffset::parse("+0530").unwrap().seconds_east(),
+            5 * 3600 + 1800
+        );
         for bad in ["8", "+8:00", "+25:00", "+08:61", "", "UTC+8"] {
             assert!(QuotaOffset::parse(bad).is_err(), "{bad}");
         }

@@ -185,7 +185,10 @@ mod tests {
 
     #[test]
     fn unknown_and_junk_events_do_not_break_readers() {
-        assert_eq!(Event::parse(br#"{"event":"party","x":1}"#), Some(Event::Unknown));
+        assert_eq!(
+            Event::parse(br#"{"event":"party","x":1}"#),
+            Some(Event::Unknown)
+        );
         assert_eq!(Event::parse(b"not json"), None);
         assert_eq!(Event::parse(br#"{"generation":1}"#), None);
     }

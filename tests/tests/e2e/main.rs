@@ -1,0 +1,6 @@
+//! End-to-end tests with `wxtoken serve` as separate processes: crashes,
+//! stalls, graceful shutdown, the CLI, and log hygiene.
+
+mod cli;
+mod crashes;
+mod processes;
