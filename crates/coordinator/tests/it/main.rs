@@ -8,3 +8,4 @@ mod fleet;
 mod invalidation;
 mod single_flight;
 mod stable;
+mod upstream;

@@ -30,7 +30,7 @@ async fn ten_lifetimes_cost_ten_fetches_and_readers_never_see_a_bad_token() {
     let (reads, app) = tokio::join!(
         watch_reads(&fleet, cycle * lifetimes, Duration::from_millis(50)),
         fleet.wait_sim(deadline, "11 fetches", |a| a.fetch_ok
-            >= u64::from(lifetimes) + 1)
+            > u64::from(lifetimes))
     );
     let (read_count, missing, rejected) = reads;
     fleet.stop_all().await;
