@@ -321,6 +321,27 @@ secret = {{ env = "E2E_SECRET" }}
         }
     }
 
+    /// The coordinator's config for this fleet, parsed in-process.
+    pub fn config(&self) -> wxtoken_coordinator::config::Config {
+        let env: wxtoken_coordinator::config::Env = [("E2E_SECRET", SECRET)].into_iter().collect();
+        wxtoken_coordinator::config::Config::from_toml_str(&self.config_text(), &env)
+            .expect("fleet config")
+    }
+
+    /// An in-process store on this fleet's Redis (for tests that act as a
+    /// coordinator themselves, e.g. to time a commit).
+    pub fn store(&self) -> wxtoken_coordinator::store::TokenStore {
+        wxtoken_coordinator::replica::build_store(&self.config()).expect("store")
+    }
+
+    /// A client library instance on this fleet's Redis and prefix.
+    pub fn client_builder(&self) -> wxtoken_client::TokenClientBuilder {
+        wxtoken_client::TokenClient::builder(&self.redis.url())
+            .key_prefix(&self.prefix)
+            .command_timeout(Duration::from_millis(300))
+            .connect_timeout(Duration::from_millis(300))
+    }
+
     /// Runs the `wxtoken` CLI against this fleet's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(wxtoken_bin())

@@ -103,6 +103,15 @@ impl fmt::Debug for CredentialId {
     }
 }
 
+/// Lets maps keyed by `CredentialId` be searched with a `&str` without
+/// validating or allocating (the hot read path does this). Sound because
+/// the derived `Hash`/`Eq` are those of the inner `String`, i.e. of `str`.
+impl std::borrow::Borrow<str> for CredentialId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for CredentialId {
     fn as_ref(&self) -> &str {
         &self.0

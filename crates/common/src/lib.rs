@@ -18,5 +18,5 @@ pub mod wire;
 
 pub use class::{ErrorClass, classify_fetch_errcode, is_token_rejected};
 pub use id::{CredentialId, InvalidId};
-pub use keys::{CredentialKeys, InvalidPrefix, Keys};
+pub use keys::{CredentialKeys, DEFAULT_PREFIX, InvalidPrefix, Keys};
 pub use quota::{QuotaDay, QuotaOffset};

@@ -2,5 +2,6 @@
 //! stalls, graceful shutdown, the CLI, and log hygiene.
 
 mod cli;
+mod client;
 mod crashes;
 mod processes;

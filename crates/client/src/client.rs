@@ -1,0 +1,578 @@
+//! [`TokenClient`]: the cached, pub/sub-coherent read path (SPEC §6).
+//!
+//! Hot path: a lock-free lookup (`ArcSwap` map → `ArcSwapOption` entry) and a
+//! clock read; no lock, no shared counter, no allocation. An entry is served
+//! while the token has life left and either the event subscription has been
+//! up since the entry was read (then any change would have been announced) or
+//! it was checked less than `max_staleness` ago. Everything else goes to the
+//! slow path: one pipelined round trip, coalesced per credential.
+//!
+//! Events: `refreshed` marks the entry stale and prefetches the new token;
+//! `invalidated` drops it. When Redis is unreachable the cached token is
+//! served until its real expiry (less `expiry_margin`), then
+//! [`ClientError::Unavailable`]. This module never calls WeChat.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use wxtoken_common::wire::Event;
+use wxtoken_common::{CredentialId, Keys};
+
+use crate::error::ClientError;
+use crate::events::{ConnectionState, EventSink, EventSubscription, SubscriptionConfig};
+use crate::keyspace::{self, Invalidation};
+use crate::token::Token;
+
+/// Timing of a [`TokenClient`].
+#[derive(Debug, Clone)]
+struct Settings {
+    command_timeout: Duration,
+    token_wait: Duration,
+    max_staleness: Duration,
+    expiry_margin: Duration,
+}
+
+/// Configures and connects a [`TokenClient`].
+#[derive(Debug, Clone)]
+pub struct TokenClientBuilder {
+    url: String,
+    events_url: Option<String>,
+    prefix: String,
+    connect_timeout: Duration,
+    settings: Settings,
+    subscription: SubscriptionConfig,
+    subscribe: bool,
+}
+
+impl TokenClientBuilder {
+    /// Key prefix of the fleet (`[redis] key_prefix`); default `wxtoken`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// Timeout of connecting to Redis; default 2 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self.subscription.connect_timeout = d;
+        self
+    }
+    /// Timeout of one Redis round trip; default 1 s.
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.settings.command_timeout = d;
+        self
+    }
+    /// How long `access_token` waits for a first token when none is stored; default 5 s.
+    pub fn token_wait(mut self, d: Duration) -> Self {
+        self.settings.token_wait = d;
+        self
+    }
+    /// How long a cached entry is trusted while events may have been missed
+    /// (subscription down or re-established since the read); default 2 s.
+    pub fn max_staleness(mut self, d: Duration) -> Self {
+        self.settings.max_staleness = d;
+        self
+    }
+    /// A token with less than this left is not handed out; default 1 s.
+    pub fn expiry_margin(mut self, d: Duration) -> Self {
+        self.settings.expiry_margin = d;
+        self
+    }
+    /// How often the subscription pings Redis to notice a dead link; default 5 s.
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.subscription.ping_interval = d;
+        self.subscription.ping_timeout = d.min(self.subscription.ping_timeout);
+        self
+    }
+    /// Subscribe to events through another URL than reads (e.g. a replica
+    /// or a proxy); default: the same URL.
+    pub fn events_url(mut self, url: impl Into<String>) -> Self {
+        self.events_url = Some(url.into());
+        self
+    }
+    /// `false`: do not open a subscription; the caller feeds events through
+    /// [`TokenClient::event_sink`] (the coordinator shares its own).
+    pub fn subscribe(mut self, yes: bool) -> Self {
+        self.subscribe = yes;
+        self
+    }
+
+    /// Connects (one ping, so a wrong URL fails here) and starts the event
+    /// subscription.
+    pub async fn connect(self) -> Result<TokenClient, ClientError> {
+        let connect_timeout = self.connect_timeout;
+        let client = self.build()?;
+        let mut conn = client.inner.conn.clone();
+        tokio::time::timeout(
+            connect_timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("-", "redis did not answer PING in time"))?
+        .map_err(|e| unavailable("-", &format!("redis: {e}")))?;
+        Ok(client)
+    }
+
+    /// Builds without contacting Redis (a service may start while Redis is down).
+    pub fn build(self) -> Result<TokenClient, ClientError> {
+        let keys = Keys::new(&self.prefix).map_err(|e| ClientError::Redis(e.to_string()))?;
+        let redis_client = redis::Client::open(self.url.as_str())
+            .map_err(|e| ClientError::Redis(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.settings.command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(redis_client.clone(), config)
+            .map_err(|e| ClientError::Redis(e.to_string()))?;
+        let (connection, _) = watch::channel(ConnectionState::Down);
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            conn,
+            keys: keys.clone(),
+            slots: ArcSwap::from_pointee(HashMap::new()),
+            slots_write: Mutex::new(()),
+            session: AtomicU64::new(0),
+            connection,
+            settings: self.settings.clone(),
+        });
+        let events_client = match &self.events_url {
+            Some(url) => {
+                redis::Client::open(url.as_str()).map_err(|e| ClientError::Redis(e.to_string()))?
+            }
+            None => redis_client,
+        };
+        let subscription = self.subscribe.then(|| {
+            Arc::new(EventSubscription::spawn(
+                events_client,
+                keys,
+                self.subscription.clone(),
+                inner.clone(),
+            ))
+        });
+        Ok(TokenClient {
+            inner,
+            _subscription: subscription,
+        })
+    }
+}
+
+/// Reads the fleet's tokens. Cheap to clone; clones share the cache.
+#[derive(Debug, Clone)]
+pub struct TokenClient {
+    inner: Arc<Inner>,
+    _subscription: Option<Arc<EventSubscription>>,
+}
+
+struct Inner {
+    me: Weak<Inner>,
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Read on every call, written once per new credential id: copy-on-write
+    /// behind an `ArcSwap` keeps reads free of locks and shared writes.
+    slots: ArcSwap<HashMap<CredentialId, Arc<Slot>>>,
+    /// Serialises the rare copy-on-write inserts into `slots`.
+    slots_write: Mutex<()>,
+    /// Current subscription session (0 = down). Entries read in this session
+    /// are kept current by events; others expire after `max_staleness`.
+    session: AtomicU64,
+    connection: watch::Sender<ConnectionState>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenClient")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One credential's cache line.
+struct Slot {
+    id: CredentialId,
+    entry: ArcSwapOption<Entry>,
+    /// The lowest generation still acceptable: raised by events so a read
+    /// that raced an event cannot put an older token back.
+    min_generation: AtomicU64,
+    /// Highest generation announced by events; waiters are woken on change.
+    announced: watch::Sender<u64>,
+    /// Coalesces misses: one Redis read per credential at a time.
+    fill: tokio::sync::Mutex<()>,
+    /// Last `refresh_requested` publication (rate limit). Never held across `.await`.
+    last_request: Mutex<Option<Instant>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    token: Token,
+    /// When Redis last confirmed (or was last tried for) this entry.
+    checked_at: Instant,
+    /// Subscription session the entry was read in.
+    session: u64,
+    /// A newer generation was announced: revalidate before serving, but keep
+    /// the token as a fallback while Redis is unreachable.
+    stale: bool,
+}
+
+fn unavailable(id: &str, reason: &str) -> ClientError {
+    ClientError::Unavailable {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl TokenClient {
+    /// Connects to the fleet's Redis with default settings and prefix `wxtoken`.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        Self::builder(url).connect().await
+    }
+
+    pub fn builder(url: &str) -> TokenClientBuilder {
+        TokenClientBuilder {
+            url: url.to_owned(),
+            events_url: None,
+            prefix: wxtoken_common::DEFAULT_PREFIX.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            settings: Settings {
+                command_timeout: Duration::from_secs(1),
+                token_wait: Duration::from_secs(5),
+                max_staleness: Duration::from_secs(2),
+                expiry_margin: Duration::from_secs(1),
+            },
+            subscription: SubscriptionConfig::default(),
+            subscribe: true,
+        }
+    }
+
+    /// The sink to feed events into when built with `subscribe(false)`.
+    pub fn event_sink(&self) -> Arc<dyn EventSink> {
+        self.inner.clone()
+    }
+
+    /// Whether the event subscription is up now.
+    pub fn events_up(&self) -> bool {
+        self.inner.session.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until the event subscription is up, at most `timeout`.
+    pub async fn wait_events_up(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.connection.subscribe();
+        tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| matches!(s, ConnectionState::Up { .. })),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The token of `id` from the local cache only, if it may be served
+    /// without asking Redis. Never blocks.
+    pub fn cached(&self, id: &str) -> Option<Token> {
+        let slots = self.inner.slots.load();
+        let entry = slots.get(id)?.entry.load();
+        let entry = entry.as_ref()?;
+        self.inner
+            .fresh(entry, Instant::now())
+            .then(|| entry.token.clone())
+    }
+
+    /// The current token of credential `id`: from the cache when it may be
+    /// served, else from Redis (one round trip). When none is stored it asks
+    /// the fleet for one and waits up to `token_wait`.
+    pub async fn access_token(&self, id: &str) -> Result<Token, ClientError> {
+        if let Some(token) = self.cached(id) {
+            return Ok(token);
+        }
+        let slot = self.inner.slot(id)?;
+        self.inner
+            .newer_than(&slot, None, self.inner.settings.token_wait)
+            .await
+    }
+
+    /// Waits until a token newer than `generation` is stored (woken by the
+    /// `refreshed` event), at most `timeout`.
+    pub async fn wait_for_newer(
+        &self,
+        id: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Token, ClientError> {
+        let slot = self.inner.slot(id)?;
+        self.inner
+            .newer_than(&slot, Some(generation), timeout)
+            .await
+    }
+
+    /// Reports `token` as rejected by WeChat: the fleet deletes it if it is
+    /// still the stored one (and refreshes), else it was already replaced.
+    pub async fn invalidate(&self, id: &str, token: &str) -> Result<Invalidation, ClientError> {
+        let slot = self.inner.slot(id)?;
+        if let Some(e) = slot.entry.load_full()
+            && e.token.value() == token
+        {
+            slot.entry.store(None);
+        }
+        let mut conn = self.inner.conn.clone();
+        let done = tokio::time::timeout(
+            self.inner.settings.command_timeout,
+            keyspace::invalidate(&mut conn, &self.inner.keys, &slot.id, token),
+        )
+        .await
+        .map_err(|_| unavailable(slot.id.as_str(), "redis timed out"))?
+        .map_err(|e| unavailable(slot.id.as_str(), &format!("redis: {e}")))?;
+        if let Invalidation::Invalidated { generation } = done {
+            slot.min_generation
+                .fetch_max(generation + 1, Ordering::AcqRel);
+        }
+        Ok(done)
+    }
+}
+
+impl Inner {
+    fn fresh(&self, e: &Entry, now: Instant) -> bool {
+        if e.stale || now + self.settings.expiry_margin >= e.token.expires_at() {
+            return false;
+        }
+        let session = self.session.load(Ordering::Acquire);
+        (session != 0 && e.session == session)
+            || now.duration_since(e.checked_at) < self.settings.max_staleness
+    }
+
+    /// The slot of `id`, created on first use.
+    fn slot(&self, id: &str) -> Result<Arc<Slot>, ClientError> {
+        if let Some(slot) = self.slots.load().get(id) {
+            return Ok(slot.clone());
+        }
+        let id = CredentialId::parse(id)?;
+        let _w = self.slots_write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.slots.load_full();
+        if let Some(slot) = current.get(id.as_str()) {
+            return Ok(slot.clone());
+        }
+        let slot = Arc::new(Slot {
+            id: id.clone(),
+            entry: ArcSwapOption::empty(),
+            min_generation: AtomicU64::new(0),
+            announced: watch::channel(0).0,
+            fill: tokio::sync::Mutex::new(()),
+            last_request: Mutex::new(None),
+        });
+        let mut next = HashMap::clone(&current);
+        next.insert(id, slot.clone());
+        self.slots.store(Arc::new(next));
+        Ok(slot)
+    }
+
+    /// Returns a servable token (newer than `generation` if given), reading
+    /// Redis and waiting for events as needed, at most `wait`.
+    async fn newer_than(
+        &self,
+        slot: &Arc<Slot>,
+        generation: Option<u64>,
+        wait: Duration,
+    ) -> Result<Token, ClientError> {
+        let deadline = Instant::now() + wait;
+        let mut announced = slot.announced.subscribe();
+        let mut connection = self.connection.subscribe();
+        loop {
+            match self.fill(slot).await {
+                Ok(Some(t)) if generation.is_none_or(|g| t.generation() > g) => return Ok(t),
+                Ok(Some(_)) => {}
+                Ok(None) => self.request_refresh(slot).await,
+                Err(e) if generation.is_none() => return Err(e),
+                Err(e) => debug!(id = %slot.id, error = %e, "waiting for a newer token"),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match generation {
+                    Some(g) => ClientError::NoNewerToken {
+                        id: slot.id.to_string(),
+                        generation: g,
+                        waited: wait,
+                    },
+                    None => unavailable(
+                        slot.id.as_str(),
+                        "no token is stored and none arrived in time (is a coordinator running?)",
+                    ),
+                });
+            }
+            // Woken by the event; re-read now and then in case it was missed.
+            let poll = if self.session.load(Ordering::Acquire) != 0 {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(200)
+            };
+            tokio::select! {
+                _ = announced.changed() => {}
+                _ = connection.changed() => {}
+                _ = tokio::time::sleep((deadline - now).min(poll)) => {}
+            }
+        }
+    }
+
+    /// One coalesced read of `slot` from Redis, unless the cache is fresh.
+    /// `Ok(None)`: no token stored.
+    async fn fill(&self, slot: &Slot) -> Result<Option<Token>, ClientError> {
+        let _one_at_a_time = slot.fill.lock().await;
+        let cached = slot.entry.load_full();
+        if let Some(e) = &cached
+            && self.fresh(e, Instant::now())
+        {
+            return Ok(Some(e.token.clone()));
+        }
+        for _ in 0..3 {
+            let session = self.session.load(Ordering::Acquire);
+            let sent = Instant::now();
+            let mut conn = self.conn.clone();
+            let read = tokio::time::timeout(
+                self.settings.command_timeout,
+                keyspace::read_token(&mut conn, &self.keys, &slot.id),
+            )
+            .await;
+            let stored = match read {
+                Ok(Ok(stored)) => stored,
+                Ok(Err(e)) => return self.fallback(slot, cached, &format!("redis: {e}")),
+                Err(_) => return self.fallback(slot, cached, "redis timed out"),
+            };
+            let Some(stored) = stored else {
+                slot.entry.store(None);
+                return Ok(None);
+            };
+            if stored.generation < slot.min_generation.load(Ordering::Acquire) {
+                // This read raced an event announcing a newer token: read again.
+                continue;
+            }
+            let token = Token::new(&stored.value, sent + stored.ttl, stored.generation);
+            let entry = Entry {
+                token: token.clone(),
+                checked_at: sent,
+                session,
+                stale: false,
+            };
+            slot.entry.store(Some(Arc::new(entry.clone())));
+            if stored.generation < slot.min_generation.load(Ordering::Acquire) {
+                // An event arrived between the check above and the store.
+                slot.entry.store(Some(Arc::new(Entry {
+                    stale: true,
+                    ..entry
+                })));
+            }
+            return Ok(
+                (Instant::now() + self.settings.expiry_margin < token.expires_at())
+                    .then_some(token),
+            );
+        }
+        Ok(None)
+    }
+
+    /// Redis failed: serve the cached token until its real expiry.
+    fn fallback(
+        &self,
+        slot: &Slot,
+        cached: Option<Arc<Entry>>,
+        reason: &str,
+    ) -> Result<Option<Token>, ClientError> {
+        let now = Instant::now();
+        match cached {
+            Some(e) if now + self.settings.expiry_margin < e.token.expires_at() => {
+                debug!(id = %slot.id, reason, "redis unreachable; serving the cached token");
+                // Do not ask again on every call: trust it for another max_staleness.
+                slot.entry.store(Some(Arc::new(Entry {
+                    checked_at: now,
+                    session: 0,
+                    ..Entry::clone(&e)
+                })));
+                Ok(Some(e.token.clone()))
+            }
+            _ => Err(unavailable(slot.id.as_str(), reason)),
+        }
+    }
+
+    /// Asks the fleet for a token (at most once a second per credential).
+    async fn request_refresh(&self, slot: &Slot) {
+        let due = {
+            let mut last = slot.last_request.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if !due {
+            return;
+        }
+        let event = Event::RefreshRequested {
+            generation: 0,
+            reason: Some("no_token".into()),
+            force: false,
+        };
+        let mut conn = self.conn.clone();
+        let published = tokio::time::timeout(
+            self.settings.command_timeout,
+            keyspace::publish(&mut conn, &self.keys, &slot.id, &event),
+        )
+        .await;
+        if !matches!(published, Ok(Ok(_))) {
+            warn!(id = %slot.id, "could not ask the fleet for a token");
+        }
+    }
+}
+
+impl EventSink for Inner {
+    fn on_event(&self, id: &CredentialId, event: Event) {
+        let Some(slot) = self.slots.load().get(id.as_str()).cloned() else {
+            return;
+        };
+        match event {
+            Event::Refreshed { generation, .. } => {
+                slot.min_generation.fetch_max(generation, Ordering::AcqRel);
+                if let Some(e) = slot.entry.load_full()
+                    && e.token.generation() < generation
+                {
+                    slot.entry.store(Some(Arc::new(Entry {
+                        stale: true,
+                        ..Entry::clone(&e)
+                    })));
+                }
+                slot.announced.send_replace(generation);
+                // Prefetch, so the next reader hits the cache.
+                if let (Some(me), Ok(rt)) =
+                    (self.me.upgrade(), tokio::runtime::Handle::try_current())
+                {
+                    rt.spawn(async move {
+                        let _ = me.fill(&slot).await;
+                    });
+                }
+            }
+            Event::Invalidated { generation } => {
+                slot.min_generation
+                    .fetch_max(generation + 1, Ordering::AcqRel);
+                if slot
+                    .entry
+                    .load()
+                    .as_ref()
+                    .is_some_and(|e| e.token.generation() <= generation)
+                {
+                    slot.entry.store(None);
+                }
+                slot.announced.send_modify(|_| {});
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection(&self, state: ConnectionState) {
+        let session = match state {
+            ConnectionState::Up { session } => session,
+            ConnectionState::Down => 0,
+        };
+        self.session.store(session, Ordering::Release);
+        self.connection.send_replace(state);
+    }
+}
