@@ -22,6 +22,8 @@ use wxtoken_testkit::{RedisServer, random_prefix};
 pub const APPID: &str = "wx00000000000000e2";
 /// A recognisable secret, so log scans can look for it.
 pub const SECRET: &str = "e2e-secret-Q9v7LmX2pT";
+/// The API key replicas accept (`[http] api_keys = { env = "E2E_API_KEYS" }`).
+pub const API_KEY: &str = "e2e-api-key-Hq27Zr";
 pub const ID: &str = "shop";
 
 /// The `wxtoken` binary, built once per test process (a no-op when fresh).
@@ -83,6 +85,8 @@ pub struct ReplicaProcess {
     pub replica_id: String,
     child: Child,
     pub log: PathBuf,
+    /// Where its HTTP API listens.
+    pub http: std::net::SocketAddr,
 }
 
 impl ReplicaProcess {
@@ -186,6 +190,11 @@ backoff_max = "1s"
 [upstream]
 base_url = "{base}"
 
+[http]
+listen = "127.0.0.1:0"
+api_keys = {{ env = "E2E_API_KEYS" }}
+token_wait = "3s"
+
 [[apps]]
 id = "{ID}"
 appid = "{APPID}"
@@ -218,10 +227,13 @@ secret = {{ env = "E2E_SECRET" }}
         let log = self.dir.path().join(format!("{replica_id}.log"));
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
+        let http: std::net::SocketAddr = ([127, 0, 0, 1], wxtoken_testkit::free_port()).into();
         let child = Command::new(wxtoken_bin())
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("E2E_SECRET", secret)
+            .env("E2E_API_KEYS", API_KEY)
+            .env("WXTOKEN__HTTP__LISTEN", http.to_string())
             .env("WXTOKEN__REFRESH__REPLICA_ID", &replica_id)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -234,6 +246,7 @@ secret = {{ env = "E2E_SECRET" }}
             replica_id,
             child,
             log,
+            http,
         });
         self.replicas.last_mut().expect("just pushed")
     }
@@ -323,7 +336,10 @@ secret = {{ env = "E2E_SECRET" }}
 
     /// The coordinator's config for this fleet, parsed in-process.
     pub fn config(&self) -> wxtoken_coordinator::config::Config {
-        let env: wxtoken_coordinator::config::Env = [("E2E_SECRET", SECRET)].into_iter().collect();
+        let env: wxtoken_coordinator::config::Env =
+            [("E2E_SECRET", SECRET), ("E2E_API_KEYS", API_KEY)]
+                .into_iter()
+                .collect();
         wxtoken_coordinator::config::Config::from_toml_str(&self.config_text(), &env)
             .expect("fleet config")
     }
@@ -349,6 +365,7 @@ secret = {{ env = "E2E_SECRET" }}
             .arg("--config")
             .arg(self.config_path())
             .env("E2E_SECRET", SECRET)
+            .env("E2E_API_KEYS", API_KEY)
             .output()
             .expect("wxtoken runs")
     }
@@ -366,6 +383,7 @@ secret = {{ env = "E2E_SECRET" }}
         let logs = self.all_logs();
         assert!(!logs.is_empty(), "replicas logged nothing");
         assert!(!logs.contains(SECRET), "the appsecret appears in the logs");
+        assert!(!logs.contains(API_KEY), "an API key appears in the logs");
         for t in self.sim.stats().apps.values().flat_map(|a| a.issued.iter()) {
             assert!(
                 !logs.contains(&t.token),

@@ -285,10 +285,24 @@ impl TokenClient {
     /// The current token of credential `id`: from the cache when it may be
     /// served, else from Redis (one round trip). When none is stored it asks
     /// the fleet for one and waits up to `token_wait`.
-    pub async fn access_token(&self, id: &str) -> Result<Token, ClientError> {
-        if let Some(token) = self.cached(id) {
-            return Ok(token);
+    ///
+    /// The cache is consulted when this is called, so a hit costs no more
+    /// than [`Self::cached`] plus a small ready future.
+    pub fn access_token<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Future<Output = Result<Token, ClientError>> + Send + 'a {
+        let hit = self.cached(id);
+        async move {
+            match hit {
+                Some(token) => Ok(token),
+                // Boxed so the hit path's future stays small.
+                None => Box::pin(self.miss(id)).await,
+            }
         }
+    }
+
+    async fn miss(&self, id: &str) -> Result<Token, ClientError> {
         let slot = self.inner.slot(id)?;
         self.inner
             .newer_than(&slot, None, self.inner.settings.token_wait)
@@ -377,12 +391,21 @@ impl Inner {
         generation: Option<u64>,
         wait: Duration,
     ) -> Result<Token, ClientError> {
+        let wanted = |t: &Token| generation.is_none_or(|g| t.generation() > g);
+        // The common miss: one read, no waiting, nothing subscribed.
+        if let Ok(Some(t)) = self.fill(slot).await
+            && wanted(&t)
+        {
+            return Ok(t);
+        }
         let deadline = Instant::now() + wait;
+        // Subscribe before re-reading, so an event between the read and the
+        // wait cannot be missed.
         let mut announced = slot.announced.subscribe();
         let mut connection = self.connection.subscribe();
         loop {
             match self.fill(slot).await {
-                Ok(Some(t)) if generation.is_none_or(|g| t.generation() > g) => return Ok(t),
+                Ok(Some(t)) if wanted(&t) => return Ok(t),
                 Ok(Some(_)) => {}
                 Ok(None) => self.request_refresh(slot).await,
                 Err(e) if generation.is_none() => return Err(e),
@@ -430,15 +453,10 @@ impl Inner {
             let session = self.session.load(Ordering::Acquire);
             let sent = Instant::now();
             let mut conn = self.conn.clone();
-            let read = tokio::time::timeout(
-                self.settings.command_timeout,
-                keyspace::read_token(&mut conn, &self.keys, &slot.id),
-            )
-            .await;
-            let stored = match read {
-                Ok(Ok(stored)) => stored,
-                Ok(Err(e)) => return self.fallback(slot, cached, &format!("redis: {e}")),
-                Err(_) => return self.fallback(slot, cached, "redis timed out"),
+            // The connection's own response and connect timeouts bound this.
+            let stored = match keyspace::read_token(&mut conn, &self.keys, &slot.id).await {
+                Ok(stored) => stored,
+                Err(e) => return self.fallback(slot, cached, &format!("redis: {e}")),
             };
             let Some(stored) = stored else {
                 slot.entry.store(None);
@@ -574,5 +592,27 @@ impl EventSink for Inner {
         };
         self.session.store(session, Ordering::Release);
         self.connection.send_replace(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_fast_path_future_is_small() {
+        let client = TokenClient::builder("redis://127.0.0.1:1")
+            .subscribe(false)
+            .build()
+            .unwrap();
+        let future = client.access_token("shop");
+        eprintln!(
+            "access_token future: {} bytes",
+            std::mem::size_of_val(&future)
+        );
+        assert!(
+            std::mem::size_of_val(&future) < 600,
+            "the miss path must be boxed"
+        );
     }
 }

@@ -193,3 +193,27 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     let half = d / 2;
     half + d.mul_f64(rand::random::<f64>() * 0.5)
 }
+
+/// Hands every event to several sinks (the coordinator feeds its refresh
+/// loops and its read cache from one subscription).
+pub struct FanOut(pub Vec<Arc<dyn EventSink>>);
+
+impl std::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FanOut({} sinks)", self.0.len())
+    }
+}
+
+impl EventSink for FanOut {
+    fn on_event(&self, id: &CredentialId, event: Event) {
+        for sink in &self.0 {
+            sink.on_event(id, event.clone());
+        }
+    }
+
+    fn on_connection(&self, state: ConnectionState) {
+        for sink in &self.0 {
+            sink.on_connection(state);
+        }
+    }
+}

@@ -55,6 +55,10 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub upstream: UpstreamConfig,
     pub apps: Vec<AppConfig>,
+    /// `[http] api_keys` read at load time with the same environment as the
+    /// app secrets; empty when none are configured (the JSON API is closed).
+    #[serde(skip)]
+    pub api_keys: Vec<SecretString>,
 }
 
 /// `[redis]`. Every timeout is explicit: deadpool waits forever by default.

@@ -8,8 +8,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod refresher;
 pub mod replica;
+pub mod status;
 pub mod store;
 pub mod upstream;
 pub mod wake;

@@ -11,13 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-use wxtoken_client::events::{EventSubscription, SubscriptionConfig};
+use wxtoken_client::TokenClient;
+use wxtoken_client::events::{EventSink, EventSubscription, FanOut, SubscriptionConfig};
 use wxtoken_common::{CredentialId, Keys};
 
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, ConfigError};
+use crate::http::{self, HttpState};
 use crate::refresher::{Refresher, run_credential};
 use crate::store::{PoolSettings, TokenStore, connect_pool};
 use crate::upstream::Upstream;
@@ -65,6 +68,9 @@ pub fn default_replica_id(config: &Config) -> String {
 pub struct ReplicaHandle {
     refresher: Arc<Refresher>,
     apps: Vec<Arc<AppConfig>>,
+    /// The read path the HTTP API serves from: the client library's cache,
+    /// fed by this replica's one event subscription.
+    client: TokenClient,
     shutdown: watch::Sender<bool>,
     loops: JoinSet<()>,
     subscription: EventSubscription,
@@ -96,16 +102,26 @@ impl ReplicaHandle {
                 shutdown_rx.clone(),
             ));
         }
+        let client = TokenClient::builder(config.redis.url.expose_secret())
+            .key_prefix(&config.redis.key_prefix)
+            .connect_timeout(config.redis.connect_timeout)
+            .command_timeout(config.redis.command_timeout)
+            .token_wait(config.http.token_wait)
+            .subscribe(false)
+            .build()
+            .context("redis.url")?;
+        let sinks: Vec<Arc<dyn EventSink>> = vec![wakers, client.event_sink()];
         let subscription = EventSubscription::spawn(
             store.client().clone(),
             store.keys().clone(),
             SubscriptionConfig::default(),
-            wakers,
+            Arc::new(FanOut(sinks)),
         );
         info!(replica = %refresher.replica_id(), apps = config.apps.len(), "replica started");
         Ok(Self {
             refresher,
             apps,
+            client,
             shutdown,
             loops,
             subscription,
@@ -123,6 +139,16 @@ impl ReplicaHandle {
     /// The configuration of credential `id`, if this replica serves it.
     pub fn app(&self, id: &CredentialId) -> Option<Arc<AppConfig>> {
         self.apps.iter().find(|a| a.id == *id).cloned()
+    }
+
+    /// The replica's read path (cache + events), shared with its HTTP API.
+    pub fn client(&self) -> &TokenClient {
+        &self.client
+    }
+
+    /// The state the HTTP API of this replica serves from.
+    pub fn http_state(&self, config: &Config) -> Result<HttpState, ConfigError> {
+        HttpState::new(config, self.client.clone(), self.store().clone())
     }
 
     pub fn refresher(&self) -> &Arc<Refresher> {
@@ -163,15 +189,56 @@ impl ReplicaHandle {
     }
 }
 
-/// Runs a replica until `shutdown` resolves; total exit time stays under 5 s.
+/// Runs a replica and its HTTP API until `shutdown` resolves; total exit
+/// time stays under 5 s.
 pub async fn run_until(
     config: &Config,
     replica_id: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    crate::metrics::install();
     let replica = ReplicaHandle::start(config, replica_id).await?;
-    shutdown.await;
-    info!("shutdown requested");
+    let state = replica.http_state(config)?;
+    let (stop_http, http_stopped) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let split_metrics = config.http.metrics_listen.is_some();
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
+    info!(addr = %config.http.listen, "http api listening");
+    servers.spawn(http::serve(
+        listener,
+        http::router(state.clone(), !split_metrics),
+        stopped(http_stopped.clone()),
+    ));
+    if let Some(addr) = config.http.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("http.metrics_listen: cannot bind {addr}"))?;
+        info!(%addr, "metrics listening");
+        servers.spawn(http::serve(
+            listener,
+            http::metrics_router(state),
+            stopped(http_stopped),
+        ));
+    }
+    tokio::select! {
+        _ = shutdown => info!("shutdown requested"),
+        Some(done) = servers.join_next() => warn!(result = ?done.map(|r| r.map_err(|e| e.to_string())), "http server stopped"),
+    }
+    stop_http.send_replace(true);
     replica.shutdown(Duration::from_secs(3)).await;
+    if tokio::time::timeout(Duration::from_millis(1000), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        servers.abort_all();
+    }
     Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }

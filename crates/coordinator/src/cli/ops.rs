@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use wxtoken_client::keyspace::Invalidation;
 use wxtoken_common::CredentialId;
-use wxtoken_common::wire::{AccessTokenResponse, AppStatus, Event};
+use wxtoken_common::wire::{AccessTokenResponse, Event};
 
-use crate::config::{AppConfig, Config, ConfigError, UpstreamApi};
+use crate::config::{AppConfig, Config, ConfigError};
 use crate::replica::{build_store, default_replica_id, run_until};
+use crate::status::app_status;
 use crate::store::TokenStore;
 
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
@@ -59,40 +60,6 @@ async fn connected_store(config: &Config) -> anyhow::Result<TokenStore> {
     let store = build_store(config)?;
     store.ping().await.context("cannot reach redis")?;
     Ok(store)
-}
-
-/// The status of one credential as `status --json` and `GET /v1/apps` show it.
-pub async fn app_status(
-    store: &TokenStore,
-    app: &AppConfig,
-    budget: u64,
-) -> anyhow::Result<AppStatus> {
-    let s = store.status(&app.id).await?;
-    Ok(AppStatus {
-        id: app.id.to_string(),
-        appid: app.appid.clone(),
-        api: api_name(app.api).into(),
-        has_token: s.token_ttl.is_some(),
-        generation: s.generation,
-        ttl_ms: s
-            .token_ttl
-            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        expires_at_ms: s.expires_at_ms.filter(|_| s.token_ttl.is_some()),
-        fetched_at_ms: s.fetched_at_ms,
-        fetched_by: s.fetched_by,
-        source: s.source,
-        last_error: s.last_error,
-        quota_used_today: s.quota_used_today,
-        daily_budget: budget,
-        locked_by: s.locked_by,
-    })
-}
-
-pub fn api_name(api: UpstreamApi) -> &'static str {
-    match api {
-        UpstreamApi::Token => "token",
-        UpstreamApi::StableToken => "stable_token",
-    }
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {

@@ -9,10 +9,18 @@ use secrecy::ExposeSecret;
 
 use super::*;
 
-const SPEC_EXAMPLE: &str = include_str!("../../../../deploy/examples/wxtoken.toml");
+const SPEC_EXAMPLE_TEXT: &str = include_str!("../../../../deploy/examples/wxtoken.toml");
 const DEV_EXAMPLE: &str = include_str!("../../../../deploy/examples/dev.toml");
 const SECRET: &str = "s3cr3t-value-42";
 const MINIMAL: &str = "[[apps]]\nappid = 'wx0123456789abcdef'\nsecret = { env = 'SHOP_SECRET' }\n";
+
+/// The SPEC example with its API key file pointed at a real temporary file
+/// (API keys are read at load time, like app secrets).
+static SPEC_EXAMPLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let path = std::env::temp_dir().join(format!("wxtoken-test-api-keys-{}", std::process::id()));
+    std::fs::write(&path, "key-one\nkey-two\n").unwrap();
+    SPEC_EXAMPLE_TEXT.replace("/run/secrets/wxtoken_api_keys", &path.display().to_string())
+});
 
 fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: Env = vars
@@ -51,15 +59,17 @@ fn ids(c: &Config) -> Vec<(&str, &str, UpstreamApi)> {
 
 #[test]
 fn spec_example_parses_to_its_values() {
-    let c = parse(SPEC_EXAMPLE, &[]).unwrap();
+    let c = parse(&SPEC_EXAMPLE, &[]).unwrap();
     assert_eq!(c.redis.url.expose_secret(), "redis://127.0.0.1:6379/0");
     assert_eq!(
         (c.redis.mode, &*c.redis.key_prefix),
         (RedisMode::Standalone, "wxtoken")
     );
     assert_eq!(c.http.listen, SocketAddr::from(([127, 0, 0, 1], 8088)));
-    let keys = SecretRef::File("/run/secrets/wxtoken_api_keys".into());
-    assert_eq!(c.http.api_keys, Some(keys));
+    assert!(SPEC_EXAMPLE_TEXT.contains(r#"api_keys = { file = "/run/secrets/wxtoken_api_keys" }"#));
+    assert!(matches!(&c.http.api_keys, Some(SecretRef::File(_))));
+    let keys: Vec<&str> = c.api_keys.iter().map(|k| k.expose_secret()).collect();
+    assert_eq!(keys, ["key-one", "key-two"], "read at load, one per line");
     assert_eq!(c.refresh, RefreshConfig::default());
     assert_eq!(c.upstream.base_url, "https://api.weixin.qq.com");
     assert_eq!(
@@ -124,7 +134,7 @@ fn env_overrides_sections_apps_and_secret_refs() {
         ("WXTOKEN__REFRESH__REPLICA_ID", "7"),
         ("OTHER", "other-secret"),
     ];
-    let c = parse(SPEC_EXAMPLE, &vars).unwrap();
+    let c = parse(&SPEC_EXAMPLE, &vars).unwrap();
     assert_eq!(c.refresh.lock_ttl, Duration::from_secs(20));
     assert_eq!(c.redis.pool_size, 4, "integer coercion");
     assert_eq!(c.redis.url.expose_secret(), "rediss://:pw@cache:6380");
@@ -332,7 +342,7 @@ fn debug_and_redacted_toml_hide_secrets_but_show_references() {
 
 #[test]
 fn redacted_toml_round_trips() {
-    let c = parse(SPEC_EXAMPLE, &[("WXTOKEN__REFRESH__REPLICA_ID", "r1")]).unwrap();
+    let c = parse(&SPEC_EXAMPLE, &[("WXTOKEN__REFRESH__REPLICA_ID", "r1")]).unwrap();
     let text = c.redacted_toml();
     let again = parse(&text, &[]).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(

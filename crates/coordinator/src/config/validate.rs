@@ -102,12 +102,14 @@ impl ConfigFile {
             }
             resolved.push(app);
         }
+        let api_keys = http.api_keys_in(env)?;
         Ok(Config {
             redis,
             http,
             refresh,
             upstream,
             apps: resolved,
+            api_keys,
         })
     }
 }

@@ -152,13 +152,16 @@ impl Refresher {
     ) -> Result<RefreshOutcome, StoreError> {
         let id = &app.id;
         let owner = LockOwner::new(&self.replica_id);
-        if !self
+        let acquired = self
             .store
             .try_lock(id, &owner, self.settings.lock_ttl)
-            .await?
-        {
+            .await?;
+        crate::metrics::lock(id, acquired);
+        if !acquired {
             let lock_ttl = self.store.peek(id).await.ok().and_then(|p| p.lock_ttl);
-            return Ok(RefreshOutcome::LockedElsewhere { lock_ttl });
+            let outcome = RefreshOutcome::LockedElsewhere { lock_ttl };
+            crate::metrics::refresh(id, &outcome);
+            return Ok(outcome);
         }
         let locked_at = Instant::now();
         self.held.insert(id, &owner);
@@ -172,6 +175,9 @@ impl Refresher {
             warn!(%id, error = %e, "could not release the refresh lock; it expires by itself");
         }
         self.held.remove(id);
+        if let Ok(o) = &outcome {
+            crate::metrics::refresh(id, o);
+        }
         outcome
     }
 
@@ -200,11 +206,14 @@ impl Refresher {
             return Ok(RefreshOutcome::Gated { wait: grant.gate });
         }
         let day = self.store.quota_day(grant.now_ms);
-        if let QuotaTake::OverBudget { used } = self
+        let take = self
             .store
             .take_quota(id, day, self.settings.daily_budget)
-            .await?
-        {
+            .await?;
+        if let QuotaTake::Taken { used } = take {
+            crate::metrics::quota_used(id, used);
+        }
+        if let QuotaTake::OverBudget { used } = take {
             let record = FailureRecord {
                 code: "daily_budget".into(),
                 message: format!(
@@ -228,7 +237,9 @@ impl Refresher {
         }
         let force = matches!(mode, Mode::Forced { .. }) && app.api == UpstreamApi::StableToken;
         let started = Instant::now();
-        let fetched = match self.upstream.fetch(app, force).await {
+        let result = self.upstream.fetch(app, force).await;
+        crate::metrics::upstream(id, api_label(app.api), started.elapsed());
+        let fetched = match result {
             Ok(fetched) => fetched,
             Err(error) => return self.failed(id, &grant, error).await,
         };
@@ -253,7 +264,9 @@ impl Refresher {
                     return Ok(RefreshOutcome::OverBudget { used });
                 }
                 let started = Instant::now();
-                match self.upstream.fetch(app, true).await {
+                let result = self.upstream.fetch(app, true).await;
+                crate::metrics::upstream(id, api_label(app.api), started.elapsed());
+                match result {
                     Ok(forced) => {
                         ttl = forced.expires_in.saturating_sub(started.elapsed());
                         token = forced.token;
@@ -326,5 +339,12 @@ impl Refresher {
             counts: true,
         };
         self.store.record_failure(id, &record).await.map(|_| ())
+    }
+}
+
+fn api_label(api: UpstreamApi) -> &'static str {
+    match api {
+        UpstreamApi::Token => "token",
+        UpstreamApi::StableToken => "stable_token",
     }
 }

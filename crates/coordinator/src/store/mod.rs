@@ -34,6 +34,7 @@ script!(QUOTA_TAKE, "quota_take.lua");
 script!(RECORD_FAILURE, "record_failure.lua");
 script!(PEEK, "peek.lua");
 script!(RESET_GATE, "reset_gate.lua");
+script!(FORCE_TAKE, "force_take.lua");
 
 /// Quota counters live three days, long enough for `status` across midnight.
 const QUOTA_KEY_TTL_MS: u64 = 3 * 86_400_000;
@@ -110,6 +111,16 @@ pub enum Commit {
     EpochChanged,
     /// The token had no life left by the time it reached Redis.
     Expired,
+}
+
+/// Result of `force_take`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForceTake {
+    Taken,
+    /// The previous force refresh was less than the spacing ago (WeChat: 45011).
+    TooSoon,
+    /// The day's force refreshes are used up (WeChat: 45009).
+    OverDaily,
 }
 
 /// Result of `take_quota`.
@@ -368,6 +379,29 @@ impl TokenStore {
             .invoke_async(&mut c)
             .await?;
         Ok(n == 1)
+    }
+
+    /// Takes one of the fleet's force refreshes for today, if the limits allow.
+    pub async fn force_take(
+        &self,
+        id: &CredentialId,
+        daily: u64,
+        spacing: Duration,
+    ) -> Result<ForceTake, StoreError> {
+        let day = self.quota_day(self.redis_time_ms().await?);
+        let mut c = self.conn().await?;
+        let (tag, _n): (String, u64) = FORCE_TAKE
+            .key(self.keys.meta(id))
+            .arg(day.key_suffix())
+            .arg(daily)
+            .arg(u64::try_from(spacing.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match tag.as_str() {
+            "ok" => ForceTake::Taken,
+            "too_soon" => ForceTake::TooSoon,
+            _ => ForceTake::OverDaily,
+        })
     }
 
     /// Records a failure and gates the fleet; returns the consecutive-failure count.

@@ -14,6 +14,7 @@ use wxtoken_testkit::{RedisServer, random_prefix};
 pub const APPID: &str = "wx00000000000000a1";
 pub const SECRET: &str = "sim-secret-7f3a9c1e5b";
 pub const ID: &str = "shop";
+pub const API_KEY: &str = "it-api-key-x8Lq";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -82,6 +83,7 @@ impl Fleet {
     /// Redis + sim, no replicas yet.
     pub async fn new(settings: Settings) -> Self {
         wxtoken_testkit::init_tracing();
+        wxtoken_coordinator::metrics::install();
         let redis = RedisServer::spawn();
         let sim = wechat_sim::spawn(
             SimConfig::new()
@@ -136,6 +138,11 @@ impl Fleet {
             stable_renew_window = "{window}"
             [upstream]
             base_url = "{base}"
+            [http]
+            api_keys = {{ env = "TEST_API_KEYS" }}
+            token_wait = "1s"
+            request_timeout = "1500ms"
+            body_limit = 65536
             [[apps]]
             id = "{ID}"
             appid = "{APPID}"
@@ -156,7 +163,9 @@ impl Fleet {
             base = self.sim.base_url(),
             api = s.api,
         );
-        let env: Env = [("TEST_SECRET", secret)].into_iter().collect();
+        let env: Env = [("TEST_SECRET", secret), ("TEST_API_KEYS", API_KEY)]
+            .into_iter()
+            .collect();
         Config::from_toml_str(&text, &env).expect("test config is valid")
     }
 

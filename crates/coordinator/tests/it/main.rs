@@ -5,6 +5,7 @@
 mod failures;
 mod fencing;
 mod fleet;
+mod http;
 mod invalidation;
 mod single_flight;
 mod stable;

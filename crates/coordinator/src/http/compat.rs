@@ -1,0 +1,159 @@
+//! WeChat-compatible endpoints, so existing SDKs (wechatpy, WxJava,
+//! EasyWeChat, co-wechat-api) work unchanged with their API base pointed at
+//! a coordinator: `GET /cgi-bin/token` and `POST /cgi-bin/stable_token`
+//! answer in WeChat's shapes and error codes, authenticated by the app's own
+//! secret (constant-time), served from the shared token — never one upstream
+//! call per request. `force_refresh` invalidates by value and waits for the
+//! fleet's refresh, within WeChat's limits (20 a day, 30 s apart).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use wxtoken_common::wire::{WechatError, WechatToken};
+
+use super::HttpState;
+use super::auth::secret_eq;
+use crate::config::UpstreamApi;
+use crate::store::ForceTake;
+
+/// Force refreshes allowed per credential per quota day (WeChat: 20).
+pub const FORCE_DAILY: u64 = 20;
+/// Minimum spacing of force refreshes (WeChat: 30 s).
+pub const FORCE_SPACING: Duration = Duration::from_secs(30);
+
+/// A WeChat error reply (HTTP 200, like WeChat).
+pub fn wx(errcode: i64, errmsg: &str) -> Response {
+    Json(WechatError::new(errcode, errmsg)).into_response()
+}
+
+fn nonempty(map: &HashMap<String, String>, key: &str) -> Option<String> {
+    map.get(key).filter(|v| !v.is_empty()).cloned()
+}
+
+pub async fn token(
+    State(state): State<HttpState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return wx(47001, "data format error");
+    };
+    if q.get("grant_type").map(String::as_str) != Some("client_credential") {
+        return wx(40002, "invalid grant_type");
+    }
+    let Some(appid) = nonempty(&q, "appid") else {
+        return wx(41002, "appid missing");
+    };
+    let Some(secret) = nonempty(&q, "secret") else {
+        return wx(41004, "appsecret missing");
+    };
+    serve(&state, &appid, &secret, UpstreamApi::Token, false).await
+}
+
+#[derive(Deserialize)]
+struct StableRequest {
+    #[serde(default)]
+    grant_type: Option<String>,
+    #[serde(default)]
+    appid: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    force_refresh: Option<bool>,
+}
+
+pub async fn stable_token(
+    State(state): State<HttpState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return wx(47001, "data format error");
+    };
+    let Ok(req) = serde_json::from_slice::<StableRequest>(&body) else {
+        return wx(47001, "data format error");
+    };
+    if req.grant_type.as_deref() != Some("client_credential") {
+        return wx(40002, "invalid grant_type");
+    }
+    let Some(appid) = req.appid.filter(|a| !a.is_empty()) else {
+        return wx(41002, "appid missing");
+    };
+    let Some(secret) = req.secret.filter(|s| !s.is_empty()) else {
+        return wx(41004, "appsecret missing");
+    };
+    serve(
+        &state,
+        &appid,
+        &secret,
+        UpstreamApi::StableToken,
+        req.force_refresh.unwrap_or(false),
+    )
+    .await
+}
+
+pub async fn stable_token_get() -> Response {
+    wx(43002, "require POST method")
+}
+
+async fn serve(
+    state: &HttpState,
+    appid: &str,
+    secret: &str,
+    prefer: UpstreamApi,
+    force: bool,
+) -> Response {
+    let Some(app) = state.app_by_appid(appid, prefer) else {
+        return wx(40013, "invalid appid");
+    };
+    if !secret_eq(secret, app.secret().expose_secret()) {
+        return wx(40125, "invalid appsecret");
+    }
+    let id = app.id.as_str();
+    if force {
+        match state
+            .store
+            .force_take(&app.id, FORCE_DAILY, FORCE_SPACING)
+            .await
+        {
+            Ok(ForceTake::Taken) => {}
+            Ok(ForceTake::TooSoon) => return wx(45011, "api minute-quota reach limit"),
+            Ok(ForceTake::OverDaily) => return wx(45009, "reach max api daily quota limit"),
+            Err(_) => return wx(-1, "system error"),
+        }
+        let Ok(current) = state.client.access_token(id).await else {
+            return wx(-1, "system error");
+        };
+        if state.client.invalidate(id, current.value()).await.is_err() {
+            return wx(-1, "system error");
+        }
+        crate::metrics::invalidation(&app.id, "force_refresh");
+        return match state
+            .client
+            .wait_for_newer(id, current.generation(), state.token_wait)
+            .await
+        {
+            Ok(t) => reply(&t),
+            Err(_) => wx(-1, "system error"),
+        };
+    }
+    match state.client.access_token(id).await {
+        Ok(t) => reply(&t),
+        Err(_) => wx(-1, "system error"),
+    }
+}
+
+fn reply(token: &wxtoken_client::Token) -> Response {
+    Json(WechatToken {
+        access_token: token.value().to_owned(),
+        expires_in: i64::try_from(token.ttl().as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1),
+    })
+    .into_response()
+}

@@ -1,0 +1,176 @@
+//! The one error table of the JSON API (STYLE §7): every failure is an
+//! [`ApiFailure`], which maps to an HTTP status, a snake_case code and a
+//! message fit for the caller. Internal detail (Redis errors, …) is logged
+//! here and never put in a body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tracing::warn;
+use wxtoken_common::wire::{ApiError, ApiErrorBody};
+
+/// Everything the JSON API can answer besides success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiFailure {
+    /// No `Authorization: Bearer …` header (or not that scheme).
+    Unauthorized,
+    /// A bearer key that is not one of ours.
+    Forbidden,
+    /// No API keys configured: the JSON token API is closed.
+    ApiClosed,
+    InvalidId(String),
+    AppNotFound(String),
+    InvalidJson(String),
+    InvalidRequest(String),
+    PayloadTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    /// No valid token now (none stored and none arrived in time).
+    TokenUnavailable(String),
+    /// Redis cannot be reached (detail is logged).
+    RedisUnavailable(String),
+    /// The request took longer than `[http] request_timeout`.
+    Timeout,
+    /// A bug or an unexpected reply (detail is logged).
+    Internal(String),
+}
+
+impl ApiFailure {
+    /// The table: status, code, public message.
+    pub fn parts(&self) -> (StatusCode, &'static str, String) {
+        use ApiFailure::*;
+        match self {
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send an API key as `Authorization: Bearer <key>`".into(),
+            ),
+            Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the API key is not accepted".into(),
+            ),
+            ApiClosed => (
+                StatusCode::UNAUTHORIZED,
+                "api_keys_not_configured",
+                "no API keys are configured ([http] api_keys): the token API is closed".into(),
+            ),
+            InvalidId(m) => (StatusCode::BAD_REQUEST, "invalid_id", m.clone()),
+            AppNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                "app_not_found",
+                format!("no credential {id:?} is configured"),
+            ),
+            InvalidJson(m) => (StatusCode::BAD_REQUEST, "invalid_json", m.clone()),
+            InvalidRequest(m) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                m.clone(),
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body too large".into(),
+            ),
+            NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".into(),
+            ),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here".into(),
+            ),
+            TokenUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                "no valid token is available now; retry shortly".into(),
+            ),
+            RedisUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_unavailable",
+                "the token store cannot be reached; retry shortly".into(),
+            ),
+            Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; retry shortly".into(),
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        match &self {
+            Self::TokenUnavailable(d) | Self::RedisUnavailable(d) | Self::Internal(d) => {
+                warn!(code, detail = %d, "request failed");
+            }
+            _ => {}
+        }
+        let body = ApiErrorBody {
+            error: ApiError {
+                code: code.into(),
+                message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_detail_never_reaches_the_body() {
+        for f in [
+            ApiFailure::RedisUnavailable("connection refused at 10.0.0.7:6379".into()),
+            ApiFailure::Internal("redis://:hunter2@x".into()),
+            ApiFailure::TokenUnavailable("detail".into()),
+        ] {
+            let (_, _, message) = f.parts();
+            assert!(
+                !message.contains("10.0.0.7")
+                    && !message.contains("hunter2")
+                    && !message.contains("detail")
+            );
+        }
+    }
+
+    #[test]
+    fn codes_are_snake_case_and_statuses_match_the_class() {
+        let all = [
+            ApiFailure::Unauthorized,
+            ApiFailure::Forbidden,
+            ApiFailure::ApiClosed,
+            ApiFailure::InvalidId("x".into()),
+            ApiFailure::AppNotFound("x".into()),
+            ApiFailure::InvalidJson("x".into()),
+            ApiFailure::InvalidRequest("x".into()),
+            ApiFailure::PayloadTooLarge,
+            ApiFailure::NotFound,
+            ApiFailure::MethodNotAllowed,
+            ApiFailure::TokenUnavailable("x".into()),
+            ApiFailure::RedisUnavailable("x".into()),
+            ApiFailure::Timeout,
+            ApiFailure::Internal("x".into()),
+        ];
+        for f in all {
+            let (status, code, _) = f.parts();
+            assert!(
+                code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+            assert!(status.is_client_error() || status.is_server_error());
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `http`: the coordinator's HTTP API (SPEC §6) — the JSON token API (`v1`),
+//! WeChat-compatible endpoints (`compat`), health and metrics (`health`).
+//!
+//! Handlers read through the replica's [`TokenClient`] (the same cache and
+//! event stream as the client library, not a second copy) and never call
+//! WeChat. [`router`] builds everything from an [`HttpState`], so handler
+//! tests run without a socket; [`serve`] takes an already-bound listener and
+//! a shutdown future. The request log and metrics record the matched route,
+//! never the URI: `/cgi-bin/token` carries a secret in its query string.
+
+mod auth;
+mod compat;
+pub mod error;
+mod health;
+mod v1;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tracing::debug;
+use wxtoken_client::TokenClient;
+use wxtoken_common::CredentialId;
+
+use crate::config::{AppConfig, Config, ConfigError, UpstreamApi};
+use crate::store::TokenStore;
+use error::ApiFailure;
+
+pub use auth::secret_eq;
+pub use compat::{FORCE_DAILY, FORCE_SPACING};
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpState(Arc<Shared>);
+
+pub struct Shared {
+    pub client: TokenClient,
+    pub store: TokenStore,
+    pub apps: Vec<Arc<AppConfig>>,
+    /// Resolved once at start-up; `SecretString` so they never print.
+    pub api_keys: Vec<SecretString>,
+    pub token_wait: Duration,
+    pub request_timeout: Duration,
+    pub body_limit: usize,
+    pub daily_budget: u64,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::ops::Deref for HttpState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("apps", &self.apps.len())
+            .field("api_keys", &self.api_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpState {
+    /// Builds the state from the config (reads the API key file or variable).
+    pub fn new(
+        config: &Config,
+        client: TokenClient,
+        store: TokenStore,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self(Arc::new(Shared {
+            client,
+            store,
+            apps: config.apps.iter().cloned().map(Arc::new).collect(),
+            api_keys: config.api_keys.clone(),
+            token_wait: config.http.token_wait,
+            request_timeout: config.http.request_timeout,
+            body_limit: config.http.body_limit,
+            daily_budget: config.refresh.daily_budget,
+            metrics: crate::metrics::install(),
+        })))
+    }
+
+    pub fn app(&self, id: &CredentialId) -> Option<Arc<AppConfig>> {
+        self.apps.iter().find(|a| a.id == *id).cloned()
+    }
+
+    /// The credential serving `appid`, preferring one that uses `prefer`.
+    pub fn app_by_appid(&self, appid: &str, prefer: UpstreamApi) -> Option<Arc<AppConfig>> {
+        let mut matching = self.apps.iter().filter(|a| a.appid == appid);
+        let first = matching.next()?;
+        if first.api == prefer {
+            return Some(first.clone());
+        }
+        Some(matching.find(|a| a.api == prefer).unwrap_or(first).clone())
+    }
+}
+
+/// Every route. `with_metrics`: also serve `/metrics` here (false when
+/// `[http] metrics_listen` puts it on its own listener).
+pub fn router(state: HttpState, with_metrics: bool) -> Router {
+    let mut r = Router::new()
+        .route("/v1/apps", get(v1::list_apps))
+        .route("/v1/apps/{id}/access_token", get(v1::access_token))
+        .route(
+            "/v1/apps/{id}/access_token/invalidate",
+            post(v1::invalidate),
+        )
+        .route("/cgi-bin/token", get(compat::token))
+        .route(
+            "/cgi-bin/stable_token",
+            post(compat::stable_token).get(compat::stable_token_get),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if with_metrics {
+        r = r.route("/metrics", get(health::metrics));
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .with_state(state)
+}
+
+/// Only `/metrics`, for a separate listener.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiFailure {
+    ApiFailure::NotFound
+}
+
+async fn method_not_allowed() -> ApiFailure {
+    ApiFailure::MethodNotAllowed
+}
+
+/// Request timeout, metrics and a log line per request (route, not URI).
+async fn observe(State(state): State<HttpState>, req: Request, next: Next) -> Response {
+    // `/v1/apps/{id}/…` → `/v1/apps/:id/…`: braces in label values are legal
+    // but trip common exposition parsers.
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_owned(),
+        |p| p.as_str().replace('{', ":").replace('}', ""),
+    );
+    let method = req.method().clone();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) if route.starts_with("/cgi-bin/") => compat::wx(-1, "system error"),
+        Err(_) => ApiFailure::Timeout.into_response(),
+    };
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    debug!(%method, route, status, ms = took.as_millis() as u64, "http request");
+    crate::metrics::http(route, status, took);
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

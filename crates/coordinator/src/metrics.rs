@@ -1,0 +1,97 @@
+//! Prometheus metrics: their names, the one recorder, and small functions
+//! the rest of the coordinator calls to emit.
+//!
+//! Library code only emits (the `metrics` macros are no-ops until a recorder
+//! is installed); [`install`] is called by whoever serves `/metrics`. Labels
+//! carry credential ids, routes, classes and statuses — never a token, a
+//! secret or an API key.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use wxtoken_common::CredentialId;
+
+use crate::refresher::RefreshOutcome;
+
+pub const REFRESH_TOTAL: &str = "wxtoken_refresh_total";
+pub const UPSTREAM_SECONDS: &str = "wxtoken_upstream_request_duration_seconds";
+pub const LOCK_TOTAL: &str = "wxtoken_lock_attempts_total";
+pub const QUOTA_USED: &str = "wxtoken_quota_used_today";
+pub const TOKEN_TTL: &str = "wxtoken_token_ttl_seconds";
+pub const INVALIDATIONS_TOTAL: &str = "wxtoken_invalidations_total";
+pub const HTTP_TOTAL: &str = "wxtoken_http_requests_total";
+pub const HTTP_SECONDS: &str = "wxtoken_http_request_duration_seconds";
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(SECONDS_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then this
+            // handle renders an empty registry rather than crashing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+fn outcome_label(outcome: &RefreshOutcome) -> &'static str {
+    match outcome {
+        RefreshOutcome::Refreshed { .. } => "refreshed",
+        RefreshOutcome::StillFresh { .. } => "still_fresh",
+        RefreshOutcome::LockedElsewhere { .. } => "locked_elsewhere",
+        RefreshOutcome::Gated { .. } => "gated",
+        RefreshOutcome::OverBudget { .. } => "over_budget",
+        RefreshOutcome::Failed { class, .. } => match class {
+            wxtoken_common::ErrorClass::Retryable => "failed_retryable",
+            wxtoken_common::ErrorClass::RateLimited => "failed_rate_limited",
+            wxtoken_common::ErrorClass::QuotaExhausted => "failed_quota_exhausted",
+            _ => "failed_fatal",
+        },
+        RefreshOutcome::NotStored(_) => "not_stored",
+        RefreshOutcome::LockLost => "lock_lost",
+        RefreshOutcome::Unchanged { .. } => "unchanged",
+    }
+}
+
+pub fn refresh(app: &CredentialId, outcome: &RefreshOutcome) {
+    counter!(REFRESH_TOTAL, "app" => app.to_string(), "outcome" => outcome_label(outcome))
+        .increment(1);
+}
+
+pub fn upstream(app: &CredentialId, api: &'static str, took: Duration) {
+    histogram!(UPSTREAM_SECONDS, "app" => app.to_string(), "api" => api).record(took.as_secs_f64());
+}
+
+pub fn lock(app: &CredentialId, acquired: bool) {
+    let result = if acquired { "acquired" } else { "contended" };
+    counter!(LOCK_TOTAL, "app" => app.to_string(), "result" => result).increment(1);
+}
+
+pub fn quota_used(app: &CredentialId, used: u64) {
+    gauge!(QUOTA_USED, "app" => app.to_string()).set(used as f64);
+}
+
+pub fn token_ttl(app: &CredentialId, ttl: Option<Duration>) {
+    gauge!(TOKEN_TTL, "app" => app.to_string()).set(ttl.map_or(0.0, |t| t.as_secs_f64()));
+}
+
+pub fn invalidation(app: &CredentialId, result: &'static str) {
+    counter!(INVALIDATIONS_TOTAL, "app" => app.to_string(), "result" => result).increment(1);
+}
+
+pub fn http(route: String, status: u16, took: Duration) {
+    histogram!(HTTP_SECONDS, "route" => route.clone()).record(took.as_secs_f64());
+    counter!(HTTP_TOTAL, "route" => route, "status" => status.to_string()).increment(1);
+}

@@ -1,0 +1,20 @@
+-- force_take: WeChat's force_refresh limits for the whole fleet: at most
+-- ARGV[2] per quota day, ARGV[3] ms apart.
+-- KEYS[1] meta; ARGV[1] quota day (YYYYMMDD), ARGV[2] daily limit, ARGV[3] spacing ms
+-- Returns {'ok', count} | {'too_soon', wait_ms} | {'over', count}.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local m = redis.call('HMGET', KEYS[1], 'force_day', 'force_count', 'force_last_at_ms')
+local count = 0
+if m[1] == ARGV[1] then count = tonumber(m[2] or '0') or 0 end
+local last = tonumber(m[3] or '0') or 0
+local spacing = tonumber(ARGV[3])
+if now_ms - last < spacing then
+  return {'too_soon', spacing - (now_ms - last)}
+end
+if count >= tonumber(ARGV[2]) then
+  return {'over', count}
+end
+redis.call('HSET', KEYS[1], 'force_day', ARGV[1], 'force_count', string.format('%d', count + 1),
+  'force_last_at_ms', string.format('%d', now_ms))
+return {'ok', count + 1}
