@@ -72,6 +72,12 @@ pub enum Command {
     Reset { id: String },
     /// A self-contained local run: simulator + 3 replicas + your Redis, short TTLs.
     Demo(demo::DemoArgs),
+    /// Exit 0 if the local replica's `/healthz` answers (for container HEALTHCHECKs).
+    Healthcheck {
+        /// URL to probe; default: `/healthz` on `[http] listen` (0.0.0.0 → 127.0.0.1).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// Installs the tracing subscriber (only the binary does this).
@@ -122,6 +128,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Invalidate { id, token } => ops::invalidate(&config, id, token).await,
         Command::Refresh { id, force } => ops::refresh(&config, id, *force).await,
         Command::Reset { id } => ops::reset(&config, id).await,
+        Command::Healthcheck { url } => ops::healthcheck(&config, url.as_deref()).await,
         Command::Demo(_) => Ok(()),
     };
     report(result)

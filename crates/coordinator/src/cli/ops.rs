@@ -166,3 +166,30 @@ pub async fn reset(config: &Config, id: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Probes `/healthz` of the local replica; an error (exit 1) if it does not answer 200 within 2 s.
+pub async fn healthcheck(config: &Config, url: Option<&str>) -> anyhow::Result<()> {
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None => {
+            let mut addr = config.http.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}/healthz")
+        }
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| anyhow::anyhow!("http client: {}", e.without_url()))?;
+    let status = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url} did not answer: {}", e.without_url()))?
+        .status();
+    anyhow::ensure!(status.is_success(), "{url} answered HTTP {status}");
+    println!("healthy");
+    Ok(())
+}
