@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 use wxtoken_common::wire::Event;
 use wxtoken_common::{CredentialId, Keys};
 
+use crate::connect::{ClientSource, PooledConn, RedisPool, RedisTarget, Topology};
 use crate::error::ClientError;
 use crate::events::{ConnectionState, EventSink, EventSubscription, SubscriptionConfig};
 use crate::keyspace::{self, Invalidation};
@@ -41,7 +41,7 @@ struct Settings {
 /// Configures and connects a [`TokenClient`].
 #[derive(Debug, Clone)]
 pub struct TokenClientBuilder {
-    url: String,
+    target: RedisTarget,
     events_url: Option<String>,
     prefix: String,
     connect_timeout: Duration,
@@ -89,6 +89,29 @@ impl TokenClientBuilder {
         self.subscription.ping_timeout = d.min(self.subscription.ping_timeout);
         self
     }
+    /// Redis is a Sentinel deployment: the URL(s) given are the Sentinels,
+    /// `master` the monitored name.
+    pub fn sentinel(mut self, master: impl Into<String>) -> Self {
+        self.target.topology = Topology::Sentinel {
+            master: master.into(),
+        };
+        self
+    }
+    /// Redis is a Cluster: the URL(s) given are seed nodes.
+    pub fn cluster(mut self) -> Self {
+        self.target.topology = Topology::Cluster;
+        self
+    }
+    /// PEM CA for `rediss://` when the system trust store should not be used.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.target.ca_file = Some(path.into());
+        self
+    }
+    /// Uses a fully described target (the coordinator passes its own).
+    pub fn target(mut self, target: RedisTarget) -> Self {
+        self.target = target;
+        self
+    }
     /// Subscribe to events through another URL than reads (e.g. a replica
     /// or a proxy); default: the same URL.
     pub fn events_url(mut self, url: impl Into<String>) -> Self {
@@ -107,33 +130,36 @@ impl TokenClientBuilder {
     pub async fn connect(self) -> Result<TokenClient, ClientError> {
         let connect_timeout = self.connect_timeout;
         let client = self.build()?;
-        let mut conn = client.inner.conn.clone();
-        tokio::time::timeout(
-            connect_timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map_err(|_| unavailable("-", "redis did not answer PING in time"))?
-        .map_err(|e| unavailable("-", &format!("redis: {e}")))?;
+        let ping = async {
+            let mut conn = client.inner.conn().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| unavailable("-", &format!("redis: {e}")))
+        };
+        tokio::time::timeout(connect_timeout * 2, ping)
+            .await
+            .map_err(|_| unavailable("-", "redis did not answer PING in time"))??;
         Ok(client)
     }
 
     /// Builds without contacting Redis (a service may start while Redis is down).
     pub fn build(self) -> Result<TokenClient, ClientError> {
         let keys = Keys::new(&self.prefix).map_err(|e| ClientError::Redis(e.to_string()))?;
-        let redis_client = redis::Client::open(self.url.as_str())
-            .map_err(|e| ClientError::Redis(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.settings.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(redis_client.clone(), config)
-            .map_err(|e| ClientError::Redis(e.to_string()))?;
+        let mut target = self.target.clone();
+        target.connect_timeout = self.connect_timeout;
+        target.response_timeout = self.settings.command_timeout;
+        let pool = RedisPool::new(
+            target,
+            4,
+            self.connect_timeout + self.settings.command_timeout,
+        )
+        .map_err(|e| ClientError::Redis(e.to_string()))?;
+        let source = pool.client_source();
         let (connection, _) = watch::channel(ConnectionState::Down);
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
-            conn,
+            pool,
             keys: keys.clone(),
             slots: ArcSwap::from_pointee(HashMap::new()),
             slots_write: Mutex::new(()),
@@ -141,15 +167,15 @@ impl TokenClientBuilder {
             connection,
             settings: self.settings.clone(),
         });
-        let events_client = match &self.events_url {
-            Some(url) => {
-                redis::Client::open(url.as_str()).map_err(|e| ClientError::Redis(e.to_string()))?
-            }
-            None => redis_client,
+        let events = match &self.events_url {
+            Some(url) => ClientSource::fixed(
+                redis::Client::open(url.as_str()).map_err(|e| ClientError::Redis(e.to_string()))?,
+            ),
+            None => source,
         };
         let subscription = self.subscribe.then(|| {
             Arc::new(EventSubscription::spawn(
-                events_client,
+                events,
                 keys,
                 self.subscription.clone(),
                 inner.clone(),
@@ -171,7 +197,8 @@ pub struct TokenClient {
 
 struct Inner {
     me: Weak<Inner>,
-    conn: ConnectionManager,
+    /// Multiplexed connections (any topology); misses share them.
+    pool: RedisPool,
     keys: Keys,
     /// Read on every call, written once per new credential id: copy-on-write
     /// behind an `ArcSwap` keeps reads free of locks and shared writes.
@@ -235,7 +262,7 @@ impl TokenClient {
 
     pub fn builder(url: &str) -> TokenClientBuilder {
         TokenClientBuilder {
-            url: url.to_owned(),
+            target: RedisTarget::standalone(url),
             events_url: None,
             prefix: wxtoken_common::DEFAULT_PREFIX.to_owned(),
             connect_timeout: Duration::from_secs(2),
@@ -332,14 +359,10 @@ impl TokenClient {
         {
             slot.entry.store(None);
         }
-        let mut conn = self.inner.conn.clone();
-        let done = tokio::time::timeout(
-            self.inner.settings.command_timeout,
-            keyspace::invalidate(&mut conn, &self.inner.keys, &slot.id, token),
-        )
-        .await
-        .map_err(|_| unavailable(slot.id.as_str(), "redis timed out"))?
-        .map_err(|e| unavailable(slot.id.as_str(), &format!("redis: {e}")))?;
+        let mut conn = self.inner.conn().await?;
+        let done = keyspace::invalidate(&mut conn, &self.inner.keys, &slot.id, token)
+            .await
+            .map_err(|e| unavailable(slot.id.as_str(), &format!("redis: {e}")))?;
         if let Invalidation::Invalidated { generation } = done {
             slot.min_generation
                 .fetch_max(generation + 1, Ordering::AcqRel);
@@ -349,6 +372,14 @@ impl TokenClient {
 }
 
 impl Inner {
+    /// A pooled connection (bounded by the pool's wait and create timeouts).
+    async fn conn(&self) -> Result<PooledConn, ClientError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| unavailable("-", &e.to_string()))
+    }
+
     fn fresh(&self, e: &Entry, now: Instant) -> bool {
         if e.stale || now + self.settings.expiry_margin >= e.token.expires_at() {
             return false;
@@ -452,8 +483,11 @@ impl Inner {
         for _ in 0..3 {
             let session = self.session.load(Ordering::Acquire);
             let sent = Instant::now();
-            let mut conn = self.conn.clone();
             // The connection's own response and connect timeouts bound this.
+            let mut conn = match self.conn().await {
+                Ok(conn) => conn,
+                Err(e) => return self.fallback(slot, cached, &e.to_string()),
+            };
             let stored = match keyspace::read_token(&mut conn, &self.keys, &slot.id).await {
                 Ok(stored) => stored,
                 Err(e) => return self.fallback(slot, cached, &format!("redis: {e}")),
@@ -530,13 +564,13 @@ impl Inner {
             reason: Some("no_token".into()),
             force: false,
         };
-        let mut conn = self.conn.clone();
-        let published = tokio::time::timeout(
-            self.settings.command_timeout,
-            keyspace::publish(&mut conn, &self.keys, &slot.id, &event),
-        )
-        .await;
-        if !matches!(published, Ok(Ok(_))) {
+        let published = match self.conn().await {
+            Ok(mut conn) => keyspace::publish(&mut conn, &self.keys, &slot.id, &event)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !published {
             warn!(id = %slot.id, "could not ask the fleet for a token");
         }
     }

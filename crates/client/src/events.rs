@@ -17,6 +17,8 @@ use tracing::{debug, info, warn};
 use wxtoken_common::wire::Event;
 use wxtoken_common::{CredentialId, Keys};
 
+use crate::connect::ClientSource;
+
 /// Receives what the subscription sees. Called from the subscription task:
 /// implementations must not block.
 pub trait EventSink: Send + Sync + 'static {
@@ -64,15 +66,16 @@ pub struct EventSubscription {
 }
 
 impl EventSubscription {
-    /// Starts following `keys`' event channels on `client`'s server.
+    /// Starts following `keys`' event channels on a server `source` names
+    /// (re-asked on every reconnection: Sentinel failovers, cluster nodes).
     pub fn spawn(
-        client: redis::Client,
+        source: ClientSource,
         keys: Keys,
         config: SubscriptionConfig,
         sink: Arc<dyn EventSink>,
     ) -> Self {
         let (tx, state) = watch::channel(ConnectionState::Down);
-        let task = tokio::spawn(run(client, keys, config, sink, tx));
+        let task = tokio::spawn(run(source, keys, config, sink, tx));
         Self { state, task }
     }
 
@@ -104,7 +107,7 @@ impl Drop for EventSubscription {
 }
 
 async fn run(
-    client: redis::Client,
+    source: ClientSource,
     keys: Keys,
     config: SubscriptionConfig,
     sink: Arc<dyn EventSink>,
@@ -113,18 +116,26 @@ async fn run(
     let pattern = keys.events_pattern();
     let mut session = 0_u64;
     let mut delay = config.reconnect_min;
+    let mut attempt = 0_u64;
     loop {
-        match follow(
-            &client,
-            &keys,
-            &pattern,
-            &config,
-            &*sink,
-            &state,
-            session + 1,
-        )
-        .await
-        {
+        let client = source.client(attempt).await;
+        attempt += 1;
+        let result = match client {
+            Ok(client) => {
+                follow(
+                    &client,
+                    &keys,
+                    &pattern,
+                    &config,
+                    &*sink,
+                    &state,
+                    session + 1,
+                )
+                .await
+            }
+            Err(e) => Err(format!("no server to subscribe to: {e}")),
+        };
+        match result {
             Ok(()) => {}
             Err(e) => debug!(error = %e, "event subscription ended"),
         }

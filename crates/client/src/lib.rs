@@ -37,6 +37,7 @@
 //! ```
 
 mod client;
+pub mod connect;
 mod error;
 pub mod events;
 pub mod keyspace;

@@ -22,27 +22,16 @@ use wxtoken_common::{CredentialId, Keys};
 use crate::config::{AppConfig, Config, ConfigError};
 use crate::http::{self, HttpState};
 use crate::refresher::{Refresher, run_credential};
-use crate::store::{PoolSettings, TokenStore, connect_pool};
+use crate::store::{self, TokenStore, connect_pool};
 use crate::upstream::Upstream;
 use crate::wake::Wakers;
 
 /// Builds the Redis store described by `config` (connects lazily).
 pub fn build_store(config: &Config) -> anyhow::Result<TokenStore> {
     let r = &config.redis;
-    let settings = PoolSettings {
-        size: r.pool_size,
-        connect_timeout: r.connect_timeout,
-        command_timeout: r.command_timeout,
-        wait_timeout: r.pool_wait_timeout,
-    };
-    let (pool, client) = connect_pool(r.url.expose_secret(), &settings).context("redis.url")?;
+    let pool = connect_pool(r).context("redis.url")?;
     let keys = Keys::new(&r.key_prefix).context("redis.key_prefix")?;
-    Ok(TokenStore::new(
-        pool,
-        client,
-        keys,
-        config.refresh.quota_day_offset,
-    ))
+    Ok(TokenStore::new(pool, keys, config.refresh.quota_day_offset))
 }
 
 /// `host-pid-xxxx`, unless `[refresh] replica_id` names one.
@@ -103,6 +92,7 @@ impl ReplicaHandle {
             ));
         }
         let client = TokenClient::builder(config.redis.url.expose_secret())
+            .target(store::target(&config.redis))
             .key_prefix(&config.redis.key_prefix)
             .connect_timeout(config.redis.connect_timeout)
             .command_timeout(config.redis.command_timeout)
@@ -112,7 +102,7 @@ impl ReplicaHandle {
             .context("redis.url")?;
         let sinks: Vec<Arc<dyn EventSink>> = vec![wakers, client.event_sink()];
         let subscription = EventSubscription::spawn(
-            store.client().clone(),
+            store.client_source(),
             store.keys().clone(),
             SubscriptionConfig::default(),
             Arc::new(FanOut(sinks)),

@@ -75,6 +75,9 @@ async fn two_replicas_serve_the_same_token_over_http() {
     let url = format!("http://{}/healthz", fleet.replicas[0].http);
     assert!(fleet.cli(&["healthcheck", "--url", &url]).status.success());
     let dead = format!("http://127.0.0.1:{}/healthz", wxtoken_testkit::free_port());
-    assert_eq!(fleet.cli(&["healthcheck", "--url", &dead]).status.code(), Some(1));
+    assert_eq!(
+        fleet.cli(&["healthcheck", "--url", &dead]).status.code(),
+        Some(1)
+    );
     fleet.assert_logs_clean();
 }

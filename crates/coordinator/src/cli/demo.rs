@@ -116,7 +116,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     let (tx, mut events) = mpsc::unbounded_channel();
     let _sub = EventSubscription::spawn(
-        store.client().clone(),
+        store.client_source(),
         Keys::new(&prefix)?,
         SubscriptionConfig::default(),
         Arc::new(Forward(tx)),
@@ -194,7 +194,10 @@ fn lifetimes_begun(elapsed: Duration, cycle: Duration) -> u64 {
 
 /// Removes the demo's keys so the shared Redis is left as it was.
 async fn cleanup(store: &crate::store::TokenStore, prefix: &str) {
-    let Ok(mut conn) = store.client().get_multiplexed_async_connection().await else {
+    let Ok(client) = store.client_source().client(0).await else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return;
     };
     let keys: Vec<String> = redis::cmd("KEYS")

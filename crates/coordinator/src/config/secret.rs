@@ -127,7 +127,17 @@ impl RedisUrl {
     }
 
     fn redacted(&self) -> String {
-        let Ok(mut url) = reqwest::Url::parse(&self.0) else {
+        self.0
+            .split(',')
+            .map(|u| redact_one(u.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn redact_one(raw: &str) -> String {
+    {
+        let Ok(mut url) = reqwest::Url::parse(raw) else {
             return "<unparsable redis url>".to_owned();
         };
         if url.password().is_some() {
@@ -148,9 +158,25 @@ impl RedisUrl {
 
 impl TryFrom<String> for RedisUrl {
     type Error = String;
+    /// One URL, or a comma-separated list (Sentinels, cluster seed nodes).
     fn try_from(raw: String) -> Result<Self, String> {
+        for (i, one) in raw.split(',').map(str::trim).enumerate() {
+            check_one(one).map_err(|e| {
+                if raw.contains(',') {
+                    format!("URL #{}: {e}", i + 1)
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(Self(raw))
+    }
+}
+
+fn check_one(raw: &str) -> Result<(), String> {
+    {
         // Never echo `raw`: it may hold a password.
-        let url = reqwest::Url::parse(&raw).map_err(|e| format!("not a URL ({e})"))?;
+        let url = reqwest::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
         let scheme = url.scheme();
         if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
             return Err(format!(
@@ -160,7 +186,7 @@ impl TryFrom<String> for RedisUrl {
         if matches!(scheme, "redis" | "rediss") && url.host_str().is_none() {
             return Err("the URL has no host".to_owned());
         }
-        Ok(Self(raw))
+        Ok(())
     }
 }
 

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use secrecy::{ExposeSecret, SecretString};
+use wxtoken_client::connect::{ClientSource, PooledConn, RedisPool};
 use wxtoken_client::keyspace::{self, Invalidation, StoredToken};
 use wxtoken_common::wire::{Event, LastError};
 use wxtoken_common::{CredentialId, ErrorClass, Keys, QuotaDay, QuotaOffset, meta};
 
-pub use pool::{PoolSettings, StoreError, connect_pool};
+pub use pool::{StoreError, connect_pool, target};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
@@ -42,8 +43,7 @@ const QUOTA_KEY_TTL_MS: u64 = 3 * 86_400_000;
 /// The coordinator's handle on Redis: a connection pool plus the key schema.
 #[derive(Clone)]
 pub struct TokenStore {
-    pool: deadpool_redis::Pool,
-    client: redis::Client,
+    pool: RedisPool,
     keys: Keys,
     quota_offset: QuotaOffset,
 }
@@ -173,15 +173,9 @@ fn pttl(ms: i64) -> Option<Duration> {
 
 impl TokenStore {
     /// Builds the pool; does not connect until first use (see [`Self::ping`]).
-    pub fn new(
-        pool: deadpool_redis::Pool,
-        client: redis::Client,
-        keys: Keys,
-        quota_offset: QuotaOffset,
-    ) -> Self {
+    pub fn new(pool: RedisPool, keys: Keys, quota_offset: QuotaOffset) -> Self {
         Self {
             pool,
-            client,
             keys,
             quota_offset,
         }
@@ -191,16 +185,16 @@ impl TokenStore {
         &self.keys
     }
 
-    /// A plain client on the same server, for the pub/sub subscription.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where the pub/sub subscription connects (any topology).
+    pub fn client_source(&self) -> ClientSource {
+        self.pool.client_source()
     }
 
     pub fn quota_offset(&self) -> QuotaOffset {
         self.quota_offset
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    async fn conn(&self) -> Result<PooledConn, StoreError> {
         Ok(self.pool.get().await?)
     }
 

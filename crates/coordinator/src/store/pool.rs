@@ -1,13 +1,12 @@
-//! Connections to Redis: a deadpool of multiplexed connections with explicit
-//! timeouts (deadpool waits forever unless told), plus the error type every
-//! store call returns.
-//!
-//! Topology choice (standalone today) lives here and nowhere else.
+//! Connections of the coordinator: the shared [`RedisPool`] of the client
+//! crate (any topology, explicit timeouts), built from `[redis]`, plus the
+//! error type every store call returns.
 
 use std::time::Duration;
 
-use deadpool_redis::{Manager, Pool, PoolError, Runtime};
-use redis::AsyncConnectionConfig;
+use wxtoken_client::connect::{PoolError, RedisPool, RedisTarget, Topology, split_urls};
+
+use crate::config::{RedisConfig, RedisMode};
 
 /// Why a store call failed. None of these carry a token, secret or password.
 #[derive(Debug, thiserror::Error)]
@@ -46,35 +45,31 @@ impl From<redis::ParsingError> for StoreError {
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Backend(e) => Self::Redis(e),
+            PoolError::Redis(e) => Self::Redis(e),
             other => Self::Pool(other.to_string()),
         }
     }
 }
 
-/// Timeouts and size of the pool.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    pub size: usize,
-    pub connect_timeout: Duration,
-    pub command_timeout: Duration,
-    pub wait_timeout: Duration,
+/// The Redis deployment `[redis]` describes.
+pub fn target(r: &RedisConfig) -> RedisTarget {
+    RedisTarget {
+        urls: split_urls(r.url.expose_secret()),
+        topology: match r.mode {
+            RedisMode::Standalone => Topology::Standalone,
+            RedisMode::Sentinel => Topology::Sentinel {
+                master: r.sentinel_master.clone().unwrap_or_default(),
+            },
+            RedisMode::Cluster => Topology::Cluster,
+        },
+        ca_file: r.ca_file.clone(),
+        connect_timeout: r.connect_timeout,
+        response_timeout: r.command_timeout,
+    }
 }
 
-/// Builds a pool (lazily connecting) and a plain client for pub/sub.
-pub fn connect_pool(url: &str, s: &PoolSettings) -> Result<(Pool, redis::Client), StoreError> {
-    let client = redis::Client::open(url)?;
-    let conn_config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(s.connect_timeout))
-        .set_response_timeout(Some(s.command_timeout));
-    let manager = Manager::new_with_config(url, conn_config)?;
-    let pool = Pool::builder(manager)
-        .max_size(s.size)
-        .wait_timeout(Some(s.wait_timeout))
-        .create_timeout(Some(s.connect_timeout))
-        .recycle_timeout(Some(s.command_timeout))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| StoreError::Pool(e.to_string()))?;
-    Ok((pool, client))
+/// Builds the pool (connects lazily).
+pub fn connect_pool(r: &RedisConfig) -> Result<RedisPool, StoreError> {
+    let wait: Duration = r.pool_wait_timeout;
+    Ok(RedisPool::new(target(r), r.pool_size, wait)?)
 }
