@@ -66,8 +66,19 @@ impl Settings {
     }
 }
 
+/// A Redis deployment other than the fleet's own standalone server.
+#[derive(Debug, Clone)]
+pub struct RedisSetup {
+    pub url: String,
+    pub mode: &'static str,
+    pub sentinel_master: Option<String>,
+    pub ca_file: Option<String>,
+}
+
 pub struct Fleet {
     pub redis: RedisServer,
+    /// When set, replicas and `store` use this deployment instead of `redis`.
+    pub setup: Option<RedisSetup>,
     pub sim: SimHandle,
     pub prefix: String,
     pub settings: Settings,
@@ -97,6 +108,7 @@ impl Fleet {
         let prefix = random_prefix();
         let mut fleet = Self {
             redis,
+            setup: None,
             sim,
             prefix,
             settings,
@@ -116,13 +128,33 @@ impl Fleet {
         fleet
     }
 
+    /// Points replicas (added from now on) and `store` at another deployment.
+    pub fn use_redis(&mut self, setup: RedisSetup) {
+        self.setup = Some(setup);
+        self.store = build_store(&self.config(SECRET)).expect("store");
+    }
+
     pub fn config_with(&self, secret: &str, redis_url: &str) -> Config {
         let s = &self.settings;
+        let extra = match &self.setup {
+            Some(setup) => {
+                let mut lines = format!("mode = \"{}\"\n", setup.mode);
+                if let Some(m) = &setup.sentinel_master {
+                    lines += &format!("sentinel_master = \"{m}\"\n");
+                }
+                if let Some(ca) = &setup.ca_file {
+                    lines += &format!("ca_file = \"{ca}\"\n");
+                }
+                lines
+            }
+            None => String::new(),
+        };
         let text = format!(
             r#"
             [redis]
             url = "{redis}"
             key_prefix = "{prefix}"
+            {extra}
             command_timeout = "500ms"
             connect_timeout = "500ms"
             pool_wait_timeout = "500ms"
@@ -170,7 +202,11 @@ impl Fleet {
     }
 
     pub fn config(&self, secret: &str) -> Config {
-        self.config_with(secret, &self.redis.url())
+        let url = self
+            .setup
+            .as_ref()
+            .map_or_else(|| self.redis.url(), |s| s.url.clone());
+        self.config_with(secret, &url)
     }
 
     pub async fn add_replica(&mut self, secret: &str) {

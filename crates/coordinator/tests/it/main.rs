@@ -9,4 +9,5 @@ mod http;
 mod invalidation;
 mod single_flight;
 mod stable;
+mod topology;
 mod upstream;
