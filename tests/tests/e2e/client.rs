@@ -334,3 +334,34 @@ async fn a_cut_event_link_still_revalidates_within_max_staleness() {
         "subscription came back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_finds_no_token_asks_the_fleet_and_gets_one() {
+    let timing = Timing {
+        token_ttl: Duration::from_secs(60),
+        ..Timing::default()
+    };
+    let mut fleet = Fleet::new(timing).await;
+    fleet.spawn_replicas(2);
+    fleet.wait_generation(1, Duration::from_secs(10)).await;
+    // Someone flushes Redis. The replicas' subscriptions stay up, so nothing
+    // tells them; their next scheduled refresh is ~57 s away.
+    let mut conn = fleet.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let client = fleet
+        .client_builder()
+        .token_wait(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    assert!(client.wait_events_up(Duration::from_secs(5)).await);
+    let asked = Instant::now();
+    let token = client
+        .access_token(ID)
+        .await
+        .expect("the fleet refilled on request");
+    eprintln!("refill on a reader's request took {:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(fleet.sim.token_state(token.value()), TokenState::Valid);
+    assert_eq!(fleet.app().fetch_calls, 2, "one refill");
+}
