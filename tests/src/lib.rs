@@ -4,10 +4,13 @@
 //! and read their logs.
 //!
 //! This crate only orchestrates processes; what a replica does is the
-//! coordinator's business.
+//! coordinator's business. `chaos` is the chaos runner behind
+//! `cargo run -p wxtoken-e2e --bin chaos`.
+
+pub mod chaos;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -26,27 +29,34 @@ pub const SECRET: &str = "e2e-secret-Q9v7LmX2pT";
 pub const API_KEY: &str = "e2e-api-key-Hq27Zr";
 pub const ID: &str = "shop";
 
-/// The `wxtoken` binary, built once per test process (a no-op when fresh).
+/// The `wxtoken` binary, built once per test process.
+///
+/// Built with the same command, and so the same feature set, as
+/// `cargo test --workspace` (README's test command), which makes this a
+/// no-op there; `cargo build -p …` would resolve features differently and
+/// recompile dependencies in the middle of the test run. `WXTOKEN_BIN`
+/// overrides it (e.g. a release build for the chaos runner).
 pub fn wxtoken_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("WXTOKEN_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "wxtoken-coordinator",
-                "--bin",
-                "wxtoken",
-            ])
+            .args(["test", "-q", "--workspace", "--no-run"])
+            .stdout(Stdio::null())
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building wxtoken failed");
         let exe = std::env::current_exe().expect("test exe path");
-        // target/<profile>/deps/<test> → target/<profile>/wxtoken
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let bin = dir.join("wxtoken");
+        // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/wxtoken
+        let parent = exe.parent().expect("exe dir");
+        let bin = [parent, parent.parent().unwrap_or(parent)]
+            .iter()
+            .map(|d| d.join("wxtoken"))
+            .find(|b| b.exists())
+            .unwrap_or_else(|| parent.join("wxtoken"));
         assert!(bin.exists(), "no wxtoken binary at {}", bin.display());
         bin
     })
@@ -222,6 +232,12 @@ secret = {{ env = "E2E_SECRET" }}
     /// Starts `wxtoken serve` with `secret` (debug logging, to give secrets
     /// every chance to leak into the logs the tests scan).
     pub fn spawn_replica_with(&mut self, secret: &str) -> &mut ReplicaProcess {
+        self.spawn_replica_env(secret, &[])
+    }
+
+    /// Like [`Self::spawn_replica_with`], with extra environment (e.g. a
+    /// `WXTOKEN__REDIS__URL` through a fault proxy).
+    pub fn spawn_replica_env(&mut self, secret: &str, env: &[(&str, &str)]) -> &mut ReplicaProcess {
         let n = self.logs_seen.len() + 1;
         let replica_id = format!("p{n}");
         let log = self.dir.path().join(format!("{replica_id}.log"));
@@ -236,6 +252,7 @@ secret = {{ env = "E2E_SECRET" }}
             .env("WXTOKEN__HTTP__LISTEN", http.to_string())
             .env("WXTOKEN__REFRESH__REPLICA_ID", &replica_id)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

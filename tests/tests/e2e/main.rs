@@ -1,6 +1,7 @@
 //! End-to-end tests with `wxtoken serve` as separate processes: crashes,
 //! stalls, graceful shutdown, the CLI, and log hygiene.
 
+mod acl;
 mod cli;
 mod client;
 mod crashes;

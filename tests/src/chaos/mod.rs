@@ -1,0 +1,372 @@
+//! The chaos runner (issue 7): N `wxtoken serve` processes, each reaching
+//! Redis through its own fault proxy, M reader processes that use every
+//! token they read, one Redis, wechat-sim with scaled TTL — and faults on a
+//! seeded schedule: SIGKILL (and restart) a replica, SIGSTOP the lock holder
+//! past its lock TTL, restart Redis empty, pause Redis, blackhole a replica's
+//! Redis link, third-party refreshes, and upstream -1 / 502 / garbage / hang
+//! at configured rates. [`run`] returns a [`Report`] that judges the run.
+
+mod report;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use wechat_sim::Faults;
+use wxtoken_client::connect::ClientSource;
+use wxtoken_client::events::{ConnectionState, EventSink, EventSubscription, SubscriptionConfig};
+use wxtoken_common::wire::Event;
+use wxtoken_common::{CredentialId, Keys};
+use wxtoken_testkit::{FaultProxy, ProxyMode};
+
+pub use report::{ReaderReport, Report};
+
+use crate::{APPID, Fleet, ID, SECRET, Timing};
+
+/// What to run and how hard to hit it.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub duration: Duration,
+    pub seed: u64,
+    pub replicas: usize,
+    pub readers: usize,
+    pub timing: Timing,
+    /// Mean time between two scheduled faults.
+    pub fault_every: Duration,
+    /// Upstream fault rates (per fetch).
+    pub busy_rate: f64,
+    pub http_502_rate: f64,
+    pub garbage_rate: f64,
+    pub hang_rate: f64,
+    /// How long Redis is paused by a pause fault.
+    pub redis_pause: Duration,
+}
+
+impl ChaosConfig {
+    pub fn new(duration: Duration, seed: u64) -> Self {
+        Self {
+            duration,
+            seed,
+            replicas: 5,
+            readers: 20,
+            timing: Timing {
+                token_ttl: Duration::from_secs(20),
+                overlap: Duration::from_secs(5),
+                refresh_ahead: Duration::from_secs(6),
+                lock_ttl: Duration::from_secs(3),
+                upstream_timeout: Duration::from_secs(1),
+                daily_budget: 100_000,
+                fatal_cooldown: Duration::from_secs(5),
+            },
+            fault_every: Duration::from_secs(8),
+            busy_rate: 0.05,
+            http_502_rate: 0.05,
+            garbage_rate: 0.02,
+            hang_rate: 0.02,
+            redis_pause: Duration::from_secs(10),
+        }
+    }
+
+    fn faults(&self, seed: u64) -> Faults {
+        Faults {
+            busy_rate: self.busy_rate,
+            http_502_rate: self.http_502_rate,
+            garbage_rate: self.garbage_rate,
+            hang_rate: self.hang_rate,
+            seed: Some(seed),
+            ..Faults::default()
+        }
+    }
+}
+
+/// A scheduled fault kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    KillReplica,
+    StallLockHolder,
+    RestartRedisEmpty,
+    PauseRedis,
+    BlackholeReplicaLink,
+    ThirdPartyRefresh,
+}
+
+impl FaultKind {
+    const ALL: [FaultKind; 6] = [
+        Self::KillReplica,
+        Self::StallLockHolder,
+        Self::RestartRedisEmpty,
+        Self::PauseRedis,
+        Self::BlackholeReplicaLink,
+        Self::ThirdPartyRefresh,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KillReplica => "sigkill_replica",
+            Self::StallLockHolder => "sigstop_lock_holder",
+            Self::RestartRedisEmpty => "redis_restart_empty",
+            Self::PauseRedis => "redis_pause",
+            Self::BlackholeReplicaLink => "blackhole_replica_redis_link",
+            Self::ThirdPartyRefresh => "third_party_refresh",
+        }
+    }
+}
+
+/// Wakes the tracker that records the SHA-1 of every token the fleet
+/// committed (read on each `refreshed` event), so failed uses can be told apart: a token superseded
+/// by one the fleet never stored (a killed holder's, a garbage reply's, a
+/// third party's) is a window the fault forces; anything else is a bug.
+struct Committed {
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl EventSink for Committed {
+    fn on_event(&self, _id: &CredentialId, event: Event) {
+        if matches!(event, Event::Refreshed { .. }) {
+            let _ = self.tx.send(());
+        }
+    }
+    fn on_connection(&self, state: ConnectionState) {
+        if matches!(state, ConnectionState::Up { .. }) {
+            let _ = self.tx.send(());
+        }
+    }
+}
+
+fn sha1(s: &str) -> String {
+    sha1_smol::Sha1::from(s).hexdigest()
+}
+
+struct Replica {
+    proxy: FaultProxy,
+}
+
+/// Runs the chaos profile and returns its report.
+pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut fleet = Fleet::new(cfg.timing.clone()).await;
+    fleet.sim.set_faults(cfg.faults(cfg.seed));
+    let reader_bin = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("reader"))
+        .filter(|p| p.exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the reader binary must sit next to this one (cargo build -p wxtoken-e2e --bins)"
+            )
+        })?;
+
+    // Replicas, each behind its own proxy to Redis.
+    let mut replicas: BTreeMap<String, Replica> = BTreeMap::new();
+    for _ in 0..cfg.replicas {
+        spawn_replica(&mut fleet, &mut replicas).await;
+    }
+    fleet.wait_generation(1, Duration::from_secs(20)).await;
+    eprintln!("fleet up: {} replicas, first token stored", cfg.replicas);
+
+    // Track committed tokens.
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _events = EventSubscription::spawn(
+        ClientSource::fixed(fleet.redis.client()),
+        Keys::new(&fleet.prefix)?,
+        SubscriptionConfig::default(),
+        Arc::new(Committed { tx }),
+    );
+    let tracker = {
+        let (seen, url, prefix) = (seen.clone(), fleet.redis.url(), fleet.prefix.clone());
+        tokio::spawn(async move {
+            let Ok(keys) = Keys::new(&prefix) else { return };
+            let Ok(id) = CredentialId::parse(ID) else {
+                return;
+            };
+            let Ok(client) = redis::Client::open(url) else {
+                return;
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = rx.recv() => {}
+                    _ = tick.tick() => {}
+                }
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                    && let Ok(Some(t)) =
+                        wxtoken_client::keyspace::read_token(&mut c, &keys, &id).await
+                    && let Ok(mut s) = seen.lock()
+                {
+                    s.insert(sha1(&t.value));
+                }
+            }
+        })
+    };
+
+    // Readers.
+    let mut readers: Vec<Child> = (0..cfg.readers)
+        .map(|_| {
+            Command::new(&reader_bin)
+                .args([
+                    "--redis",
+                    &fleet.redis.url(),
+                    "--prefix",
+                    &fleet.prefix,
+                    "--id",
+                    ID,
+                ])
+                .args(["--use-base", &fleet.sim.base_url(), "--interval-ms", "100"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+
+    // The fault schedule.
+    let started = Instant::now();
+    let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
+    while started.elapsed() + Duration::from_secs(5) < cfg.duration {
+        let gap = cfg.fault_every.mul_f64(rng.random_range(0.5..1.5));
+        tokio::time::sleep(gap.min(cfg.duration.saturating_sub(started.elapsed()))).await;
+        if started.elapsed() + Duration::from_secs(5) >= cfg.duration {
+            break;
+        }
+        let kind = FaultKind::ALL[rng.random_range(0..FaultKind::ALL.len())];
+        eprintln!(
+            "[{:>6.1}s] fault: {}",
+            started.elapsed().as_secs_f64(),
+            kind.name()
+        );
+        let step = inject(kind, &cfg, &mut fleet, &mut replicas, &mut rng);
+        if tokio::time::timeout(cfg.redis_pause + Duration::from_secs(20), step)
+            .await
+            .is_err()
+        {
+            anyhow::bail!("injecting {} did not finish", kind.name());
+        }
+        *injected.entry(kind.name()).or_default() += 1;
+    }
+    let remaining = cfg.duration.saturating_sub(started.elapsed());
+    tokio::time::sleep(remaining).await;
+
+    eprintln!("[{:>6.1}s] winding down", started.elapsed().as_secs_f64());
+    // Wind down: stop readers first (they report), then read the sim.
+    let mut reader_reports = Vec::new();
+    for r in &readers {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(r.id() as i32), Signal::SIGTERM);
+    }
+    for r in readers.drain(..) {
+        let out = tokio::task::spawn_blocking(move || r.wait_with_output()).await??;
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        match serde_json::from_str::<ReaderReport>(line.trim()) {
+            Ok(rep) => reader_reports.push(rep),
+            Err(e) => anyhow::bail!("a reader reported nothing usable ({e}): {line}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    tracker.abort();
+    let stats = fleet.sim.stats();
+    let metrics = scrape_metrics(&fleet).await;
+    let committed = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let report = Report::judge(
+        &cfg,
+        elapsed,
+        &stats,
+        &committed,
+        reader_reports,
+        injected,
+        &fleet.all_logs(),
+        &metrics,
+    );
+    drop(replicas);
+    Ok(report)
+}
+
+async fn spawn_replica(fleet: &mut Fleet, replicas: &mut BTreeMap<String, Replica>) {
+    let proxy = FaultProxy::spawn(fleet.redis.addr()).await;
+    let url = proxy.url_for_redis();
+    let id = fleet
+        .spawn_replica_env(SECRET, &[("WXTOKEN__REDIS__URL", &url)])
+        .replica_id
+        .clone();
+    replicas.insert(id, Replica { proxy });
+}
+
+async fn inject(
+    kind: FaultKind,
+    cfg: &ChaosConfig,
+    fleet: &mut Fleet,
+    replicas: &mut BTreeMap<String, Replica>,
+    rng: &mut StdRng,
+) {
+    let alive: Vec<String> = replicas.keys().cloned().collect();
+    let random = alive[rng.random_range(0..alive.len())].clone();
+    let holder = fleet
+        .lock_owner()
+        .await
+        .and_then(|o| o.split(':').next().map(str::to_owned));
+    match kind {
+        FaultKind::KillReplica => {
+            let victim = if rng.random_bool(0.5) {
+                holder
+                    .filter(|h| replicas.contains_key(h))
+                    .unwrap_or(random)
+            } else {
+                random
+            };
+            if let Some(p) = fleet.replicas.iter().position(|r| r.replica_id == victim) {
+                fleet.replicas[p].signal(Signal::SIGKILL);
+                let _ = fleet.replicas[p].wait_exit(Duration::from_secs(2));
+                fleet.replicas.remove(p);
+            }
+            replicas.remove(&victim);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            spawn_replica(fleet, replicas).await;
+        }
+        FaultKind::StallLockHolder => {
+            let victim = holder
+                .filter(|h| replicas.contains_key(h))
+                .unwrap_or(random);
+            // A hung upstream request of a stopped process would stay "in
+            // flight" forever; keep upstream faults off while it is stopped.
+            fleet.sim.set_faults(Faults::default());
+            if let Some(r) = fleet.replicas.iter().find(|r| r.replica_id == victim) {
+                r.signal(Signal::SIGSTOP);
+                tokio::time::sleep(cfg.timing.lock_ttl + Duration::from_secs(1)).await;
+                r.signal(Signal::SIGCONT);
+            }
+            fleet.sim.set_faults(cfg.faults(rng.random()));
+        }
+        FaultKind::RestartRedisEmpty => {
+            let _ = fleet.redis.restart();
+        }
+        FaultKind::PauseRedis => {
+            fleet.redis.pause(cfg.redis_pause);
+            tokio::time::sleep(cfg.redis_pause).await;
+        }
+        FaultKind::BlackholeReplicaLink => {
+            if let Some(r) = replicas.get(&random) {
+                r.proxy.set_mode(ProxyMode::Blackhole);
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                r.proxy.set_mode(ProxyMode::Pass);
+            }
+        }
+        FaultKind::ThirdPartyRefresh => {
+            let _ = fleet.sim.external_refresh(APPID);
+        }
+    }
+}
+
+async fn scrape_metrics(fleet: &Fleet) -> String {
+    let http = reqwest::Client::new();
+    let mut all = String::new();
+    for r in &fleet.replicas {
+        if let Ok(resp) = http.get(format!("http://{}/metrics", r.http)).send().await
+            && let Ok(text) = resp.text().await
+        {
+            all.push_str(&text);
+        }
+    }
+    all
+}
