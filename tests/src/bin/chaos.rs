@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use wxtoken_e2e::chaos::{ChaosConfig, run};
+use wxtoken_e2e::chaos::{ChaosConfig, FaultKind, run};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +25,10 @@ struct Args {
     /// Mean time between two scheduled faults.
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     fault_every: Duration,
+    /// Only these scheduled faults (comma-separated names from the report;
+    /// `none` for upstream faults only).
+    #[arg(long)]
+    faults: Option<String>,
     /// Write the JSON report here as well.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -42,6 +46,24 @@ async fn main() -> ExitCode {
     cfg.replicas = args.replicas.max(1);
     cfg.readers = args.readers.max(1);
     cfg.fault_every = args.fault_every;
+    if let Some(list) = &args.faults {
+        let mut kinds = Vec::new();
+        for name in list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && *n != "none")
+        {
+            match FaultKind::parse(name) {
+                Some(k) => kinds.push(k),
+                None => {
+                    let all: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                    eprintln!("unknown fault {name:?}; known: {}", all.join(", "));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        cfg.kinds = kinds;
+    }
     eprintln!(
         "chaos: {:?}, seed {}, {} replicas, {} readers",
         cfg.duration, cfg.seed, cfg.replicas, cfg.readers

@@ -66,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut failures = Vec::new();
     let mut last_ok = Instant::now();
+    let mut last_ok_ms = now_ms();
     let mut longest_gap = Duration::ZERO;
+    let mut longest_gap_from_ms = 0_u64;
+    let mut longest_gap_to_ms = 0_u64;
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -78,7 +81,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(t) => t,
             Err(_) => {
                 unavailable += 1;
-                longest_gap = longest_gap.max(last_ok.elapsed());
                 continue;
             }
         };
@@ -86,7 +88,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match code {
             0 => {
                 ok += 1;
+                if last_ok.elapsed() > longest_gap {
+                    longest_gap = last_ok.elapsed();
+                    longest_gap_from_ms = last_ok_ms;
+                    longest_gap_to_ms = now_ms();
+                }
                 last_ok = Instant::now();
+                last_ok_ms = now_ms();
                 continue;
             }
             40001 | 40014 => rejected += 1,
@@ -96,7 +104,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
         }
-        longest_gap = longest_gap.max(last_ok.elapsed());
         failures.push(json!({
             "handed_out_at_ms": handed_out_at,
             "errcode": code,
@@ -111,15 +118,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             && use_token(&http, &base, fresh.value()).await == 0
         {
             healed += 1;
+            if last_ok.elapsed() > longest_gap {
+                longest_gap = last_ok.elapsed();
+                longest_gap_from_ms = last_ok_ms;
+                longest_gap_to_ms = now_ms();
+            }
             last_ok = Instant::now();
+            last_ok_ms = now_ms();
         }
     }
-    longest_gap = longest_gap.max(last_ok.elapsed().min(interval * 2));
+    // A gap still open at the end counts too (but not the last interval).
+    if last_ok.elapsed() > interval * 2 && last_ok.elapsed() > longest_gap {
+        longest_gap = last_ok.elapsed();
+        longest_gap_from_ms = last_ok_ms;
+        longest_gap_to_ms = now_ms();
+    }
     println!(
         "{}",
         json!({
             "uses_ok": ok, "uses_40001": rejected, "uses_42001": expired, "unavailable": unavailable,
             "other": other, "healed": healed, "longest_gap_ms": longest_gap.as_millis() as u64,
+            "longest_gap_from_ms": longest_gap_from_ms, "longest_gap_to_ms": longest_gap_to_ms,
             "failures": failures,
         })
     );

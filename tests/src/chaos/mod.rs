@@ -44,6 +44,8 @@ pub struct ChaosConfig {
     pub hang_rate: f64,
     /// How long Redis is paused by a pause fault.
     pub redis_pause: Duration,
+    /// Which scheduled faults to draw from (all by default).
+    pub kinds: Vec<FaultKind>,
 }
 
 impl ChaosConfig {
@@ -68,6 +70,7 @@ impl ChaosConfig {
             garbage_rate: 0.02,
             hang_rate: 0.02,
             redis_pause: Duration::from_secs(10),
+            kinds: FaultKind::ALL.to_vec(),
         }
     }
 
@@ -95,7 +98,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 6] = [
         Self::KillReplica,
         Self::StallLockHolder,
         Self::RestartRedisEmpty,
@@ -103,6 +106,11 @@ impl FaultKind {
         Self::BlackholeReplicaLink,
         Self::ThirdPartyRefresh,
     ];
+
+    /// By its report name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -225,6 +233,9 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
 
     // The fault schedule.
     let started = Instant::now();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
     while started.elapsed() + Duration::from_secs(5) < cfg.duration {
         let gap = cfg.fault_every.mul_f64(rng.random_range(0.5..1.5));
@@ -232,7 +243,10 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
         if started.elapsed() + Duration::from_secs(5) >= cfg.duration {
             break;
         }
-        let kind = FaultKind::ALL[rng.random_range(0..FaultKind::ALL.len())];
+        if cfg.kinds.is_empty() {
+            continue;
+        }
+        let kind = cfg.kinds[rng.random_range(0..cfg.kinds.len())];
         eprintln!(
             "[{:>6.1}s] fault: {}",
             started.elapsed().as_secs_f64(),
@@ -278,6 +292,7 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
         injected,
         &fleet.all_logs(),
         &metrics,
+        started_ms,
     );
     drop(replicas);
     Ok(report)

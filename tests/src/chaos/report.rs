@@ -23,6 +23,10 @@ pub struct ReaderReport {
     pub other: u64,
     pub healed: u64,
     pub longest_gap_ms: u64,
+    #[serde(default)]
+    pub longest_gap_from_ms: u64,
+    #[serde(default)]
+    pub longest_gap_to_ms: u64,
     pub failures: Vec<FailedUse>,
 }
 
@@ -63,7 +67,11 @@ pub struct Report {
     pub faults_injected: BTreeMap<&'static str, u64>,
     pub quota_used: u64,
     pub longest_gap_ms: u64,
+    /// When the longest gap started and ended, seconds after the run started.
+    pub longest_gap_s: (f64, f64),
     pub secret_leaks: u64,
+    /// When each upstream token was issued, seconds after the run started.
+    pub issued_at_s: Vec<f64>,
     pub violations: Vec<String>,
     pub passed: bool,
 }
@@ -79,6 +87,7 @@ impl Report {
         faults: BTreeMap<&'static str, u64>,
         logs: &str,
         metrics: &str,
+        started_ms: u64,
     ) -> Self {
         let t = &cfg.timing;
         let app = stats.app(APPID).cloned().unwrap_or_default();
@@ -204,7 +213,19 @@ impl Report {
             faults_injected: faults,
             quota_used: app.quota_used_today,
             longest_gap_ms: readers.iter().map(|r| r.longest_gap_ms).max().unwrap_or(0),
+            longest_gap_s: readers.iter().max_by_key(|r| r.longest_gap_ms).map_or(
+                (0.0, 0.0),
+                |r| {
+                    let at = |ms: u64| (ms as f64 - started_ms as f64) / 1000.0;
+                    (at(r.longest_gap_from_ms), at(r.longest_gap_to_ms))
+                },
+            ),
             secret_leaks: leaks,
+            issued_at_s: app
+                .issued
+                .iter()
+                .map(|i| (i.issued_at_ms as f64 - started_ms as f64) / 1000.0)
+                .collect(),
             passed: violations.is_empty(),
             violations,
         }

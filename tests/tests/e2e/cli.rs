@@ -176,7 +176,7 @@ async fn status_get_and_invalidate_work_against_a_running_fleet() {
 
     let out = fleet.cli(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(status[0]["generation"], 1);
+    assert_eq!(status[0]["generation"], token.generation);
     assert_eq!(status[0]["quota_used_today"], 1);
     assert!(
         status[0].get("access_token").is_none(),
@@ -185,8 +185,11 @@ async fn status_get_and_invalidate_work_against_a_running_fleet() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&token.value));
 
     let out = fleet.cli(&["invalidate", "shop", "--token", &token.value]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("invalidated generation 1"));
-    let fresh = fleet.wait_generation(2, Duration::from_secs(5)).await;
+    let said = format!("invalidated generation {}", token.generation);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&said));
+    let fresh = fleet
+        .wait_generation(token.generation + 1, Duration::from_secs(5))
+        .await;
     assert_ne!(fresh.value, token.value);
     let out = fleet.cli(&["invalidate", "shop", "--token", &token.value]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no longer stored"));
@@ -197,7 +200,9 @@ async fn status_get_and_invalidate_work_against_a_running_fleet() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    fleet.wait_generation(3, Duration::from_secs(5)).await;
+    fleet
+        .wait_generation(fresh.generation + 1, Duration::from_secs(5))
+        .await;
 
     let table = String::from_utf8_lossy(&fleet.cli(&["status"]).stdout).to_string();
     assert!(

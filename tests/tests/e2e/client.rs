@@ -365,3 +365,36 @@ async fn a_reader_that_finds_no_token_asks_the_fleet_and_gets_one() {
     assert_eq!(fleet.sim.token_state(token.value()), TokenState::Valid);
     assert_eq!(fleet.app().fetch_calls, 2, "one refill");
 }
+
+/// Regression (found by the chaos runner): after Redis loses its data the
+/// fleet's generations must keep rising, or a client that saw generation N
+/// refuses every newer token as "older" and waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generations_keep_rising_across_redis_data_loss() {
+    let timing = Timing {
+        token_ttl: Duration::from_secs(60),
+        ..Timing::default()
+    };
+    let mut fleet = Fleet::new(timing).await;
+    fleet.spawn_replicas(2);
+    fleet.wait_generation(1, Duration::from_secs(10)).await;
+    let client = fleet.client_builder().connect().await.unwrap();
+    assert!(client.wait_events_up(Duration::from_secs(5)).await);
+    let before = client.access_token(ID).await.unwrap();
+    let mut conn = fleet.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // A third party kills our token; the service reports it and waits.
+    fleet.sim.external_refresh(APPID).unwrap();
+    client.invalidate(ID, before.value()).await.unwrap();
+    let after = client
+        .wait_for_newer(ID, before.generation(), Duration::from_secs(10))
+        .await
+        .expect("a newer token after the data loss");
+    assert!(after.generation() > before.generation());
+    assert_ne!(after.value(), before.value());
+    assert_eq!(fleet.sim.token_state(after.value()), TokenState::Valid);
+    assert_eq!(
+        client.access_token(ID).await.unwrap().value(),
+        after.value()
+    );
+}

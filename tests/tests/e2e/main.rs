@@ -7,3 +7,4 @@ mod client;
 mod crashes;
 mod http;
 mod processes;
+mod sdk;

@@ -7,7 +7,13 @@
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {'lost'}
 end
-redis.call('SET', KEYS[2], ARGV[2], 'NX')
+if redis.call('SET', KEYS[2], ARGV[2], 'NX') then
+  -- A new dataset (first use, or Redis lost its data): seed the fence from
+  -- the clock (microseconds) so generations keep rising across data loss and
+  -- readers can always tell newer from older. Stays far below 2^53.
+  local t0 = redis.call('TIME')
+  redis.call('SET', KEYS[3], string.format('%d', tonumber(t0[1]) * 1000000 + tonumber(t0[2])))
+end
 local epoch = redis.call('GET', KEYS[2])
 local fence = redis.call('INCR', KEYS[3])
 local t = redis.call('TIME')

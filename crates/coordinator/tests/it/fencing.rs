@@ -143,8 +143,8 @@ async fn the_epoch_guard_refuses_writers_from_before_a_redis_restart() {
     };
     assert_eq!(commit, Commit::EpochChanged);
     assert!(fleet.token().await.is_none());
-    // A replica refills on the new epoch (fence restarts at 1, below A's);
-    // A is still refused although its fence number is not smaller.
+    // A replica refills on the new epoch (its fence is seeded from the clock,
+    // so it is above A's); A is refused by the epoch check either way.
     fleet.add_replica(crate::fleet::SECRET).await;
     let refilled = fleet.wait_generation(1, Duration::from_secs(5)).await;
     let commit = store

@@ -70,7 +70,7 @@ async fn the_json_token_api_and_its_errors() {
     let (s, v) = call(&r, Method::GET, &uri, Some(API_KEY), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["access_token"], stored.value.as_str());
-    assert_eq!(v["generation"], 1);
+    assert_eq!(v["generation"], stored.generation);
     assert!(v["expires_in"].as_u64().unwrap() > 50);
     assert!(v["expires_at"].as_u64().unwrap() > 1_700_000_000_000);
 
@@ -97,7 +97,7 @@ async fn the_json_token_api_and_its_errors() {
     let (s, v) = call(&r, Method::GET, "/v1/apps", Some(API_KEY), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v[0]["id"], ID);
-    assert_eq!(v[0]["generation"], 1);
+    assert_eq!(v[0]["generation"], stored.generation);
     assert!(
         !v.to_string().contains(&stored.value),
         "status shows no token"
@@ -179,7 +179,7 @@ async fn invalidate_by_value_with_and_without_wait() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["result"], "invalidated");
-    assert_eq!(v["generation"], 2);
+    assert!(v["generation"].as_u64().unwrap() > first.generation, "{v}");
     let fresh = v["access_token"].as_str().unwrap();
     assert_ne!(fresh, first.value);
     assert_eq!(fleet.sim.token_state(fresh), TokenState::Valid);

@@ -25,7 +25,9 @@ async fn a_hundred_concurrent_invalidations_cause_exactly_one_refresh() {
         .count();
     assert_eq!(invalidated, 1, "exactly one caller deleted the token");
     assert!(results.iter().all(|r| r.is_ok()));
-    let fresh = fleet.wait_generation(2, Duration::from_secs(5)).await;
+    let fresh = fleet
+        .wait_generation(bad.generation + 1, Duration::from_secs(5))
+        .await;
     assert_ne!(fresh.value, bad.value);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let app = fleet.app();
@@ -65,8 +67,15 @@ async fn a_third_party_refresh_is_healed_by_one_fetch() {
         .invalidate(&fleet.id(), &ours.value)
         .await
         .unwrap();
-    assert_eq!(reported, Invalidation::Invalidated { generation: 1 });
-    let healed = fleet.wait_generation(2, Duration::from_secs(5)).await;
+    assert_eq!(
+        reported,
+        Invalidation::Invalidated {
+            generation: ours.generation
+        }
+    );
+    let healed = fleet
+        .wait_generation(ours.generation + 1, Duration::from_secs(5))
+        .await;
     assert_eq!(
         fleet.sim.token_state(&healed.value),
         wechat_sim::TokenState::Valid
@@ -89,7 +98,9 @@ async fn an_operator_forced_refresh_is_served_once_by_the_fleet() {
         force: true,
     };
     assert_eq!(fleet.store.publish(&fleet.id(), &event).await.unwrap(), 4);
-    let second = fleet.wait_generation(2, Duration::from_secs(5)).await;
+    let second = fleet
+        .wait_generation(first.generation + 1, Duration::from_secs(5))
+        .await;
     assert_ne!(second.value, first.value);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
