@@ -36,8 +36,21 @@ impl fmt::Debug for StoredToken {
     }
 }
 
+/// The longest token the fleet stores; WeChat reserves 512 characters.
+pub const MAX_TOKEN_LEN: usize = 2048;
+
+/// What a stored token may look like: 1-2048 printable ASCII characters
+/// (WeChat's are `[A-Za-z0-9_-]`). The coordinator commits nothing else, so
+/// anything else in the token key is a foreign writer's junk: readers never
+/// hand it out, and the coordinator's scripts treat it as no token (the
+/// same rule in Lua) and replace it.
+pub fn is_plausible_token(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_TOKEN_LEN && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// `GET` + `PTTL` + `HGET generation`, pipelined: one round trip. `None` when
-/// no token is stored (or it expires within the millisecond).
+/// no token is stored (or it expires within the millisecond) or the key holds
+/// no plausible token ([`is_plausible_token`]).
 pub async fn read_token<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
@@ -51,7 +64,7 @@ pub async fn read_token<C: ConnectionLike>(
         .query_async(conn)
         .await?;
     Ok(match value {
-        Some(value) if pttl > 0 => Some(StoredToken {
+        Some(value) if pttl > 0 && is_plausible_token(&value) => Some(StoredToken {
             value,
             ttl: Duration::from_millis(pttl.unsigned_abs()),
             generation: generation.and_then(|g| g.parse().ok()).unwrap_or(0),

@@ -326,7 +326,7 @@ impl Refresher {
         let day = self.store.quota_day(grant.now_ms);
         let gate = self.backoff.gate(
             class,
-            grant.failures + 1,
+            grant.failures.saturating_add(1),
             grant.now_ms,
             day,
             rand::random::<f64>(),

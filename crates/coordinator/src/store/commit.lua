@@ -6,15 +6,28 @@
 -- since begin) and the fence is newer than the stored generation.
 -- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} | {'stale', generation, 0}
 -- | {'expired', generation, 0}. Releases the lock if this owner still holds it.
-local function release()
-  if redis.call('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
+-- Junk a foreign writer left (see begin.lua) reads as nothing: a generation
+-- that is not a whole number in [0, 2^53) as 0, a meta hash of the wrong
+-- type is replaced.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
+  return math.floor(n)
 end
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then
+local function release()
+  if redis.pcall('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
+end
+if redis.pcall('GET', KEYS[3]) ~= ARGV[1] then
   release()
   return {'epoch', 0, 0}
 end
 local fence = tonumber(ARGV[2])
-local gen = tonumber(redis.call('HGET', KEYS[2], 'generation') or '0') or 0
+local stored = redis.pcall('HGET', KEYS[2], 'generation')
+if type(stored) == 'table' then
+  redis.call('DEL', KEYS[2])
+  stored = false
+end
+local gen = num(stored)
 if fence <= gen then
   release()
   return {'stale', gen, 0}

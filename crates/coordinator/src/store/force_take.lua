@@ -2,12 +2,18 @@
 -- ARGV[2] per quota day, ARGV[3] ms apart.
 -- KEYS[1] meta; ARGV[1] quota day (YYYYMMDD), ARGV[2] daily limit, ARGV[3] spacing ms
 -- Returns {'ok', count} | {'too_soon', wait_ms} | {'over', count}.
+-- Fields a foreign writer spoiled (not whole numbers in [0, 2^53)) read as 0.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
+  return math.floor(n)
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = redis.call('HMGET', KEYS[1], 'force_day', 'force_count', 'force_last_at_ms')
 local count = 0
-if m[1] == ARGV[1] then count = tonumber(m[2] or '0') or 0 end
-local last = tonumber(m[3] or '0') or 0
+if m[1] == ARGV[1] then count = num(m[2]) end
+local last = num(m[3])
 local spacing = tonumber(ARGV[3])
 if now_ms - last < spacing then
   return {'too_soon', spacing - (now_ms - last)}

@@ -28,6 +28,7 @@ macro_rules! script {
             LazyLock::new(|| redis::Script::new(include_str!($file)));
     };
 }
+script!(LOCK, "lock.lua");
 script!(BEGIN, "begin.lua");
 script!(COMMIT, "commit.lua");
 script!(RELEASE, "release.lua");
@@ -235,7 +236,9 @@ impl TokenStore {
         })
     }
 
-    /// `SET lock owner NX PX ttl`: true when this attempt now holds the lock.
+    /// `SET lock owner NX PX ttl` (the lock script, which also gives a lock
+    /// without expiry, never one of ours, the lock TTL): true when this
+    /// attempt now holds the lock.
     pub async fn try_lock(
         &self,
         id: &CredentialId,
@@ -243,15 +246,13 @@ impl TokenStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.lock(id))
+        let locked: u8 = LOCK
+            .key(self.keys.lock(id))
             .arg(owner.as_str())
-            .arg("NX")
-            .arg("PX")
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(&mut c)
+            .invoke_async(&mut c)
             .await?;
-        Ok(set.is_some())
+        Ok(locked == 1)
     }
 
     /// The begin script: `None` when the lock no longer holds `owner`.

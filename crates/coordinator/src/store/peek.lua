@@ -2,10 +2,27 @@
 -- KEYS[1] access_token, KEYS[2] meta, KEYS[3] lock
 -- Returns {token_pttl, generation, gate_ms, lock_pttl, failures}
 -- (PTTL semantics: -2 = no key).
+-- A foreign writer's junk never stops the fleet: a token key that holds no
+-- plausible token (wrong type, empty, > 2048 bytes, not printable ASCII)
+-- reads as none, so it gets replaced; so does any token while the meta hash
+-- has the wrong type (readers cannot read it; begin.lua repairs it); meta
+-- numbers that are not whole numbers in [0, 2^53) read as 0.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
+  return math.floor(n)
+end
+local function token_pttl(key)
+  local v = redis.pcall('GET', key)
+  if type(v) ~= 'string' or #v == 0 or #v > 2048 or string.find(v, '[^!-~]') then return -2 end
+  return redis.call('PTTL', key)
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local m = redis.call('HMGET', KEYS[2], 'generation', 'next_attempt_at_ms', 'failures')
-local gate = (tonumber(m[2] or '0') or 0) - now_ms
+local m = redis.pcall('HMGET', KEYS[2], 'generation', 'next_attempt_at_ms', 'failures')
+local token = -2
+if m.err then m = {} else token = token_pttl(KEYS[1]) end
+local gate = num(m[2]) - now_ms
 if gate < 0 then gate = 0 end
-return {redis.call('PTTL', KEYS[1]), tonumber(m[1] or '0') or 0, gate,
-  redis.call('PTTL', KEYS[3]), tonumber(m[3] or '0') or 0}
+return {token, num(m[1]), gate,
+  redis.call('PTTL', KEYS[3]), math.min(num(m[3]), 1000000000)}

@@ -3,14 +3,20 @@
 -- ARGV[1] code, ARGV[2] message, ARGV[3] class, ARGV[4] gate: 'rel:<ms>' (from
 -- now, Redis TIME) or 'abs:<unix ms>' (e.g. the next quota day), ARGV[5]
 -- 1 to count it as a consecutive failure (back-off exponent), 0 otherwise.
--- Returns {failures, next_attempt_at_ms}.
+-- Returns {failures, next_attempt_at_ms}. A failure count a foreign writer
+-- spoiled (not a whole number in [0, 2^53)) restarts from 0; it is capped at 10^9.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
+  return math.floor(n)
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local kind, n = string.match(ARGV[4], '^(%a+):(%d+)$')
 local next_at = now_ms
 if kind == 'rel' then next_at = now_ms + tonumber(n) elseif kind == 'abs' then next_at = tonumber(n) end
-local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0') or 0
-if ARGV[5] == '1' then failures = failures + 1 end
+local failures = math.min(num(redis.call('HGET', KEYS[1], 'failures')), 1000000000)
+if ARGV[5] == '1' and failures < 1000000000 then failures = failures + 1 end
 redis.call('HSET', KEYS[1],
   'last_error_code', ARGV[1],
   'last_error_msg', ARGV[2],

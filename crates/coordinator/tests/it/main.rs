@@ -2,6 +2,7 @@
 //! wechat-sim over HTTP, replicas in this process. Multi-process scenarios
 //! (SIGKILL, SIGSTOP, the binary) live in the `wxtoken-e2e` package.
 
+mod bad_input;
 mod failures;
 mod fencing;
 mod fleet;
