@@ -2,12 +2,29 @@
 //! app's own secret for the WeChat-compatible endpoints. Both compare in
 //! constant time; neither ever logs or echoes what it was given.
 
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
+use super::HttpState;
 use super::error::ApiFailure;
+
+/// Extractor: the request carries an accepted API key ([`check_bearer`]).
+/// Reads the header in place; a `HeaderMap` argument would copy every header
+/// of every request.
+#[derive(Debug)]
+pub struct ApiKey;
+
+impl FromRequestParts<HttpState> for ApiKey {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiFailure> {
+        check_bearer(&parts.headers, &state.api_keys).map(|()| ApiKey)
+    }
+}
 
 /// Constant-time equality of two secrets (length leaks, content does not).
 pub fn secret_eq(given: &str, expected: &str) -> bool {

@@ -12,21 +12,20 @@ mod auth;
 mod compat;
 pub mod error;
 mod health;
+mod observe;
 mod v1;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tracing::debug;
 use wxtoken_client::TokenClient;
 use wxtoken_common::CredentialId;
 
@@ -52,6 +51,8 @@ pub struct Shared {
     pub body_limit: usize,
     pub daily_budget: u64,
     pub metrics: PrometheusHandle,
+    /// Handles of the per-request metrics, kept so requests do not look them up.
+    http_metrics: observe::HttpMetrics,
 }
 
 impl std::ops::Deref for HttpState {
@@ -93,6 +94,7 @@ impl HttpState {
             body_limit: config.http.body_limit,
             daily_budget: config.refresh.daily_budget,
             metrics: crate::metrics::install(),
+            http_metrics: observe::HttpMetrics::default(),
         })))
     }
 
@@ -133,7 +135,10 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
     }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .layer(DefaultBodyLimit::max(state.body_limit))
         .with_state(state)
 }
@@ -152,28 +157,6 @@ async fn not_found() -> ApiFailure {
 
 async fn method_not_allowed() -> ApiFailure {
     ApiFailure::MethodNotAllowed
-}
-
-/// Request timeout, metrics and a log line per request (route, not URI).
-async fn observe(State(state): State<HttpState>, req: Request, next: Next) -> Response {
-    // `/v1/apps/{id}/…` → `/v1/apps/:id/…`: braces in label values are legal
-    // but trip common exposition parsers.
-    let route = req.extensions().get::<MatchedPath>().map_or_else(
-        || "unmatched".to_owned(),
-        |p| p.as_str().replace('{', ":").replace('}', ""),
-    );
-    let method = req.method().clone();
-    let started = Instant::now();
-    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) if route.starts_with("/cgi-bin/") => compat::wx(-1, "system error"),
-        Err(_) => ApiFailure::Timeout.into_response(),
-    };
-    let took = started.elapsed();
-    let status = response.status().as_u16();
-    debug!(%method, route, status, ms = took.as_millis() as u64, "http request");
-    crate::metrics::http(route, status, took);
-    response
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
