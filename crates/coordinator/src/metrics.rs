@@ -38,6 +38,17 @@ pub fn install() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histograms buffer every sample until upkeep drains them; without
+            // it memory grows with traffic between scrapes.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             // Fails only if another recorder was installed first; then this
             // handle renders an empty registry rather than crashing.
             let _ = metrics::set_global_recorder(recorder);

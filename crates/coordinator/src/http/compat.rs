@@ -138,22 +138,44 @@ async fn serve(
             .wait_for_newer(id, current.generation(), state.token_wait)
             .await
         {
-            Ok(t) => reply(&t),
+            Ok(t) => reply(&t, state.refresh_lead(app.api)),
             Err(_) => wx(-1, "system error"),
         };
     }
     match state.client.access_token(id).await {
-        Ok(t) => reply(&t),
+        Ok(t) => reply(&t, state.refresh_lead(app.api)),
         Err(_) => wx(-1, "system error"),
     }
 }
 
-fn reply(token: &wxtoken_client::Token) -> Response {
+/// `expires_in` as SDKs should cache it: until the fleet refreshes (`lead`
+/// before expiry), not until the token dies. WeChat kills the old token one
+/// overlap after the refresh; an SDK caching it to its full life would hit
+/// 40001 there whenever the lead exceeds the overlap (10 m vs 5 m by
+/// default). Near expiry (the fleet is late) a quarter of what is left.
+fn cache_for(ttl: std::time::Duration, lead: std::time::Duration) -> std::time::Duration {
+    if ttl > lead { ttl - lead } else { ttl / 4 }
+}
+
+fn reply(token: &wxtoken_client::Token, lead: std::time::Duration) -> Response {
     Json(WechatToken {
         access_token: token.value().to_owned(),
-        expires_in: i64::try_from(token.ttl().as_secs())
+        expires_in: i64::try_from(cache_for(token.ttl(), lead).as_secs())
             .unwrap_or(i64::MAX)
             .max(1),
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn sdks_cache_until_the_fleet_refreshes() {
+        let s = Duration::from_secs;
+        assert_eq!(super::cache_for(s(7200), s(600)), s(6600));
+        assert_eq!(super::cache_for(s(601), s(600)), s(1));
+        assert_eq!(super::cache_for(s(400), s(600)), s(100));
+    }
 }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub request_timeout: Duration,
     pub body_limit: usize,
     pub daily_budget: u64,
+    /// For `expires_in` of the WeChat-compatible endpoints (see `compat`).
+    pub refresh: crate::config::RefreshConfig,
     pub metrics: PrometheusHandle,
     /// Handles of the per-request metrics, kept so requests do not look them up.
     http_metrics: observe::HttpMetrics,
@@ -93,9 +95,15 @@ impl HttpState {
             request_timeout: config.http.request_timeout,
             body_limit: config.http.body_limit,
             daily_budget: config.refresh.daily_budget,
+            refresh: config.refresh.clone(),
             metrics: crate::metrics::install(),
             http_metrics: observe::HttpMetrics::default(),
         })))
+    }
+
+    /// How long before expiry the fleet refreshes a credential of this API.
+    pub fn refresh_lead(&self, api: UpstreamApi) -> std::time::Duration {
+        self.refresh.lead_for(api)
     }
 
     pub fn app(&self, id: &CredentialId) -> Option<Arc<AppConfig>> {
