@@ -97,6 +97,24 @@ impl RedisTarget {
         }
     }
 
+    /// A Sentinel client for `master`; credentials, db and TLS of the first
+    /// URL apply to the master too.
+    fn sentinel_client(&self, master: &str) -> redis::RedisResult<SentinelClient> {
+        let first = self.urls.first().cloned().unwrap_or_default();
+        let info = first.as_str().into_connection_info()?;
+        let mut node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(info.redis_settings().clone());
+        if first.starts_with("rediss://") {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        SentinelClient::build(
+            self.urls.clone(),
+            master,
+            Some(node),
+            SentinelServerType::Master,
+        )
+    }
+
     fn conn_config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -211,20 +229,7 @@ impl TopologyManager {
         let kind = match &target.topology {
             Topology::Standalone => Kind::Single(target.standalone_client(&first)?),
             Topology::Sentinel { master } => {
-                // Credentials, db and TLS of the first URL apply to the master too.
-                let info = first.as_str().into_connection_info()?;
-                let mut node = SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(info.redis_settings().clone());
-                if first.starts_with("rediss://") {
-                    node = node.set_tls_mode(redis::TlsMode::Secure);
-                }
-                let client = SentinelClient::build(
-                    target.urls.clone(),
-                    master.as_str(),
-                    Some(node),
-                    SentinelServerType::Master,
-                )?;
-                Kind::Sentinel(tokio::sync::Mutex::new(client))
+                Kind::Sentinel(tokio::sync::Mutex::new(target.sentinel_client(master)?))
             }
             Topology::Cluster => {
                 let mut builder = ClusterClientBuilder::new(target.urls.clone())
@@ -402,25 +407,10 @@ impl fmt::Debug for ClientSource {
 impl ClientSource {
     fn new(target: &RedisTarget) -> redis::RedisResult<Self> {
         let kind = match &target.topology {
-            Topology::Sentinel { master } => {
-                let first = target.urls.first().cloned().unwrap_or_default();
-                let info = first.as_str().into_connection_info()?;
-                let mut node = SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(info.redis_settings().clone());
-                if first.starts_with("rediss://") {
-                    node = node.set_tls_mode(redis::TlsMode::Secure);
-                }
-                let client = SentinelClient::build(
-                    target.urls.clone(),
-                    master.as_str(),
-                    Some(node),
-                    SentinelServerType::Master,
-                )?;
-                SourceKind::Sentinel(
-                    Box::new(tokio::sync::Mutex::new(client)),
-                    target.connect_timeout * 2,
-                )
-            }
+            Topology::Sentinel { master } => SourceKind::Sentinel(
+                Box::new(tokio::sync::Mutex::new(target.sentinel_client(master)?)),
+                target.connect_timeout * 2,
+            ),
             _ => SourceKind::Fixed(
                 target
                     .urls
