@@ -13,8 +13,18 @@ use redis::aio::ConnectionLike;
 use wxtoken_common::wire::Event;
 use wxtoken_common::{CredentialId, Keys, meta};
 
+/// Helpers every wxtoken script shares (`num`, `token_pttl`).
+const PRELUDE: &str = include_str!("scripts/prelude.lua");
+
+/// A Lua script with the shared prelude prepended; the coordinator's scripts
+/// are built with it too, so the junk-tolerant number and token rules have
+/// one definition.
+pub fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}{body}"))
+}
+
 static INVALIDATE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("scripts/invalidate.lua")));
+    LazyLock::new(|| script(include_str!("scripts/invalidate.lua")));
 
 /// The token as stored in Redis, read in one round trip.
 #[derive(Clone, PartialEq, Eq)]

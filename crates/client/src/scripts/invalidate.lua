@@ -5,11 +5,6 @@
 -- (deleted, `invalidated` published), else {'already_replaced', generation}
 -- where generation is the stored token's (0 when none is stored).
 -- A generation a foreign writer spoiled (not a whole number in [0, 2^53)) reads as 0.
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
 local current = redis.call('GET', KEYS[1])
 local gen = num(redis.call('HGET', KEYS[2], 'generation'))
 if current and current == ARGV[1] then

@@ -12,16 +12,6 @@
 -- fence that cannot count or fell behind the stored generation restarts above
 -- it and above every fence handed out before (those are below Redis' clock
 -- in microseconds, which seeds every fence).
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
-local function token_pttl(key)
-  local v = redis.pcall('GET', key)
-  if type(v) ~= 'string' or #v == 0 or #v > 2048 or string.find(v, '[^!-~]') then return -2 end
-  return redis.call('PTTL', key)
-end
 if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then
   return {'lost'}
 end

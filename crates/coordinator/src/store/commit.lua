@@ -9,11 +9,6 @@
 -- Junk a foreign writer left (see begin.lua) reads as nothing: a generation
 -- that is not a whole number in [0, 2^53) as 0, a meta hash of the wrong
 -- type is replaced.
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
 local function release()
   if redis.pcall('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
 end

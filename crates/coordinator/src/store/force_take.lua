@@ -3,11 +3,6 @@
 -- KEYS[1] meta; ARGV[1] quota day (YYYYMMDD), ARGV[2] daily limit, ARGV[3] spacing ms
 -- Returns {'ok', count} | {'too_soon', wait_ms} | {'over', count}.
 -- Fields a foreign writer spoiled (not whole numbers in [0, 2^53)) read as 0.
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = redis.call('HMGET', KEYS[1], 'force_day', 'force_count', 'force_last_at_ms')

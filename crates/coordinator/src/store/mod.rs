@@ -25,7 +25,7 @@ pub use pool::{StoreError, connect_pool, target};
 macro_rules! script {
     ($name:ident, $file:literal) => {
         static $name: LazyLock<redis::Script> =
-            LazyLock::new(|| redis::Script::new(include_str!($file)));
+            LazyLock::new(|| keyspace::script(include_str!($file)));
     };
 }
 script!(LOCK, "lock.lua");

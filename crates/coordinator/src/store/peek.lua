@@ -7,16 +7,6 @@
 -- reads as none, so it gets replaced; so does any token while the meta hash
 -- has the wrong type (readers cannot read it; begin.lua repairs it); meta
 -- numbers that are not whole numbers in [0, 2^53) read as 0.
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
-local function token_pttl(key)
-  local v = redis.pcall('GET', key)
-  if type(v) ~= 'string' or #v == 0 or #v > 2048 or string.find(v, '[^!-~]') then return -2 end
-  return redis.call('PTTL', key)
-end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = redis.pcall('HMGET', KEYS[2], 'generation', 'next_attempt_at_ms', 'failures')

@@ -5,11 +5,6 @@
 -- 1 to count it as a consecutive failure (back-off exponent), 0 otherwise.
 -- Returns {failures, next_attempt_at_ms}. A failure count a foreign writer
 -- spoiled (not a whole number in [0, 2^53)) restarts from 0; it is capped at 10^9.
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local kind, n = string.match(ARGV[4], '^(%a+):(%d+)$')

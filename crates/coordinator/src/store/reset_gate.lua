@@ -3,11 +3,6 @@
 -- KEYS[1] meta, KEYS[2] quota counter of today, KEYS[3] events
 -- Returns the number of quota calls that were recorded today (0 when the
 -- counter holds a foreign writer's junk, which is deleted like a count).
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n >= 9007199254740992 then return 0 end
-  return math.floor(n)
-end
 local used = num(redis.pcall('GET', KEYS[2]))
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'failures', '0', 'next_attempt_at_ms', '0')
