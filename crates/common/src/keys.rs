@@ -84,6 +84,13 @@ impl Keys {
         self.key(id, &format!("quota:{}", day.key_suffix()))
     }
 
+    /// `P:fleet` — a random marker the replicas keep in Redis; when it is gone
+    /// or changed, Redis lost the fleet's data without a restart (FLUSHALL,
+    /// failover to an empty replica) and every credential is re-read.
+    pub fn fleet_marker(&self) -> String {
+        format!("{}:fleet", self.prefix)
+    }
+
     /// `P:{ID}:events` — the pub/sub channel of this credential.
     pub fn events(&self, id: &CredentialId) -> String {
         self.key(id, "events")

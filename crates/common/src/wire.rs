@@ -24,6 +24,11 @@ pub enum Event {
         expires_at_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fetched_by: Option<String>,
+        /// The token's life when it was stored (0: not said, older
+        /// coordinators): replicas plan their next refresh from it without
+        /// asking Redis.
+        #[serde(default)]
+        ttl_ms: u64,
     },
     /// A reader reported the stored token (of this generation) as rejected by WeChat;
     /// it was deleted and a refresh is due.
@@ -163,12 +168,18 @@ mod tests {
             generation: 7,
             expires_at_ms: 1000,
             fetched_by: Some("r1".into()),
+            ttl_ms: 7_200_000,
         };
         assert_eq!(
             e.to_json(),
-            r#"{"event":"refreshed","generation":7,"expires_at_ms":1000,"fetched_by":"r1"}"#
+            r#"{"event":"refreshed","generation":7,"expires_at_ms":1000,"fetched_by":"r1","ttl_ms":7200000}"#
         );
         assert_eq!(Event::parse(e.to_json().as_bytes()), Some(e));
+        // Events of coordinators that did not send `ttl_ms` still parse.
+        assert!(matches!(
+            Event::parse(br#"{"event":"refreshed","generation":7,"expires_at_ms":1000}"#),
+            Some(Event::Refreshed { ttl_ms: 0, .. })
+        ));
         assert_eq!(
             Event::parse(br#"{"event":"invalidated","generation":3}"#),
             Some(Event::Invalidated { generation: 3 })

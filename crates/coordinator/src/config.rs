@@ -129,9 +129,16 @@ pub struct RefreshConfig {
     /// Below `lock_ttl / 2`, so a fetch finishes while its lock still holds.
     #[serde(with = "humantime_str")]
     pub upstream_timeout: Duration,
-    /// Safety net for missed pub/sub events.
+    /// Safety net for missed pub/sub events: while the event subscription
+    /// is down, every credential is re-read this often.
     #[serde(with = "humantime_str")]
     pub poll_interval: Duration,
+    /// How often a replica checks that Redis still holds the fleet's data
+    /// (a marker key; one GET). FLUSHALL, a failover to an empty replica or
+    /// eviction publish no event and keep connections up: when the marker is
+    /// gone every credential is re-read and refilled at once.
+    #[serde(with = "humantime_str")]
+    pub loss_check_interval: Duration,
     /// Upstream calls per credential per quota day for the whole fleet.
     pub daily_budget: u64,
     /// One try per cooldown after a fatal (configuration) error.
@@ -317,6 +324,7 @@ impl Default for RefreshConfig {
             lock_ttl: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_secs(30),
+            loss_check_interval: Duration::from_secs(5),
             daily_budget: 1800,
             fatal_cooldown: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),

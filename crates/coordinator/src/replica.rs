@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wxtoken_client::TokenClient;
 use wxtoken_client::events::{EventSink, EventSubscription, FanOut, SubscriptionConfig};
 use wxtoken_common::{CredentialId, Keys};
@@ -100,6 +100,12 @@ impl ReplicaHandle {
             .subscribe(false)
             .build()
             .context("redis.url")?;
+        loops.spawn(watch_for_data_loss(
+            store.clone(),
+            wakers.clone(),
+            config.refresh.loss_check_interval,
+            shutdown_rx.clone(),
+        ));
         let sinks: Vec<Arc<dyn EventSink>> = vec![wakers, client.event_sink()];
         let subscription = EventSubscription::spawn(
             store.client_source(),
@@ -227,6 +233,37 @@ pub async fn run_until(
         servers.abort_all();
     }
     Ok(())
+}
+
+/// Every `every`, checks the fleet marker; when Redis lost it (or it
+/// changed: another replica found it gone first), wakes every refresh loop
+/// to re-read its credential, which refills what is missing.
+async fn watch_for_data_loss(
+    store: TokenStore,
+    wakers: Arc<Wakers>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut seen: Option<String> = None;
+    while !*shutdown.borrow() {
+        // A new value every time: a replica that set the lost marker must
+        // not set the same one again and miss the loss.
+        let candidate = format!("{:016x}", rand::random::<u64>());
+        match store.fleet_marker(&candidate).await {
+            Ok(marker) => {
+                if seen.as_ref().is_some_and(|s| *s != marker) {
+                    warn!("redis lost the fleet's data (marker gone); re-reading every credential");
+                    wakers.wake_all();
+                }
+                seen = Some(marker);
+            }
+            Err(e) => debug!(error = %e, "fleet marker check failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use wxtoken_client::events::{ConnectionState, EventSink};
@@ -22,6 +23,18 @@ pub struct WakeSignal {
     /// Set by a `refresh_requested` event with `force`: refresh even a fresh
     /// token unless one newer than this generation is stored.
     pub force_if_generation: Option<u64>,
+    /// Set when the latest wake-up was a `refreshed` event that said the
+    /// token's life: the loop can plan from it without asking Redis.
+    pub refreshed: Option<Refreshed>,
+}
+
+/// A `refreshed` event as a loop needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refreshed {
+    pub generation: u64,
+    pub ttl: Duration,
+    /// When the event arrived (the token had `ttl` left then).
+    pub at: Instant,
 }
 
 /// The event sink of one replica.
@@ -55,36 +68,49 @@ impl Wakers {
         self.events_up.subscribe()
     }
 
-    fn wake(tx: &watch::Sender<WakeSignal>, force: Option<u64>) {
+    fn wake(tx: &watch::Sender<WakeSignal>, force: Option<u64>, refreshed: Option<Refreshed>) {
         tx.send_modify(|s| {
             s.seq += 1;
             if force.is_some() {
                 s.force_if_generation = force;
             }
+            s.refreshed = refreshed;
         });
     }
 
-    fn wake_all(&self) {
+    /// Wakes every loop to re-read its credential from Redis (events may
+    /// have been missed, or Redis lost its data).
+    pub fn wake_all(&self) {
         if let Ok(loops) = self.loops.read() {
-            loops.values().for_each(|tx| Self::wake(tx, None));
+            loops.values().for_each(|tx| Self::wake(tx, None, None));
         }
     }
 }
 
 impl EventSink for Wakers {
     fn on_event(&self, id: &CredentialId, event: Event) {
-        let force = match event {
+        let (force, refreshed) = match event {
             Event::RefreshRequested {
                 force: true,
                 generation,
                 ..
-            } => Some(generation),
-            _ => None,
+            } => (Some(generation), None),
+            Event::Refreshed {
+                generation, ttl_ms, ..
+            } if ttl_ms > 0 => (
+                None,
+                Some(Refreshed {
+                    generation,
+                    ttl: Duration::from_millis(ttl_ms),
+                    at: Instant::now(),
+                }),
+            ),
+            _ => (None, None),
         };
         if let Ok(loops) = self.loops.read()
             && let Some(tx) = loops.get(id)
         {
-            Self::wake(tx, force);
+            Self::wake(tx, force, refreshed);
         }
     }
 

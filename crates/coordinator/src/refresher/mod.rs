@@ -24,7 +24,8 @@ pub use policy::{Plan, plan, run_credential};
 
 use crate::config::{AppConfig, RefreshConfig, UpstreamApi};
 use crate::store::{
-    Commit, FailureRecord, Gate, Grant, LockOwner, QuotaTake, StoreError, TokenStore,
+    Claim, Commit, FailureRecord, Freshness, Gate, Grant, LockOwner, QuotaTake, StoreError,
+    TokenStore, Verdict,
 };
 use crate::upstream::{FetchError, Upstream};
 
@@ -104,6 +105,8 @@ pub struct Refresher {
     backoff: Backoff,
     replica_id: String,
     held: HeldLocks,
+    /// Redis `TIME` of the last grant and when it arrived (see `redis_now_ms`).
+    redis_clock: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Refresher {
@@ -125,6 +128,7 @@ impl Refresher {
             backoff,
             replica_id,
             held: HeldLocks::default(),
+            redis_clock: Mutex::new(None),
         }
     }
 
@@ -152,21 +156,38 @@ impl Refresher {
     ) -> Result<RefreshOutcome, StoreError> {
         let id = &app.id;
         let owner = LockOwner::new(&self.replica_id);
-        let acquired = self
+        let fresh = match mode {
+            Mode::Due { within } => Freshness::Within(within),
+            Mode::Forced { if_generation } => Freshness::NewerThan(if_generation),
+        };
+        let day = self.store.quota_day(self.redis_now_ms().await?);
+        let claim = self
             .store
-            .try_lock(id, &owner, self.settings.lock_ttl)
+            .claim(
+                id,
+                &owner,
+                self.settings.lock_ttl,
+                fresh,
+                self.settings.daily_budget,
+                day,
+            )
             .await?;
-        crate::metrics::lock(id, acquired);
-        if !acquired {
-            let lock_ttl = self.store.peek(id).await.ok().and_then(|p| p.lock_ttl);
-            let outcome = RefreshOutcome::LockedElsewhere { lock_ttl };
-            crate::metrics::refresh(id, &outcome);
-            return Ok(outcome);
-        }
+        let (grant, verdict) = match claim {
+            Claim::Locked { lock_ttl } => {
+                crate::metrics::lock(id, false);
+                let outcome = RefreshOutcome::LockedElsewhere { lock_ttl };
+                crate::metrics::refresh(id, &outcome);
+                return Ok(outcome);
+            }
+            Claim::Granted { grant, verdict } => (grant, verdict),
+        };
+        crate::metrics::lock(id, true);
         let locked_at = Instant::now();
+        self.note_redis_time(&grant);
         self.held.insert(id, &owner);
-        let outcome = self.with_lock(app, mode, &owner, locked_at).await;
-        // `commit` releases on its own; every other path releases here.
+        let outcome = self
+            .with_lock(app, mode, &owner, locked_at, grant, verdict)
+            .await;
         let released = match &outcome {
             Ok(RefreshOutcome::Refreshed { .. }) | Ok(RefreshOutcome::NotStored(_)) => Ok(true),
             _ => self.store.release(id, &owner).await,
@@ -181,35 +202,54 @@ impl Refresher {
         outcome
     }
 
+    /// Redis' clock now, estimated from the last grant and this replica's
+    /// monotonic clock (asked once at start); only used to name the quota
+    /// day, which `claim` checks against Redis' own clock.
+    async fn redis_now_ms(&self) -> Result<u64, StoreError> {
+        let known = self.redis_clock.lock().ok().and_then(|c| *c);
+        if let Some((ms, at)) = known {
+            return Ok(ms + u64::try_from(at.elapsed().as_millis()).unwrap_or(0));
+        }
+        let ms = self.store.redis_time_ms().await?;
+        if let Ok(mut c) = self.redis_clock.lock() {
+            *c = Some((ms, Instant::now()));
+        }
+        Ok(ms)
+    }
+
+    fn note_redis_time(&self, grant: &Grant) {
+        if let Ok(mut c) = self.redis_clock.lock() {
+            *c = Some((grant.now_ms, grant.received));
+        }
+    }
+
     async fn with_lock(
         &self,
         app: &AppConfig,
         mode: Mode,
         owner: &LockOwner,
         locked_at: Instant,
+        grant: Grant,
+        verdict: Verdict,
     ) -> Result<RefreshOutcome, StoreError> {
         let id = &app.id;
-        let Some(grant) = self.store.begin(id, owner).await? else {
-            return Ok(RefreshOutcome::LockLost);
-        };
-        let fresh = match mode {
-            Mode::Due { within } => grant.token_ttl.filter(|t| *t > within),
-            Mode::Forced { if_generation } => {
-                grant.token_ttl.filter(|_| grant.generation > if_generation)
+        let take = match verdict {
+            Verdict::Fresh => {
+                let ttl = grant.token_ttl.unwrap_or_default();
+                debug!(%id, ?ttl, "token already fresh after taking the lock");
+                return Ok(RefreshOutcome::StillFresh { ttl });
+            }
+            Verdict::Gated => return Ok(RefreshOutcome::Gated { wait: grant.gate }),
+            Verdict::Taken { used } => QuotaTake::Taken { used },
+            Verdict::OverBudget { used } => QuotaTake::OverBudget { used },
+            Verdict::WrongDay => {
+                let day = self.store.quota_day(grant.now_ms);
+                self.store
+                    .take_quota(id, day, self.settings.daily_budget)
+                    .await?
             }
         };
-        if let Some(ttl) = fresh {
-            debug!(%id, ?ttl, "token already fresh after taking the lock");
-            return Ok(RefreshOutcome::StillFresh { ttl });
-        }
-        if !grant.gate.is_zero() {
-            return Ok(RefreshOutcome::Gated { wait: grant.gate });
-        }
         let day = self.store.quota_day(grant.now_ms);
-        let take = self
-            .store
-            .take_quota(id, day, self.settings.daily_budget)
-            .await?;
         if let QuotaTake::Taken { used } = take {
             crate::metrics::quota_used(id, used);
         }
@@ -228,9 +268,6 @@ impl Refresher {
             warn!(%id, used, budget = self.settings.daily_budget, "daily budget spent; no upstream calls until the next quota day");
             return Ok(RefreshOutcome::OverBudget { used });
         }
-        // A replica stalled since it took the lock must not call upstream: the
-        // lock may already be someone else's, and a token WeChat issues after
-        // theirs would kill theirs five minutes later.
         if locked_at.elapsed() + self.settings.upstream_timeout >= self.settings.lock_ttl {
             warn!(%id, "lock nearly expired before the upstream call; not calling");
             return Ok(RefreshOutcome::LockLost);

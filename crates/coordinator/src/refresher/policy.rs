@@ -64,7 +64,50 @@ fn draw_jitter(lead: Duration) -> Duration {
     (lead / 10).mul_f64(rand::random::<f64>())
 }
 
+/// Where the loop's next picture of its credential comes from.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    /// Ask Redis (`peek`): at start, after other events, errors, or while
+    /// events are down.
+    Peek,
+    /// Already known from a `refreshed` event or the loop's own last step:
+    /// no Redis command. With events up this is how a replica follows the
+    /// refreshes other replicas make.
+    Known(Peek),
+    /// The planned wake-up came: go straight to the claim, which re-reads
+    /// everything under the lock in the same round trip.
+    Claim,
+}
+
+/// The state a step's outcome leaves behind, when it says enough.
+fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
+    let state = |token_ttl, generation, gate, lock_ttl| {
+        Next::Known(Peek {
+            token_ttl,
+            generation,
+            gate,
+            lock_ttl,
+            failures: 0,
+        })
+    };
+    match outcome {
+        RefreshOutcome::Refreshed { generation, ttl } => {
+            state(Some(*ttl), *generation, Duration::ZERO, None)
+        }
+        RefreshOutcome::StillFresh { ttl } => state(Some(*ttl), generation, Duration::ZERO, None),
+        RefreshOutcome::LockedElsewhere {
+            lock_ttl: Some(lock),
+        } => state(None, generation, Duration::ZERO, Some(*lock)),
+        RefreshOutcome::Gated { wait } => state(None, generation, *wait, None),
+        _ => Next::Peek,
+    }
+}
+
 /// Runs one credential until `shutdown` turns true.
+///
+/// Steady state costs one Redis round trip per refresh for the replica that
+/// wins it (the claim; then the commit) and none for the others: they learn
+/// the new token's life from its `refreshed` event.
 pub async fn run_credential(
     refresher: Arc<Refresher>,
     app: Arc<AppConfig>,
@@ -79,12 +122,46 @@ pub async fn run_credential(
     let mut seen_generation = 0;
     let mut force: Option<u64> = None;
     let mut redis_failures = 0_u32;
+    let mut next = Next::Peek;
+    let mut last_seq = 0;
     while !*shutdown.borrow() {
-        if let Some(f) = wake.borrow_and_update().force_if_generation {
-            force = Some(force.map_or(f, |old| old.max(f)));
+        let signal = *wake.borrow_and_update();
+        if signal.seq != last_seq {
+            last_seq = signal.seq;
+            if let Some(f) = signal.force_if_generation {
+                force = Some(force.map_or(f, |old| old.max(f)));
+            }
+            next = match signal.refreshed {
+                Some(r) if force.is_none() && r.generation >= seen_generation => {
+                    Next::Known(Peek {
+                        token_ttl: Some(r.ttl.saturating_sub(r.at.elapsed())),
+                        generation: r.generation,
+                        gate: Duration::ZERO,
+                        lock_ttl: None,
+                        failures: 0,
+                    })
+                }
+                _ => Next::Peek,
+            };
         }
-        let next = match refresher.store().peek(id).await {
-            Ok(peek) => {
+        let events = *events_up.borrow();
+        let state = match std::mem::replace(&mut next, Next::Peek) {
+            Next::Claim => Ok(None),
+            Next::Known(peek) => Ok(Some(peek)),
+            Next::Peek => refresher.store().peek(id).await.map(Some),
+        };
+        let mut claim_on_wake = false;
+        let decided = match state {
+            Ok(None) => {
+                redis_failures = 0;
+                Plan::Refresh(match force {
+                    Some(if_generation) => Mode::Forced { if_generation },
+                    None => Mode::Due {
+                        within: lead + jitter,
+                    },
+                })
+            }
+            Ok(Some(peek)) => {
                 redis_failures = 0;
                 if peek.generation != seen_generation {
                     seen_generation = peek.generation;
@@ -93,7 +170,8 @@ pub async fn run_credential(
                 if force.is_some_and(|f| peek.generation > f) {
                     force = None;
                 }
-                plan(&peek, &s, lead, jitter, force, *events_up.borrow())
+                claim_on_wake = events;
+                plan(&peek, &s, lead, jitter, force, events)
             }
             Err(e) => {
                 redis_failures += 1;
@@ -103,7 +181,7 @@ pub async fn run_credential(
                 ))
             }
         };
-        match next {
+        match decided {
             Plan::Refresh(mode) => {
                 let outcome = tokio::select! {
                     o = refresher.try_refresh(&app, mode) => o,
@@ -121,6 +199,7 @@ pub async fn run_credential(
                             // Do not spin if the same thing keeps happening.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
+                        next = known_after(&o, seen_generation);
                     }
                     Err(e) => {
                         redis_failures += 1;
@@ -134,7 +213,11 @@ pub async fn run_credential(
             }
             Plan::Sleep(d) => {
                 tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
+                    _ = tokio::time::sleep(d) => {
+                        if claim_on_wake && *events_up.borrow() {
+                            next = Next::Claim;
+                        }
+                    }
                     r = wake.changed() => if r.is_err() { break },
                     _ = events_up.changed() => {}
                     _ = shutdown.changed() => {}

@@ -1,7 +1,8 @@
 -- commit: the fenced write of a fetched token (SPEC §3).
 -- KEYS[1] access_token, KEYS[2] meta, KEYS[3] epoch, KEYS[4] events, KEYS[5] lock
 -- ARGV[1] epoch, ARGV[2] fence, ARGV[3] token, ARGV[4] ttl_ms,
--- ARGV[5] fetched_by, ARGV[6] source, ARGV[7] lock owner
+-- ARGV[5] fetched_by, ARGV[6] source, ARGV[7] lock owner, ARGV[8] now (unix ms
+-- by Redis' clock: the grant's TIME plus the holder's monotonic time since)
 -- Stores the token only if the epoch is unchanged (Redis did not lose its data
 -- since begin) and the fence is newer than the stored generation.
 -- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} | {'stale', generation, 0}
@@ -32,8 +33,7 @@ if (not ttl) or ttl <= 0 then
   release()
   return {'expired', gen, 0}
 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = tonumber(ARGV[8]) or 0
 local expires_at = now_ms + ttl
 local fence_s = string.format('%d', fence)
 local expires_s = string.format('%d', expires_at)
@@ -49,6 +49,7 @@ redis.call('HSET', KEYS[2],
   'next_attempt_at_ms', '0')
 redis.call('PUBLISH', KEYS[4],
   '{"event":"refreshed","generation":' .. fence_s .. ',"expires_at_ms":' .. expires_s
+  .. ',"ttl_ms":' .. string.format('%d', ttl)
   .. ',"fetched_by":' .. cjson.encode(ARGV[5]) .. '}')
 release()
 return {'ok', fence, expires_at}

@@ -29,7 +29,7 @@ macro_rules! script {
     };
 }
 script!(LOCK, "lock.lua");
-script!(BEGIN, "begin.lua");
+script!(CLAIM, "claim.lua");
 script!(COMMIT, "commit.lua");
 script!(RELEASE, "release.lua");
 script!(QUOTA_TAKE, "quota_take.lua");
@@ -84,17 +84,54 @@ pub struct Peek {
     pub failures: u32,
 }
 
-/// The grant `begin` returns to the lock holder.
+/// The grant `begin` / `claim` returns to the lock holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub epoch: String,
     pub fence: u64,
     /// Redis `TIME` when the grant was made (unix ms): the fleet's clock.
     pub now_ms: u64,
+    /// When the grant arrived, by this replica's monotonic clock: `commit`
+    /// dates the token `now_ms` + the time since, without asking Redis again.
+    pub received: std::time::Instant,
     pub token_ttl: Option<Duration>,
     pub generation: u64,
     pub gate: Duration,
     pub failures: u32,
+}
+
+/// When a claimed token counts as fresh (no upstream call wanted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// It has more than this left.
+    Within(Duration),
+    /// A token newer than this generation is stored (a forced refresh).
+    NewerThan(u64),
+}
+
+/// What `claim` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Another attempt holds the lock, for this long (`None`: unknown).
+    Locked { lock_ttl: Option<Duration> },
+    /// This attempt holds the lock.
+    Granted { grant: Grant, verdict: Verdict },
+}
+
+/// What the claim found once it held the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No refresh needed (see [`Freshness`]).
+    Fresh,
+    /// The fleet-wide back-off still forbids upstream calls (`Grant::gate`).
+    Gated,
+    /// One unit of the day's quota is taken: call WeChat.
+    Taken { used: u64 },
+    /// The fleet's daily budget is spent.
+    OverBudget { used: u64 },
+    /// The quota day the caller named is not today's by Redis' clock; take
+    /// quota with [`TokenStore::take_quota`] for the day of `Grant::now_ms`.
+    WrongDay,
 }
 
 /// Result of `commit`.
@@ -212,6 +249,24 @@ impl TokenStore {
         Ok(secs * 1000 + micros / 1000)
     }
 
+    /// The fleet marker (`Keys::fleet_marker`): its value, set to `candidate`
+    /// first when there is none. One GET while it is there.
+    pub async fn fleet_marker(&self, candidate: &str) -> Result<String, StoreError> {
+        let mut c = self.conn().await?;
+        let key = self.keys.fleet_marker();
+        if let Some(v) = c.get::<_, Option<String>>(&key).await? {
+            return Ok(v);
+        }
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(candidate)
+            .arg("NX")
+            .query_async(&mut c)
+            .await?;
+        let v: Option<String> = c.get(&key).await?;
+        Ok(v.unwrap_or_else(|| candidate.to_owned()))
+    }
+
     pub fn quota_day(&self, unix_ms: u64) -> QuotaDay {
         QuotaDay::from_unix_ms(
             i64::try_from(unix_ms).unwrap_or(i64::MAX),
@@ -255,37 +310,104 @@ impl TokenStore {
         Ok(locked == 1)
     }
 
-    /// The begin script: `None` when the lock no longer holds `owner`.
+    /// `begin` for a holder that took the lock with [`Self::try_lock`]: `None`
+    /// when the lock no longer holds `owner`.
     pub async fn begin(
         &self,
         id: &CredentialId,
         owner: &LockOwner,
     ) -> Result<Option<Grant>, StoreError> {
+        let today = self.quota_day(0);
+        Ok(
+            match self.run_claim(id, owner, None, None, 0, today).await? {
+                Some(Claim::Granted { grant, .. }) => Some(grant),
+                _ => None,
+            },
+        )
+    }
+
+    /// One round trip from "due" to "call WeChat": takes the lock for
+    /// `lock_ttl`, begins (epoch, fence), and unless the token is `fresh` or
+    /// the fleet is gated, takes one unit of `day`'s quota (at most `budget`).
+    pub async fn claim(
+        &self,
+        id: &CredentialId,
+        owner: &LockOwner,
+        lock_ttl: Duration,
+        fresh: Freshness,
+        budget: u64,
+        day: QuotaDay,
+    ) -> Result<Claim, StoreError> {
+        self.run_claim(id, owner, Some(lock_ttl), Some(fresh), budget, day)
+            .await?
+            .ok_or_else(|| StoreError::Reply("claim: lock lost while taking it".into()))
+    }
+
+    async fn run_claim(
+        &self,
+        id: &CredentialId,
+        owner: &LockOwner,
+        lock_ttl: Option<Duration>,
+        fresh: Option<Freshness>,
+        budget: u64,
+        day: QuotaDay,
+    ) -> Result<Option<Claim>, StoreError> {
         let mut c = self.conn().await?;
         let candidate_epoch = format!(
             "{:016x}{:016x}",
             rand::random::<u64>(),
             rand::random::<u64>()
         );
-        let reply: redis::Value = BEGIN
+        let ms = |d: Duration| {
+            u64::try_from(d.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+                .to_string()
+        };
+        let (within, if_generation) = match fresh {
+            None => (String::new(), String::new()),
+            Some(Freshness::Within(d)) => (
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string(),
+                String::new(),
+            ),
+            Some(Freshness::NewerThan(g)) => ("0".to_owned(), g.to_string()),
+        };
+        let reply: redis::Value = CLAIM
             .key(self.keys.lock(id))
             .key(self.keys.epoch(id))
             .key(self.keys.fence(id))
             .key(self.keys.meta(id))
             .key(self.keys.access_token(id))
+            .key(self.keys.quota(id, day))
             .arg(owner.as_str())
             .arg(candidate_epoch)
+            .arg(lock_ttl.map(ms).unwrap_or_default())
+            .arg(within)
+            .arg(if_generation)
+            .arg(budget)
+            .arg(QUOTA_KEY_TTL_MS)
+            .arg(day.start_unix_ms())
+            .arg(day.next_start_unix_ms())
             .invoke_async(&mut c)
             .await?;
+        let received = std::time::Instant::now();
         let parsed: Vec<redis::Value> = redis::from_redis_value(reply)?;
         let tag: String = match parsed.first() {
             Some(v) => redis::from_redis_value_ref(v)?,
-            None => return Err(StoreError::Reply("begin returned nothing".into())),
+            None => return Err(StoreError::Reply("claim returned nothing".into())),
         };
-        if tag != "ok" {
-            return Ok(None);
+        match tag.as_str() {
+            "ok" => {}
+            "locked" => {
+                let (_, held): (String, i64) =
+                    redis::from_redis_value(redis::Value::Array(parsed))?;
+                return Ok(Some(Claim::Locked {
+                    lock_ttl: pttl(held),
+                }));
+            }
+            _ => return Ok(None),
         }
-        let (_, epoch, fence, now_ms, token, generation, gate, failures): (
+        let (_, epoch, fence, now_ms, token, generation, gate, failures, verdict, used): (
             String,
             String,
             u64,
@@ -294,15 +416,28 @@ impl TokenStore {
             u64,
             u64,
             u32,
+            String,
+            u64,
         ) = redis::from_redis_value(redis::Value::Array(parsed))?;
-        Ok(Some(Grant {
-            epoch,
-            fence,
-            now_ms,
-            token_ttl: pttl(token),
-            generation,
-            gate: Duration::from_millis(gate),
-            failures,
+        let verdict = match verdict.as_str() {
+            "fresh" | "none" => Verdict::Fresh,
+            "gated" => Verdict::Gated,
+            "ok" => Verdict::Taken { used },
+            "over" => Verdict::OverBudget { used },
+            _ => Verdict::WrongDay,
+        };
+        Ok(Some(Claim::Granted {
+            grant: Grant {
+                epoch,
+                fence,
+                now_ms,
+                received,
+                token_ttl: pttl(token),
+                generation,
+                gate: Duration::from_millis(gate),
+                failures,
+            },
+            verdict,
         }))
     }
 
@@ -352,6 +487,10 @@ impl TokenStore {
             .arg(fetched_by)
             .arg(source)
             .arg(owner.as_str())
+            .arg(
+                grant.now_ms
+                    + u64::try_from(grant.received.elapsed().as_millis()).unwrap_or(u64::MAX),
+            )
             .invoke_async(&mut c)
             .await?;
         Ok(match tag.as_str() {

@@ -10,5 +10,6 @@ mod http;
 mod invalidation;
 mod single_flight;
 mod stable;
+mod steady_state;
 mod topology;
 mod upstream;

@@ -199,6 +199,7 @@ async fn refresh_by_hand(s: &TokenStore, id: &CredentialId) -> Result<String, St
         epoch: "none".into(),
         fence: 1,
         now_ms: 0,
+        received: std::time::Instant::now(),
         token_ttl: None,
         generation: 0,
         gate: Duration::ZERO,
