@@ -115,6 +115,10 @@ pub struct HttpConfig {
     /// How long `GET …/access_token` waits for a refresh when there is no token yet.
     #[serde(with = "humantime_str")]
     pub token_wait: Duration,
+    /// Metrics carry per-credential series (the `app` label, token TTL and
+    /// quota gauges) only while the replica serves at most this many
+    /// credentials; above, counters are summed as `app="_all"`.
+    pub per_app_metrics_limit: usize,
 }
 
 /// `[refresh]`: the timing of SPEC §5.
@@ -313,6 +317,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(5),
             body_limit: 64 * 1024,
             token_wait: Duration::from_secs(2),
+            per_app_metrics_limit: 1000,
         }
     }
 }

@@ -144,7 +144,12 @@ impl ReplicaHandle {
 
     /// The state the HTTP API of this replica serves from.
     pub fn http_state(&self, config: &Config) -> Result<HttpState, ConfigError> {
-        HttpState::new(config, self.client.clone(), self.store().clone())
+        HttpState::new(
+            config,
+            self.client.clone(),
+            self.store().clone(),
+            self.refresher.ttls().clone(),
+        )
     }
 
     pub fn refresher(&self) -> &Arc<Refresher> {
@@ -193,6 +198,7 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     crate::metrics::install();
+    crate::metrics::set_per_app(config.apps.len() <= config.http.per_app_metrics_limit);
     let replica = ReplicaHandle::start(config, replica_id).await?;
     let state = replica.http_state(config)?;
     let (stop_http, http_stopped) = watch::channel(false);

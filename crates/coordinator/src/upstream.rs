@@ -99,6 +99,9 @@ impl Upstream {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("wxtoken/", env!("CARGO_PKG_VERSION")))
+            // At most MAX_CONCURRENT_REFRESHES calls are in flight; keep no
+            // more idle connections than that.
+            .pool_max_idle_per_host(crate::refresher::MAX_CONCURRENT_REFRESHES)
             .build()
             .map_err(FetchError::from_reqwest)?;
         Ok(Self {

@@ -27,14 +27,24 @@ pub async fn readyz(State(state): State<HttpState>) -> Result<Json<serde_json::V
 }
 
 pub async fn metrics(State(state): State<HttpState>) -> Response {
-    for app in state.apps.iter() {
+    let apps = if crate::metrics::per_app() {
+        &state.apps[..]
+    } else {
+        &[]
+    };
+    for app in apps {
+        // From memory: the read cache, else what the refresh loop knows.
+        // Redis only for a credential no loop has looked at yet (start-up).
         let ttl = match state.client.cached(app.id.as_str()) {
             Some(t) => Some(t.ttl()),
-            None => tokio::time::timeout(Duration::from_millis(500), state.store.peek(&app.id))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .and_then(|p| p.token_ttl),
+            None => match state.ttls.ttl(&app.id) {
+                Some(known) => known,
+                None => tokio::time::timeout(Duration::from_millis(500), state.store.peek(&app.id))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|p| p.token_ttl),
+            },
         };
         crate::metrics::token_ttl(&app.id, ttl);
     }

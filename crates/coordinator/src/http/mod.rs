@@ -53,6 +53,8 @@ pub struct Shared {
     /// For `expires_in` of the WeChat-compatible endpoints (see `compat`).
     pub refresh: crate::config::RefreshConfig,
     pub metrics: PrometheusHandle,
+    /// The refresh loops' knowledge of each token's life, for `/metrics`.
+    pub ttls: Arc<crate::refresher::TtlBook>,
     /// Handles of the per-request metrics, kept so requests do not look them up.
     http_metrics: observe::HttpMetrics,
 }
@@ -85,6 +87,7 @@ impl HttpState {
         config: &Config,
         client: TokenClient,
         store: TokenStore,
+        ttls: Arc<crate::refresher::TtlBook>,
     ) -> Result<Self, ConfigError> {
         Ok(Self(Arc::new(Shared {
             client,
@@ -97,6 +100,7 @@ impl HttpState {
             daily_budget: config.refresh.daily_budget,
             refresh: config.refresh.clone(),
             metrics: crate::metrics::install(),
+            ttls,
             http_metrics: observe::HttpMetrics::default(),
         })))
     }

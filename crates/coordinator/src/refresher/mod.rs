@@ -73,6 +73,35 @@ pub enum RefreshOutcome {
 /// Locks this replica holds now, so shutdown can release them even if the
 /// task that took one was cancelled mid-fetch. A std `Mutex`: it is never
 /// held across an `.await`.
+/// What each refresh loop last knew of its token's life, for `/metrics`:
+/// a scrape must not cost a Redis round trip per credential (with 10 000
+/// credentials and a 15 s scrape interval that would be 40 000 commands a
+/// minute per replica).
+#[derive(Debug, Default)]
+pub struct TtlBook(std::sync::RwLock<HashMap<CredentialId, Option<Instant>>>);
+
+impl TtlBook {
+    /// The token of `id` has `ttl` left now (`None`: there is none).
+    pub fn note(&self, id: &CredentialId, ttl: Option<Duration>) {
+        let expires = ttl.map(|t| Instant::now() + t);
+        if let Ok(mut m) = self.0.write() {
+            match m.get_mut(id) {
+                Some(e) => *e = expires,
+                None => {
+                    m.insert(id.clone(), expires);
+                }
+            }
+        }
+    }
+
+    /// `None` when nothing is known yet; `Some(None)` when there is no token.
+    pub fn ttl(&self, id: &CredentialId) -> Option<Option<Duration>> {
+        let m = self.0.read().ok()?;
+        let e = m.get(id)?;
+        Some(e.and_then(|at| at.checked_duration_since(Instant::now())))
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct HeldLocks(Arc<Mutex<HashMap<CredentialId, LockOwner>>>);
 
@@ -107,7 +136,16 @@ pub struct Refresher {
     held: HeldLocks,
     /// Redis `TIME` of the last grant and when it arrived (see `redis_now_ms`).
     redis_clock: Mutex<Option<(u64, Instant)>>,
+    /// Refresh steps in flight at once (see [`MAX_CONCURRENT_REFRESHES`]).
+    slots: tokio::sync::Semaphore,
+    ttls: Arc<TtlBook>,
 }
+
+/// Refresh steps (and peeks) one replica runs at once. After a data loss every
+/// credential is due together: 10 000 simultaneous upstream calls would open
+/// as many connections to WeChat from one address (and as many buffers in
+/// this process); 64 in flight refill 10 000 credentials in seconds.
+pub const MAX_CONCURRENT_REFRESHES: usize = 64;
 
 impl Refresher {
     pub fn new(
@@ -129,6 +167,8 @@ impl Refresher {
             replica_id,
             held: HeldLocks::default(),
             redis_clock: Mutex::new(None),
+            slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_REFRESHES),
+            ttls: Arc::default(),
         }
     }
 
@@ -142,6 +182,11 @@ impl Refresher {
 
     pub fn replica_id(&self) -> &str {
         &self.replica_id
+    }
+
+    /// What the loops last knew of each token's life.
+    pub fn ttls(&self) -> &Arc<TtlBook> {
+        &self.ttls
     }
 
     pub fn held_locks(&self) -> &HeldLocks {
@@ -174,14 +219,14 @@ impl Refresher {
             .await?;
         let (grant, verdict) = match claim {
             Claim::Locked { lock_ttl } => {
-                crate::metrics::lock(id, false);
+                crate::metrics::lock(false);
                 let outcome = RefreshOutcome::LockedElsewhere { lock_ttl };
                 crate::metrics::refresh(id, &outcome);
                 return Ok(outcome);
             }
             Claim::Granted { grant, verdict } => (grant, verdict),
         };
-        crate::metrics::lock(id, true);
+        crate::metrics::lock(true);
         let locked_at = Instant::now();
         self.note_redis_time(&grant);
         self.held.insert(id, &owner);
@@ -200,6 +245,29 @@ impl Refresher {
             crate::metrics::refresh(id, o);
         }
         outcome
+    }
+
+    /// [`Self::try_refresh`] once one of the replica's
+    /// [`MAX_CONCURRENT_REFRESHES`] slots is free. The slot is taken before
+    /// the lock, so a queued step holds no lock and other replicas pick up
+    /// what this one has no slot for; the step's (~12 KB) future exists only
+    /// while it runs.
+    pub async fn refresh(&self, app: &AppConfig, mode: Mode) -> Result<RefreshOutcome, StoreError> {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Ok(RefreshOutcome::LockLost);
+        };
+        Box::pin(self.try_refresh(app, mode)).await
+    }
+
+    /// `peek` under the same bound as refresh steps: after a data loss or at
+    /// start every credential's loop peeks at once, and each Redis call in
+    /// flight holds ~11 KB (110 MB for 10 000 credentials, which the
+    /// allocator then keeps).
+    pub async fn peek(&self, id: &CredentialId) -> Result<crate::store::Peek, StoreError> {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Err(StoreError::Reply("replica shutting down".into()));
+        };
+        Box::pin(self.store.peek(id)).await
     }
 
     /// Redis' clock now, estimated from the last grant and this replica's
@@ -275,7 +343,7 @@ impl Refresher {
         let force = matches!(mode, Mode::Forced { .. }) && app.api == UpstreamApi::StableToken;
         let started = Instant::now();
         let result = self.upstream.fetch(app, force).await;
-        crate::metrics::upstream(id, api_label(app.api), started.elapsed());
+        crate::metrics::upstream(api_label(app.api), started.elapsed());
         let fetched = match result {
             Ok(fetched) => fetched,
             Err(error) => return self.failed(id, &grant, error).await,
@@ -302,7 +370,7 @@ impl Refresher {
                 }
                 let started = Instant::now();
                 let result = self.upstream.fetch(app, true).await;
-                crate::metrics::upstream(id, api_label(app.api), started.elapsed());
+                crate::metrics::upstream(api_label(app.api), started.elapsed());
                 match result {
                     Ok(forced) => {
                         ttl = forced.expires_in.saturating_sub(started.elapsed());

@@ -105,6 +105,11 @@ fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
 
 /// Runs one credential until `shutdown` turns true.
 ///
+/// A replica runs one of these per credential, mostly asleep: the Redis and
+/// upstream futures are boxed so a sleeping loop holds ~1 KB, not the ~13 KB
+/// of a refresh step, and at most `MAX_CONCURRENT_REFRESHES` of them exist
+/// at once (see `Refresher::peek`).
+///
 /// Steady state costs one Redis round trip per refresh for the replica that
 /// wins it (the claim; then the commit) and none for the others: they learn
 /// the new token's life from its `refreshed` event.
@@ -148,7 +153,7 @@ pub async fn run_credential(
         let state = match std::mem::replace(&mut next, Next::Peek) {
             Next::Claim => Ok(None),
             Next::Known(peek) => Ok(Some(peek)),
-            Next::Peek => refresher.store().peek(id).await.map(Some),
+            Next::Peek => refresher.peek(id).await.map(Some),
         };
         let mut claim_on_wake = false;
         let decided = match state {
@@ -163,6 +168,7 @@ pub async fn run_credential(
             }
             Ok(Some(peek)) => {
                 redis_failures = 0;
+                refresher.ttls().note(id, peek.token_ttl);
                 if peek.generation != seen_generation {
                     seen_generation = peek.generation;
                     jitter = draw_jitter(lead);
@@ -184,7 +190,7 @@ pub async fn run_credential(
         match decided {
             Plan::Refresh(mode) => {
                 let outcome = tokio::select! {
-                    o = refresher.try_refresh(&app, mode) => o,
+                    o = refresher.refresh(&app, mode) => o,
                     _ = shutdown.changed() => break,
                 };
                 match outcome {

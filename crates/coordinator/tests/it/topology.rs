@@ -269,13 +269,14 @@ async fn single_flight_on_a_three_master_cluster() {
         ca_file: None,
     });
     single_flight(&mut fleet, 8, 2).await;
-    // All of the credential's keys share one slot (hash tag), so exactly one node holds them.
+    // All of the credential's keys share one slot (hash tag), so exactly one
+    // node holds them (the fleet marker `P:fleet` lives wherever its slot is).
     let holders = nodes
         .iter()
         .filter(|n| {
             let mut c = n.client().get_connection().unwrap();
             let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", fleet.prefix))
+                .arg(format!("{}:{{{}}}:*", fleet.prefix, fleet.id()))
                 .query(&mut c)
                 .unwrap();
             !keys.is_empty()

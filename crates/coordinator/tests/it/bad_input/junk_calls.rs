@@ -118,6 +118,7 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
             &junk.config,
             junk.client(Duration::from_millis(300)),
             store.clone(),
+            std::sync::Arc::default(),
         );
         let r = router(state.unwrap(), true);
         let uri = format!("/v1/apps/{id}/access_token");
