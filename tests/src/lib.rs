@@ -7,7 +7,10 @@
 //! coordinator's business. `chaos` is the chaos runner behind
 //! `cargo run -p wxtoken-e2e --bin chaos`.
 
+pub mod bench;
 pub mod chaos;
+pub mod sdk;
+pub mod sdk_node;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -34,8 +37,9 @@ pub const ID: &str = "shop";
 /// Built with the same command, and so the same feature set, as
 /// `cargo test --workspace` (README's test command), which makes this a
 /// no-op there; `cargo build -p …` would resolve features differently and
-/// recompile dependencies in the middle of the test run. `WXTOKEN_BIN`
-/// overrides it (e.g. a release build for the chaos runner).
+/// recompile dependencies in the middle of the test run. A harness built in
+/// release (the bench) gets a release `wxtoken` (`cargo build --release`).
+/// `WXTOKEN_BIN` overrides it.
 pub fn wxtoken_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -43,13 +47,28 @@ pub fn wxtoken_bin() -> PathBuf {
             return PathBuf::from(bin);
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let exe = std::env::current_exe().expect("test exe path");
+        // A release harness (the bench) measures a release replica.
+        let release = exe.components().any(|c| c.as_os_str() == "release");
+        let args: &[&str] = if release {
+            &[
+                "build",
+                "-q",
+                "--release",
+                "-p",
+                "wxtoken-coordinator",
+                "--bin",
+                "wxtoken",
+            ]
+        } else {
+            &["test", "-q", "--workspace", "--no-run"]
+        };
         let status = Command::new(cargo)
-            .args(["test", "-q", "--workspace", "--no-run"])
+            .args(args)
             .stdout(Stdio::null())
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building wxtoken failed");
-        let exe = std::env::current_exe().expect("test exe path");
         // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/wxtoken
         let parent = exe.parent().expect("exe dir");
         let bin = [parent, parent.parent().unwrap_or(parent)]
@@ -100,6 +119,38 @@ pub struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
+    /// Starts `wxtoken serve --config <config>` as `replica_id`, logging to
+    /// `<dir>/<replica_id>.log`, its HTTP API on a free loopback port; `env`
+    /// is applied last (a later pair overrides an earlier one).
+    pub fn spawn(
+        config: &std::path::Path,
+        replica_id: &str,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = dir.join(format!("{replica_id}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let http: std::net::SocketAddr = ([127, 0, 0, 1], wxtoken_testkit::free_port()).into();
+        let child = Command::new(wxtoken_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("WXTOKEN__HTTP__LISTEN", http.to_string())
+            .env("WXTOKEN__REFRESH__REPLICA_ID", replica_id)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("wxtoken serve starts");
+        Self {
+            replica_id: replica_id.to_owned(),
+            child,
+            log,
+            http,
+        }
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"))
     }
@@ -240,31 +291,16 @@ secret = {{ env = "E2E_SECRET" }}
     pub fn spawn_replica_env(&mut self, secret: &str, env: &[(&str, &str)]) -> &mut ReplicaProcess {
         let n = self.logs_seen.len() + 1;
         let replica_id = format!("p{n}");
-        let log = self.dir.path().join(format!("{replica_id}.log"));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let http: std::net::SocketAddr = ([127, 0, 0, 1], wxtoken_testkit::free_port()).into();
-        let child = Command::new(wxtoken_bin())
-            .args(["serve", "--config"])
-            .arg(self.config_path())
-            .env("E2E_SECRET", secret)
-            .env("E2E_API_KEYS", API_KEY)
-            .env("WXTOKEN__HTTP__LISTEN", http.to_string())
-            .env("WXTOKEN__REFRESH__REPLICA_ID", &replica_id)
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("wxtoken serve starts");
-        self.logs_seen.push(log.clone());
-        self.replicas.push(ReplicaProcess {
-            replica_id,
-            child,
-            log,
-            http,
-        });
+        let config = self.config_path();
+        let mut all_env = vec![
+            ("E2E_SECRET", secret),
+            ("E2E_API_KEYS", API_KEY),
+            ("RUST_LOG", "debug"),
+        ];
+        all_env.extend_from_slice(env);
+        let replica = ReplicaProcess::spawn(&config, &replica_id, self.dir.path(), &all_env);
+        self.logs_seen.push(replica.log.clone());
+        self.replicas.push(replica);
         self.replicas.last_mut().expect("just pushed")
     }
 

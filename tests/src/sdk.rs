@@ -1,0 +1,596 @@
+//! Driving existing WeChat SDKs, unchanged, as fleets of worker processes:
+//! wechatpy (tests/sdk/wechatpy_worker.py) and co-wechat-api
+//! (tests/sdk/co_wechat_worker.js, installed by [`crate::sdk_node`]). Both
+//! workers share one command line and print one JSON line at the end, so
+//! one harness runs either: the `sdk` e2e test and the bench's
+//! `alternative` section use it.
+//!
+//! A worker calls a real API through its SDK (`GET cgi-bin/getcallbackip`
+//! on the simulator) every `pause` for `duration`, fetching its token from
+//! `token_url` (a `wxtoken serve` replica's WeChat-compatible
+//! `/cgi-bin/token`, or the simulator's own), optionally sharing it with the
+//! other workers through the SDK's own Redis store. [`Run::measure`] turns
+//! the workers' reports and the simulator's counters into one row.
+//!
+//! The Python environment is `WXTOKEN_SDK_PYTHON` (a python with the
+//! packages of tests/sdk/requirements.txt) or a venv created under the
+//! target directory (`<target>/sdk-venv`) with `python3 -m venv` + `pip`;
+//! the Node packages go to `<target>/sdk-node` (`npm ci`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::{APPID, Fleet, SECRET};
+
+/// WeChat's token lifetime, to scale the SDKs' refresh margins by.
+pub const REAL_TTL: Duration = Duration::from_secs(7200);
+
+/// An SDK the harness can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// wechatpy (Python), `WeChatClient`.
+    Wechatpy,
+    /// co-wechat-api (Node), `API`.
+    CoWechatApi,
+}
+
+impl Sdk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wechatpy => "wechatpy",
+            Self::CoWechatApi => "co-wechat-api",
+        }
+    }
+
+    /// How long before expiry the SDK refetches a token it fetched itself,
+    /// at WeChat's real timings. wechatpy: `BaseWeChatClient.access_token`,
+    /// `self.expires_at - timestamp > 60`; co-wechat-api: `getAccessToken`,
+    /// `expireTime = Date.now() + (expires_in - 10) * 1000`.
+    pub fn real_margin(self) -> Duration {
+        match self {
+            Self::Wechatpy => Duration::from_secs(60),
+            Self::CoWechatApi => Duration::from_secs(10),
+        }
+    }
+
+    /// [`Self::real_margin`] scaled like the token lifetime (7200 s → `ttl`).
+    pub fn scaled_margin(self, ttl: Duration) -> Duration {
+        self.real_margin()
+            .mul_f64(ttl.as_secs_f64() / REAL_TTL.as_secs_f64())
+    }
+
+    /// The SDK's shared token store, as the worker's `--redis-url` uses it.
+    pub fn redis_store(self) -> &'static str {
+        match self {
+            Self::Wechatpy => "RedisStorage",
+            Self::CoWechatApi => "Redis getToken/saveToken",
+        }
+    }
+
+    /// Installs what the worker needs (once; later calls check and reuse)
+    /// and returns how to run it.
+    pub fn runtime(self) -> anyhow::Result<SdkRuntime> {
+        let (program, script) = match self {
+            Self::Wechatpy => (sdk_python()?, sdk_dir().join("wechatpy_worker.py")),
+            Self::CoWechatApi => crate::sdk_node::co_wechat_api(&target_dir())?,
+        };
+        Ok(SdkRuntime {
+            sdk: self,
+            program,
+            script,
+        })
+    }
+}
+
+/// How to start one SDK's worker: `program script args…`.
+#[derive(Debug, Clone)]
+pub struct SdkRuntime {
+    pub sdk: Sdk,
+    /// `python` or `node`.
+    pub program: PathBuf,
+    /// The worker script.
+    pub script: PathBuf,
+}
+
+/// The tests/sdk directory (requirements, package.json, the workers).
+pub fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk")
+}
+
+/// Cargo's target directory: the nearest ancestor of the running
+/// executable that holds cargo's `CACHEDIR.TAG` (test executables live in
+/// `target/<profile>/deps/`, binaries in `target/<profile>/`), else
+/// `CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe
+            .ancestors()
+            .skip(1)
+            .find(|d| d.join("CACHEDIR.TAG").is_file())
+    {
+        return dir.to_path_buf();
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace.join(dir),
+        _ => workspace.join("target"),
+    }
+}
+
+/// A python with wechatpy: `WXTOKEN_SDK_PYTHON`, or `<target>/sdk-venv`
+/// (created, or recreated when tests/sdk/requirements.txt changed).
+pub fn sdk_python() -> anyhow::Result<PathBuf> {
+    // Callers of one process may ask at once; one installs, the others wait.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+
+    if let Some(python) = std::env::var_os("WXTOKEN_SDK_PYTHON") {
+        let python = PathBuf::from(python);
+        check_imports(&python, "WXTOKEN_SDK_PYTHON")?;
+        return Ok(python);
+    }
+    let requirements = sdk_dir().join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let venv = target_dir().join("sdk-venv");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("wxtoken-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(python);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let out = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .context(
+            "python3 is needed for the wechatpy workers: apt-get install -y python3 python3-venv, or set WXTOKEN_SDK_PYTHON",
+        )?;
+    if !out.status.success() {
+        bail!(
+            "`python3 -m venv {}` failed: apt-get install -y python3-venv (or set WXTOKEN_SDK_PYTHON)\n{}",
+            venv.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new(&python)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .arg("-r")
+        .arg(&requirements)
+        .output()
+        .context("running pip")?;
+    if !out.status.success() {
+        bail!(
+            "pip install -r {} failed:\n{}{}",
+            requirements.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    check_imports(&python, "the new venv")?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(python)
+}
+
+/// An error unless `python` imports what the worker needs.
+fn check_imports(python: &Path, what: &str) -> anyhow::Result<()> {
+    let out = Command::new(python)
+        .args(["-c", "from wechatpy import WeChatClient; import redis"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        out => bail!(
+            "{what} ({}) cannot import wechatpy and redis (pip install -r tests/sdk/requirements.txt): {}",
+            python.display(),
+            out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_else(|e| e.to_string())
+        ),
+    }
+}
+
+/// What every worker of a run does.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// How long each worker calls the API.
+    pub duration: Duration,
+    /// Each worker's pause between two API calls.
+    pub pause: Duration,
+    /// The SDK's refresh margin (usually [`Sdk::scaled_margin`]).
+    pub margin: Duration,
+}
+
+/// Where one worker fetches its token, and the shared Redis store if any.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub token_url: String,
+    /// (url, key prefix) of the SDK's Redis store (`--redis-url`).
+    pub redis: Option<(String, String)>,
+}
+
+impl WorkerSpec {
+    /// Fetching from `replica`'s WeChat-compatible `/cgi-bin/token`, no store.
+    pub fn through(replica: &crate::ReplicaProcess) -> Self {
+        Self {
+            token_url: format!("http://{}/cgi-bin/token", replica.http),
+            redis: None,
+        }
+    }
+
+    /// Fetching straight from the fleet's simulator, sharing the token
+    /// through the SDK's own store on the fleet's Redis.
+    pub fn direct(fleet: &Fleet) -> Self {
+        Self {
+            token_url: format!("{}/cgi-bin/token", fleet.sim.base_url()),
+            redis: Some((fleet.redis.url(), fleet.prefix.clone())),
+        }
+    }
+}
+
+/// The JSON line one worker prints at the end.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerReport {
+    pub calls: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub token_fetches: u64,
+    /// Failed uses by errcode (or error name).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl WorkerReport {
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("report is not JSON: {line}"))?;
+        let n = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {v}"));
+        let errors = v["errors"]
+            .as_object()
+            .with_context(|| format!("no errors in {v}"))?
+            .iter()
+            .map(|(k, n)| {
+                n.as_u64()
+                    .map(|n| (k.clone(), n))
+                    .with_context(|| format!("errors.{k} is not a count in {v}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            calls: n("calls")?,
+            ok: n("ok")?,
+            failed: n("failed")?,
+            token_fetches: n("token_fetches")?,
+            errors,
+        })
+    }
+}
+
+/// The worker processes of one run; any still running when this is dropped
+/// (an error, a failed assertion) are killed.
+struct Workers(Vec<(Child, PathBuf, PathBuf)>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for (child, _, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts one worker per spec, lets them all begin at once when every one
+/// is set up (like a fleet after a deploy), and waits for all of them (each
+/// runs for `workload.duration`). Their output goes to files in the fleet's
+/// directory.
+pub async fn run_workers(
+    runtime: &SdkRuntime,
+    fleet: &Fleet,
+    workload: &Workload,
+    specs: &[WorkerSpec],
+) -> anyhow::Result<Vec<WorkerReport>> {
+    let name = runtime.sdk.name();
+    let api_base = format!("{}/cgi-bin/", fleet.sim.base_url());
+    let secs = |d: Duration| d.as_secs_f64().to_string();
+    let mut workers = Workers(Vec::new());
+    let mut readies = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let out_path = fleet.dir.path().join(format!("{name}-{i}.out"));
+        let err_path = fleet.dir.path().join(format!("{name}-{i}.err"));
+        let ready = fleet.dir.path().join(format!("{name}-{i}.ready"));
+        let file = |p: &Path| File::create(p).with_context(|| format!("creating {}", p.display()));
+        let mut cmd = Command::new(&runtime.program);
+        cmd.arg(&runtime.script)
+            .args(["--appid", APPID])
+            .args(["--token-url", &spec.token_url])
+            .args(["--api-base", &api_base])
+            .args(["--margin", &secs(workload.margin)])
+            .args(["--duration", &secs(workload.duration)])
+            .args(["--pause", &secs(workload.pause)])
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("WECHAT_SECRET", SECRET)
+            .stdin(Stdio::piped())
+            .stdout(file(&out_path)?)
+            .stderr(file(&err_path)?);
+        if let Some((url, prefix)) = &spec.redis {
+            cmd.args(["--redis-url", url, "--redis-prefix", prefix]);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", runtime.program.display()))?;
+        workers.0.push((child, out_path, err_path));
+        readies.push(ready);
+    }
+    let all_ready = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async { readies.iter().all(|r| r.exists()) },
+    )
+    .await;
+    if !all_ready {
+        let stderr: Vec<String> = workers
+            .0
+            .iter()
+            .map(|(_, _, err)| std::fs::read_to_string(err).unwrap_or_default())
+            .filter(|e| !e.is_empty())
+            .collect();
+        bail!(
+            "the {name} workers did not all start:\n{}",
+            stderr.join("\n")
+        );
+    }
+    for (child, _, _) in &mut workers.0 {
+        let mut stdin = child.stdin.take().context("piped stdin")?;
+        stdin
+            .write_all(b"go\n")
+            .with_context(|| format!("a {name} worker did not read its go"))?;
+    }
+    let until = Instant::now() + workload.duration + Duration::from_secs(60);
+    let mut reports = Vec::new();
+    for (child, out_path, err_path) in &mut workers.0 {
+        let status = loop {
+            if let Some(status) = child.try_wait().context("try_wait")? {
+                break status;
+            }
+            if Instant::now() >= until {
+                bail!("a {name} worker ran past its deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        if !status.success() {
+            bail!("{name} worker failed: {status}\n{stderr}");
+        }
+        let line = stdout
+            .lines()
+            .last()
+            .with_context(|| format!("a {name} worker printed no report\n{stderr}"))?;
+        reports.push(WorkerReport::parse(line)?);
+    }
+    Ok(reports)
+}
+
+/// Now, in Unix milliseconds (the simulator's clock).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One measured run of SDK workers, from their reports and the simulator.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub sdk: Sdk,
+    pub mode: String,
+    pub workers: usize,
+    pub duration: Duration,
+    /// The cycle `ideal` counts: the token's lifetime less the margin of
+    /// whoever refreshes (the fleet's `refresh_ahead`, or the SDK's).
+    pub cycle: Duration,
+    /// From the first upstream fetch to the end of the workers.
+    pub elapsed: Duration,
+    /// The first fetch + one per refresh cycle of `elapsed`.
+    pub ideal: u64,
+    /// Upstream fetch requests (`fetch_calls`), failed ones included.
+    pub fetches: u64,
+    pub fetch_ok: u64,
+    /// Failed fetches by cause (`"45009"`: the daily quota).
+    pub fetch_failed: BTreeMap<String, u64>,
+    pub max_concurrent: u64,
+    /// API calls the workers made.
+    pub calls: u64,
+    /// API calls that returned the IP list to the worker.
+    pub uses_ok: u64,
+    /// Uses the simulator accepted (equals `uses_ok` unless a reply was lost).
+    pub sim_uses_ok: u64,
+    /// API calls that raised to the worker (after the SDK's own retry).
+    pub failed: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Uses the simulator rejected (40001/42001), including those the SDK
+    /// healed itself (refetch, retry) before its caller saw anything.
+    pub rejected: u64,
+    pub uses_invalid: u64,
+    pub uses_expired: u64,
+    /// Token requests the workers' SDKs made (to wxtoken or the sim).
+    pub token_fetches: u64,
+    /// The quota the simulator gives per day.
+    pub daily_quota: u32,
+    /// When the daily quota ran out (45009), after the first fetch: when
+    /// the last token it allowed was issued.
+    pub quota_out: Option<Duration>,
+}
+
+impl Run {
+    /// Reads the simulator now (call it right after the workers ended).
+    pub fn measure(
+        sdk: Sdk,
+        mode: impl Into<String>,
+        fleet: &Fleet,
+        cycle: Duration,
+        workload: &Workload,
+        reports: &[WorkerReport],
+    ) -> anyhow::Result<Self> {
+        let end = unix_ms();
+        let app = fleet.app();
+        let first = app
+            .issued
+            .first()
+            .context("no token was issued")?
+            .issued_at_ms;
+        let elapsed = Duration::from_millis(end.saturating_sub(first));
+        let cycles = u64::try_from(elapsed.as_millis() / cycle.as_millis().max(1))?;
+        let mut errors = BTreeMap::new();
+        for (k, n) in reports.iter().flat_map(|r| &r.errors) {
+            *errors.entry(k.clone()).or_default() += n;
+        }
+        let quota_out = app
+            .fetch_failed
+            .contains_key("45009")
+            .then(|| app.issued.last())
+            .flatten()
+            .map(|t| Duration::from_millis(t.issued_at_ms.saturating_sub(first)));
+        Ok(Self {
+            sdk,
+            mode: mode.into(),
+            workers: reports.len(),
+            duration: workload.duration,
+            cycle,
+            elapsed,
+            ideal: 1 + cycles,
+            fetches: app.fetch_calls,
+            fetch_ok: app.fetch_ok,
+            fetch_failed: app.fetch_failed.clone(),
+            max_concurrent: app.max_concurrent_fetches,
+            calls: reports.iter().map(|r| r.calls).sum(),
+            uses_ok: reports.iter().map(|r| r.ok).sum(),
+            sim_uses_ok: app.uses_ok,
+            failed: reports.iter().map(|r| r.failed).sum(),
+            errors,
+            rejected: app.uses_invalid + app.uses_expired,
+            uses_invalid: app.uses_invalid,
+            uses_expired: app.uses_expired,
+            token_fetches: reports.iter().map(|r| r.token_fetches).sum(),
+            // `Fleet` runs the simulator with WeChat's default quota.
+            daily_quota: wechat_sim::SimConfig::default().daily_quota,
+            quota_out,
+        })
+    }
+
+    /// Upstream fetches per ideal fetch.
+    pub fn ratio(&self) -> f64 {
+        self.fetches as f64 / self.ideal.max(1) as f64
+    }
+
+    /// One paragraph for a log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}, {}: {} workers × {:?}, {:.1} s from the first upstream fetch; \
+             upstream fetches {} (ok {}, failed {:?}{}) vs ideal {} (cycle {:?}); \
+             max concurrent fetches {}; API uses ok {}, failed {} {:?}; \
+             rejected at the sim {} (40001: {}, 42001: {}); {} token fetches {}",
+            self.sdk.name(),
+            self.mode,
+            self.workers,
+            self.duration,
+            self.elapsed.as_secs_f64(),
+            self.fetches,
+            self.fetch_ok,
+            self.fetch_failed,
+            self.quota_out.map_or(String::new(), |d| format!(
+                ", daily quota gone {:.1} s after the first fetch",
+                d.as_secs_f64()
+            )),
+            self.ideal,
+            self.cycle,
+            self.max_concurrent,
+            self.uses_ok,
+            self.failed,
+            self.errors,
+            self.rejected,
+            self.uses_invalid,
+            self.uses_expired,
+            self.sdk.name(),
+            self.token_fetches,
+        )
+    }
+
+    /// A row of BENCHMARKS.md's SDK table.
+    pub fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} s ({:.1} s from the first fetch) | {} | {} | {:.2} | {} | {} | {} | {} |",
+            self.mode,
+            self.workers,
+            self.duration.as_secs(),
+            self.elapsed.as_secs_f64(),
+            self.ideal,
+            self.fetches,
+            self.ratio(),
+            self.uses_ok,
+            self.failed,
+            self.max_concurrent,
+            self.rejected,
+        )
+    }
+
+    /// All raw numbers.
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "sdk": self.sdk.name(),
+            "mode": self.mode,
+            "workers": self.workers,
+            "duration_s": self.duration.as_secs_f64(),
+            "cycle_s": self.cycle.as_secs_f64(),
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "ideal_fetches": self.ideal,
+            "fetch_calls": self.fetches,
+            "fetch_ok": self.fetch_ok,
+            "fetch_failed": self.fetch_failed,
+            "fetches_per_ideal": self.ratio(),
+            "max_concurrent_fetches": self.max_concurrent,
+            "calls": self.calls,
+            "uses_ok": self.uses_ok,
+            "sim_uses_ok": self.sim_uses_ok,
+            "uses_failed": self.failed,
+            "errors": self.errors,
+            "uses_rejected_at_sim": self.rejected,
+            "uses_invalid_40001": self.uses_invalid,
+            "uses_expired_42001": self.uses_expired,
+            "sdk_token_fetches": self.token_fetches,
+            "daily_quota": self.daily_quota,
+            "quota_exhausted_after_s": self.quota_out.map(|d| d.as_secs_f64()),
+        })
+    }
+}
+
+/// Waits until every replica of `fleet` answers `GET /readyz` with success,
+/// at most `deadline` in all.
+pub async fn wait_ready(fleet: &Fleet, deadline: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let until = Instant::now() + deadline;
+    for r in &fleet.replicas {
+        let url = format!("http://{}/readyz", r.http);
+        loop {
+            let ok = http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if Instant::now() >= until {
+                bail!("replica {} never became ready ({url})", r.replica_id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
