@@ -247,15 +247,23 @@ impl Refresher {
         outcome
     }
 
-    /// [`Self::try_refresh`] once one of the replica's
-    /// [`MAX_CONCURRENT_REFRESHES`] slots is free. The slot is taken before
-    /// the lock, so a queued step holds no lock and other replicas pick up
-    /// what this one has no slot for; the step's (~12 KB) future exists only
-    /// while it runs.
-    pub async fn refresh(&self, app: &AppConfig, mode: Mode) -> Result<RefreshOutcome, StoreError> {
-        let Ok(_slot) = self.slots.acquire().await else {
-            return Ok(RefreshOutcome::LockLost);
-        };
+    /// One of the replica's [`MAX_CONCURRENT_REFRESHES`] step slots. Taken
+    /// before the lock, so a queued step holds no lock, other replicas pick
+    /// up what this one has no slot for, and the waiting loop can give up
+    /// when an event says the refresh is done (cancel-safe until the step
+    /// starts).
+    pub async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.ok()
+    }
+
+    /// [`Self::try_refresh`] in a box: the step's (~12 KB) future exists only
+    /// while it runs, not in every sleeping loop.
+    pub async fn refresh(
+        &self,
+        _slot: tokio::sync::SemaphorePermit<'_>,
+        app: &AppConfig,
+        mode: Mode,
+    ) -> Result<RefreshOutcome, StoreError> {
         Box::pin(self.try_refresh(app, mode)).await
     }
 

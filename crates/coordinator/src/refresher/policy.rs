@@ -189,8 +189,16 @@ pub async fn run_credential(
         };
         match decided {
             Plan::Refresh(mode) => {
+                // Waiting for a slot (many credentials due together) is the
+                // one moment a `refreshed` event can still spare the claim.
+                let slot = tokio::select! {
+                    s = refresher.slot() => s,
+                    r = wake.changed() => if r.is_err() { break } else { continue },
+                    _ = shutdown.changed() => break,
+                };
+                let Some(slot) = slot else { break };
                 let outcome = tokio::select! {
-                    o = refresher.refresh(&app, mode) => o,
+                    o = refresher.refresh(slot, &app, mode) => o,
                     _ = shutdown.changed() => break,
                 };
                 match outcome {
