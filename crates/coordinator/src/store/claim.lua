@@ -88,14 +88,5 @@ end
 if now_ms < tonumber(ARGV[8]) or now_ms >= tonumber(ARGV[9]) then
   return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'day', 0}
 end
-local used = redis.pcall('INCR', KEYS[6])
-if type(used) ~= 'number' or used < 1 then
-  redis.call('DEL', KEYS[6])
-  used = redis.call('INCR', KEYS[6])
-end
-if used == 1 then redis.call('PEXPIRE', KEYS[6], ARGV[7]) end
-if used > tonumber(ARGV[6]) then
-  redis.call('DECR', KEYS[6])
-  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'over', used - 1}
-end
-return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'ok', used}
+local verdict, used = take_quota(KEYS[6], ARGV[6], ARGV[7])
+return {'ok', epoch, fence, now_ms, token, gen, gate, failures, verdict, used}

@@ -27,12 +27,18 @@ macro_rules! script {
         static $name: LazyLock<redis::Script> =
             LazyLock::new(|| keyspace::script(include_str!($file)));
     };
+    // With the coordinator's quota helper (`quota.lua`) prepended.
+    ($name:ident, quota, $file:literal) => {
+        static $name: LazyLock<redis::Script> = LazyLock::new(|| {
+            keyspace::script(concat!(include_str!("quota.lua"), include_str!($file)))
+        });
+    };
 }
 script!(LOCK, "lock.lua");
-script!(CLAIM, "claim.lua");
+script!(CLAIM, quota, "claim.lua");
 script!(COMMIT, "commit.lua");
 script!(RELEASE, "release.lua");
-script!(QUOTA_TAKE, "quota_take.lua");
+script!(QUOTA_TAKE, quota, "quota_take.lua");
 script!(RECORD_FAILURE, "record_failure.lua");
 script!(PEEK, "peek.lua");
 script!(RESET_GATE, "reset_gate.lua");

@@ -6,13 +6,17 @@ use std::time::{Duration, Instant};
 
 use crate::fleet::{Fleet, Settings};
 
-async fn commandstats(fleet: &Fleet) -> BTreeMap<String, u64> {
-    let mut c = fleet
+async fn conn(fleet: &Fleet) -> redis::aio::MultiplexedConnection {
+    fleet
         .redis
         .client()
         .get_multiplexed_async_connection()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn commandstats(fleet: &Fleet) -> BTreeMap<String, u64> {
+    let mut c = conn(fleet).await;
     let text: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut c)
@@ -40,12 +44,7 @@ async fn only_the_winner_talks_to_redis_for_a_refresh() {
     fleet
         .wait_generation(first.generation + 1, settings.token_ttl * 2)
         .await;
-    let mut c = fleet
-        .redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = conn(&fleet).await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut c)
@@ -97,12 +96,7 @@ async fn a_flushall_is_refilled_within_the_loss_check_interval() {
     };
     let fleet = Fleet::start(settings, 3).await;
     let first = fleet.wait_generation(1, Duration::from_secs(5)).await;
-    let mut c = fleet
-        .redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = conn(&fleet).await;
     // Every replica has checked the marker once (at start) before the flush.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let flushed = Instant::now();
