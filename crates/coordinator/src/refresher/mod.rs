@@ -70,9 +70,6 @@ pub enum RefreshOutcome {
     Unchanged { ttl: Duration },
 }
 
-/// Locks this replica holds now, so shutdown can release them even if the
-/// task that took one was cancelled mid-fetch. A std `Mutex`: it is never
-/// held across an `.await`.
 /// What each refresh loop last knew of its token's life, for `/metrics`:
 /// a scrape must not cost a Redis round trip per credential (with 10 000
 /// credentials and a 15 s scrape interval that would be 40 000 commands a
@@ -102,6 +99,9 @@ impl TtlBook {
     }
 }
 
+/// Locks this replica holds now, so shutdown can release them even if the
+/// task that took one was cancelled mid-fetch. A std `Mutex`: it is never
+/// held across an `.await`.
 #[derive(Debug, Default, Clone)]
 pub struct HeldLocks(Arc<Mutex<HashMap<CredentialId, LockOwner>>>);
 
@@ -233,6 +233,7 @@ impl Refresher {
         let outcome = self
             .with_lock(app, mode, &owner, locked_at, grant, verdict)
             .await;
+        // `commit` releases on its own; every other path releases here.
         let released = match &outcome {
             Ok(RefreshOutcome::Refreshed { .. }) | Ok(RefreshOutcome::NotStored(_)) => Ok(true),
             _ => self.store.release(id, &owner).await,
@@ -309,6 +310,7 @@ impl Refresher {
         verdict: Verdict,
     ) -> Result<RefreshOutcome, StoreError> {
         let id = &app.id;
+        let day = self.store.quota_day(grant.now_ms);
         let take = match verdict {
             Verdict::Fresh => {
                 let ttl = grant.token_ttl.unwrap_or_default();
@@ -319,13 +321,11 @@ impl Refresher {
             Verdict::Taken { used } => QuotaTake::Taken { used },
             Verdict::OverBudget { used } => QuotaTake::OverBudget { used },
             Verdict::WrongDay => {
-                let day = self.store.quota_day(grant.now_ms);
                 self.store
                     .take_quota(id, day, self.settings.daily_budget)
                     .await?
             }
         };
-        let day = self.store.quota_day(grant.now_ms);
         if let QuotaTake::Taken { used } = take {
             crate::metrics::quota_used(id, used);
         }
@@ -344,6 +344,9 @@ impl Refresher {
             warn!(%id, used, budget = self.settings.daily_budget, "daily budget spent; no upstream calls until the next quota day");
             return Ok(RefreshOutcome::OverBudget { used });
         }
+        // A replica stalled since it took the lock must not call upstream: the
+        // lock may already be someone else's, and a token WeChat issues after
+        // theirs would kill theirs five minutes later.
         if locked_at.elapsed() + self.settings.upstream_timeout >= self.settings.lock_ttl {
             warn!(%id, "lock nearly expired before the upstream call; not calling");
             return Ok(RefreshOutcome::LockLost);

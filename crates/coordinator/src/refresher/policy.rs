@@ -79,26 +79,33 @@ enum Next {
     Claim,
 }
 
+/// A state known without asking Redis.
+fn known(
+    token_ttl: Option<Duration>,
+    generation: u64,
+    gate: Duration,
+    lock_ttl: Option<Duration>,
+) -> Next {
+    Next::Known(Peek {
+        token_ttl,
+        generation,
+        gate,
+        lock_ttl,
+        failures: 0,
+    })
+}
+
 /// The state a step's outcome leaves behind, when it says enough.
 fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
-    let state = |token_ttl, generation, gate, lock_ttl| {
-        Next::Known(Peek {
-            token_ttl,
-            generation,
-            gate,
-            lock_ttl,
-            failures: 0,
-        })
-    };
     match outcome {
         RefreshOutcome::Refreshed { generation, ttl } => {
-            state(Some(*ttl), *generation, Duration::ZERO, None)
+            known(Some(*ttl), *generation, Duration::ZERO, None)
         }
-        RefreshOutcome::StillFresh { ttl } => state(Some(*ttl), generation, Duration::ZERO, None),
+        RefreshOutcome::StillFresh { ttl } => known(Some(*ttl), generation, Duration::ZERO, None),
         RefreshOutcome::LockedElsewhere {
             lock_ttl: Some(lock),
-        } => state(None, generation, Duration::ZERO, Some(*lock)),
-        RefreshOutcome::Gated { wait } => state(None, generation, *wait, None),
+        } => known(None, generation, Duration::ZERO, Some(*lock)),
+        RefreshOutcome::Gated { wait } => known(None, generation, *wait, None),
         _ => Next::Peek,
     }
 }
@@ -137,15 +144,12 @@ pub async fn run_credential(
                 force = Some(force.map_or(f, |old| old.max(f)));
             }
             next = match signal.refreshed {
-                Some(r) if force.is_none() && r.generation >= seen_generation => {
-                    Next::Known(Peek {
-                        token_ttl: Some(r.ttl.saturating_sub(r.at.elapsed())),
-                        generation: r.generation,
-                        gate: Duration::ZERO,
-                        lock_ttl: None,
-                        failures: 0,
-                    })
-                }
+                Some(r) if force.is_none() && r.generation >= seen_generation => known(
+                    Some(r.ttl.saturating_sub(r.at.elapsed())),
+                    r.generation,
+                    Duration::ZERO,
+                    None,
+                ),
                 _ => Next::Peek,
             };
         }

@@ -3,7 +3,8 @@
 -- one unit of the daily quota. Also run as plain `begin` by a holder that
 -- took the lock with lock.lua (ARGV[3] empty).
 -- KEYS[1] lock, KEYS[2] epoch, KEYS[3] fence, KEYS[4] meta, KEYS[5] access_token,
--- KEYS[6] quota counter of the day [ARGV[8], ARGV[9]) (unix ms, Redis clock)
+-- KEYS[6] quota counter of the day [ARGV[8], ARGV[9]) (unix ms, Redis clock;
+-- claim only: plain begin passes five keys and ARGV[1..4])
 -- ARGV[1] owner, ARGV[2] candidate epoch (used only when none exists),
 -- ARGV[3] lock ttl ms ('' = the lock must already hold ARGV[1]),
 -- ARGV[4] due-within ms ('' = report only: no freshness verdict, no quota),

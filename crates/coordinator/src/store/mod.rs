@@ -44,6 +44,11 @@ script!(PEEK, "peek.lua");
 script!(RESET_GATE, "reset_gate.lua");
 script!(FORCE_TAKE, "force_take.lua");
 
+/// A duration as whole milliseconds for a script argument.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Quota counters live three days, long enough for `status` across midnight.
 const QUOTA_KEY_TTL_MS: u64 = 3 * 86_400_000;
 
@@ -113,6 +118,14 @@ pub enum Freshness {
     Within(Duration),
     /// A token newer than this generation is stored (a forced refresh).
     NewerThan(u64),
+}
+
+/// The lock/quota half of the claim script (absent: plain `begin`).
+struct ClaimArgs {
+    lock_ttl: Duration,
+    fresh: Freshness,
+    budget: u64,
+    day: QuotaDay,
 }
 
 /// What `claim` decided.
@@ -310,7 +323,7 @@ impl TokenStore {
         let locked: u8 = LOCK
             .key(self.keys.lock(id))
             .arg(owner.as_str())
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(millis(ttl).max(1))
             .invoke_async(&mut c)
             .await?;
         Ok(locked == 1)
@@ -323,13 +336,10 @@ impl TokenStore {
         id: &CredentialId,
         owner: &LockOwner,
     ) -> Result<Option<Grant>, StoreError> {
-        let today = self.quota_day(0);
-        Ok(
-            match self.run_claim(id, owner, None, None, 0, today).await? {
-                Some(Claim::Granted { grant, .. }) => Some(grant),
-                _ => None,
-            },
-        )
+        Ok(match self.run_claim(id, owner, None).await? {
+            Some(Claim::Granted { grant, .. }) => Some(grant),
+            _ => None,
+        })
     }
 
     /// One round trip from "due" to "call WeChat": takes the lock for
@@ -344,19 +354,24 @@ impl TokenStore {
         budget: u64,
         day: QuotaDay,
     ) -> Result<Claim, StoreError> {
-        self.run_claim(id, owner, Some(lock_ttl), Some(fresh), budget, day)
+        let args = ClaimArgs {
+            lock_ttl,
+            fresh,
+            budget,
+            day,
+        };
+        self.run_claim(id, owner, Some(&args))
             .await?
             .ok_or_else(|| StoreError::Reply("claim: lock lost while taking it".into()))
     }
 
+    /// The claim script; `None` for args: plain `begin` (the lock must
+    /// already hold `owner`; no freshness verdict, no quota).
     async fn run_claim(
         &self,
         id: &CredentialId,
         owner: &LockOwner,
-        lock_ttl: Option<Duration>,
-        fresh: Option<Freshness>,
-        budget: u64,
-        day: QuotaDay,
+        args: Option<&ClaimArgs>,
     ) -> Result<Option<Claim>, StoreError> {
         let mut c = self.conn().await?;
         let candidate_epoch = format!(
@@ -364,38 +379,35 @@ impl TokenStore {
             rand::random::<u64>(),
             rand::random::<u64>()
         );
-        let ms = |d: Duration| {
-            u64::try_from(d.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1)
-                .to_string()
-        };
-        let (within, if_generation) = match fresh {
-            None => (String::new(), String::new()),
-            Some(Freshness::Within(d)) => (
-                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string(),
-                String::new(),
-            ),
-            Some(Freshness::NewerThan(g)) => ("0".to_owned(), g.to_string()),
-        };
-        let reply: redis::Value = CLAIM
-            .key(self.keys.lock(id))
+        let mut script = CLAIM.key(self.keys.lock(id));
+        script
             .key(self.keys.epoch(id))
             .key(self.keys.fence(id))
             .key(self.keys.meta(id))
             .key(self.keys.access_token(id))
-            .key(self.keys.quota(id, day))
             .arg(owner.as_str())
-            .arg(candidate_epoch)
-            .arg(lock_ttl.map(ms).unwrap_or_default())
-            .arg(within)
-            .arg(if_generation)
-            .arg(budget)
-            .arg(QUOTA_KEY_TTL_MS)
-            .arg(day.start_unix_ms())
-            .arg(day.next_start_unix_ms())
-            .invoke_async(&mut c)
-            .await?;
+            .arg(candidate_epoch);
+        match args {
+            None => {
+                script.arg("").arg("");
+            }
+            Some(a) => {
+                let (within, if_generation) = match a.fresh {
+                    Freshness::Within(d) => (millis(d).to_string(), String::new()),
+                    Freshness::NewerThan(g) => ("0".to_owned(), g.to_string()),
+                };
+                script
+                    .key(self.keys.quota(id, a.day))
+                    .arg(millis(a.lock_ttl).max(1))
+                    .arg(within)
+                    .arg(if_generation)
+                    .arg(a.budget)
+                    .arg(QUOTA_KEY_TTL_MS)
+                    .arg(a.day.start_unix_ms())
+                    .arg(a.day.next_start_unix_ms());
+            }
+        }
+        let reply: redis::Value = script.invoke_async(&mut c).await?;
         let received = std::time::Instant::now();
         let parsed: Vec<redis::Value> = redis::from_redis_value(reply)?;
         let tag: String = match parsed.first() {
@@ -489,13 +501,14 @@ impl TokenStore {
             .arg(&grant.epoch)
             .arg(grant.fence)
             .arg(token.expose_secret())
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(millis(ttl))
             .arg(fetched_by)
             .arg(source)
             .arg(owner.as_str())
             .arg(
-                grant.now_ms
-                    + u64::try_from(grant.received.elapsed().as_millis()).unwrap_or(u64::MAX),
+                grant
+                    .now_ms
+                    .saturating_add(millis(grant.received.elapsed())),
             )
             .invoke_async(&mut c)
             .await?;
@@ -534,7 +547,7 @@ impl TokenStore {
             .key(self.keys.meta(id))
             .arg(day.key_suffix())
             .arg(daily)
-            .arg(u64::try_from(spacing.as_millis()).unwrap_or(u64::MAX))
+            .arg(millis(spacing))
             .invoke_async(&mut c)
             .await?;
         Ok(match tag.as_str() {
