@@ -98,6 +98,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// One section's rows and JSON.
+    fn add(&mut self, name: &str, (rows, json): (Vec<Row>, serde_json::Value)) {
+        self.rows.extend(rows);
+        self.sections.insert(name.into(), json);
+    }
+
     /// A Markdown table, the form BENCHMARKS.md uses.
     pub fn table(&self) -> String {
         let mut out =
@@ -150,24 +156,16 @@ pub async fn run(quick: bool, sections: Sections) -> anyhow::Result<Report> {
         ..Report::default()
     };
     if sections.efficiency {
-        let (rows, json) = efficiency::run(quick).await?;
-        report.rows.extend(rows);
-        report.sections.insert("efficiency".into(), json);
+        report.add("efficiency", efficiency::run(quick).await?);
     }
     if sections.alternative {
-        let (rows, json) = alternative::run(quick).await?;
-        report.rows.extend(rows);
-        report.sections.insert("alternative".into(), json);
+        report.add("alternative", alternative::run(quick).await?);
     }
     if sections.scale {
-        let (rows, json) = scale::run(quick).await?;
-        report.rows.extend(rows);
-        report.sections.insert("scale".into(), json);
+        report.add("scale", scale::run(quick).await?);
     }
     if sections.read_path {
-        let (rows, json) = read_path::run(quick).await?;
-        report.rows.extend(rows);
-        report.sections.insert("read_path".into(), json);
+        report.add("read_path", read_path::run(quick).await?);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use wxtoken_e2e::sdk::{Run, Sdk, WorkerSpec, Workload, run_workers, wait_ready};
+use wxtoken_e2e::sdk::{Run, Sdk, WorkerReport, WorkerSpec, Workload, run_workers, wait_ready};
 use wxtoken_e2e::{Fleet, Timing};
 
 const WORKERS: usize = 20;
@@ -47,6 +47,22 @@ fn check(run: &Run) {
     );
 }
 
+/// Measures one run, applies [`check`] and prints its summary.
+fn measured(
+    sdk: Sdk,
+    mode: &str,
+    fleet: &Fleet,
+    cycle: Duration,
+    workload: &Workload,
+    reports: &[WorkerReport],
+) -> Run {
+    let run = Run::measure(sdk, mode, fleet, cycle, workload, reports)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    check(&run);
+    eprintln!("{}", run.summary());
+    run
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
     let sdk = Sdk::Wechatpy;
@@ -73,17 +89,14 @@ async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
         let cycle = timing.token_ttl - timing.refresh_ahead;
-        let run = Run::measure(
+        let run = measured(
             sdk,
             "through 2 coordinator replicas",
             &fleet,
             cycle,
             &workload,
             &reports,
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        check(&run);
-        eprintln!("{}", run.summary());
+        );
         fleet.assert_logs_clean();
         run
     };
@@ -98,7 +111,7 @@ async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
             .unwrap_or_else(|e| panic!("{e:#}"));
         // wechatpy's own cycle: the token's lifetime less its margin.
         let cycle = timing.token_ttl - workload.margin;
-        let run = Run::measure(
+        measured(
             sdk,
             "direct, wechatpy RedisStorage",
             &fleet,
@@ -106,10 +119,6 @@ async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
             &workload,
             &reports,
         )
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        check(&run);
-        eprintln!("{}", run.summary());
-        run
     };
 
     eprintln!(
