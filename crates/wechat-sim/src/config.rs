@@ -55,6 +55,10 @@ pub struct SimConfig {
     pub force_refresh_daily: u32,
     /// Minimum time between two force refreshes of one app (WeChat: 30 s).
     pub force_refresh_spacing: Duration,
+    /// `cgi-bin/get_api_domain_ip` calls per app per quota day, beyond which
+    /// the reply is 45009. WeChat publishes no number; its community answers
+    /// say 1000, the harsher reading of "limited".
+    pub domain_ip_daily_quota: u32,
     /// Seed for fault decisions, so a chaos run can be replayed. `None` seeds
     /// from the OS. Tokens themselves are always OS-random.
     pub seed: Option<u64>,
@@ -71,6 +75,7 @@ impl Default for SimConfig {
             stable_per_minute: 10_000,
             force_refresh_daily: 20,
             force_refresh_spacing: Duration::from_secs(30),
+            domain_ip_daily_quota: 1000,
             seed: None,
         }
     }
@@ -149,6 +154,12 @@ impl SimConfig {
     /// Sets the minimum spacing between force refreshes.
     pub fn force_refresh_spacing(mut self, spacing: Duration) -> Self {
         self.force_refresh_spacing = spacing;
+        self
+    }
+
+    /// Sets the `get_api_domain_ip` daily quota per app.
+    pub fn domain_ip_daily_quota(mut self, calls: u32) -> Self {
+        self.domain_ip_daily_quota = calls;
         self
     }
 

@@ -45,6 +45,9 @@ struct Cli {
     /// Minimum time between two force refreshes.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     force_refresh_spacing: Duration,
+    /// get_api_domain_ip calls per app per day.
+    #[arg(long, default_value_t = 1000)]
+    domain_ip_daily_quota: u32,
     /// Seed for fault decisions (reproducible chaos runs).
     #[arg(long)]
     seed: Option<u64>,
@@ -82,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         stable_per_minute: cli.stable_per_minute,
         force_refresh_daily: cli.force_refresh_daily,
         force_refresh_spacing: cli.force_refresh_spacing,
+        domain_ip_daily_quota: cli.domain_ip_daily_quota,
         seed: cli.seed,
     };
     if config.apps.is_empty() {

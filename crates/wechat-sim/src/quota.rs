@@ -31,6 +31,7 @@ pub(crate) struct Limits {
     pub(crate) stable_per_minute: u32,
     pub(crate) force_daily: u32,
     pub(crate) force_spacing: Duration,
+    pub(crate) domain_ip_daily: u32,
 }
 
 /// One app's usage. Daily counters belong to `day` and reset when a call
@@ -41,6 +42,7 @@ pub(crate) struct QuotaBook {
     token_used: u32,
     stable_used: u32,
     force_used: u32,
+    domain_ip_used: u32,
     /// Admitted stable_token calls in the last 60 s (a sliding window, so a
     /// test cannot pass by straddling a minute boundary).
     stable_window: VecDeque<Instant>,
@@ -55,6 +57,26 @@ impl QuotaBook {
             self.token_used = 0;
             self.stable_used = 0;
             self.force_used = 0;
+            self.domain_ip_used = 0;
+        }
+    }
+
+    /// One `get_api_domain_ip` call: 45009 once its daily quota is used up.
+    pub(crate) fn take_domain_ip(&mut self, now: Now, limits: Limits) -> Result<(), WxError> {
+        self.roll(now);
+        if self.domain_ip_used >= limits.domain_ip_daily {
+            return Err(WxError::DailyQuota);
+        }
+        self.domain_ip_used += 1;
+        Ok(())
+    }
+
+    /// `get_api_domain_ip` calls used on the quota day of `now`.
+    pub(crate) fn domain_ip_used(&self, now: Now) -> u32 {
+        if quota_day(now.unix_ms) == self.day {
+            self.domain_ip_used
+        } else {
+            0
         }
     }
 
@@ -135,6 +157,7 @@ mod tests {
             stable_per_minute: 3,
             force_daily: 2,
             force_spacing: Duration::from_secs(30),
+            domain_ip_daily: 2,
         }
     }
 
@@ -181,6 +204,17 @@ mod tests {
         // Daily stable quota (5) is now used up.
         let t3 = t0.after(Duration::from_secs(200));
         assert_eq!(q.take_stable(t3, limits()), Err(WxError::DailyQuota));
+    }
+
+    #[test]
+    fn domain_ip_quota_refuses_with_45009() {
+        let mut q = QuotaBook::default();
+        let now = Now::current();
+        assert_eq!(q.take_domain_ip(now, limits()), Ok(()));
+        assert_eq!(q.take_domain_ip(now, limits()), Ok(()));
+        assert_eq!(q.take_domain_ip(now, limits()), Err(WxError::DailyQuota));
+        assert_eq!(q.domain_ip_used(now), 2);
+        assert_eq!(q.used(now).0, 0, "token quota untouched");
     }
 
     #[test]

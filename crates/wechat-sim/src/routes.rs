@@ -54,6 +54,10 @@ pub fn router(state: SimState) -> Router {
             get(getcallbackip).fallback(require_get),
         )
         .route(
+            "/cgi-bin/get_api_domain_ip",
+            get(get_api_domain_ip).fallback(require_get),
+        )
+        .route(
             "/cgi-bin/ticket/getticket",
             get(getticket).fallback(require_get),
         )
@@ -254,6 +258,26 @@ async fn getcallbackip(State(state): State<SimState>, q: Params) -> Response {
             StatusCode::OK,
             to_json(&CallbackIps {
                 ip_list: CALLBACK_IPS,
+            }),
+        ),
+        Err(e) => wx_error(StatusCode::OK, e),
+    }
+}
+
+/// WeChat's API domain IPs, as `get_api_domain_ip` lists them.
+const API_DOMAIN_IPS: [&str; 3] = ["101.89.47.18", "101.91.34.103", "101.91.37.74"];
+
+#[derive(Serialize)]
+struct DomainIps {
+    ip_list: [&'static str; 3],
+}
+
+async fn get_api_domain_ip(State(state): State<SimState>, q: Params) -> Response {
+    match state.domain_ip(param(&q, "access_token")) {
+        Ok(()) => wx_json(
+            StatusCode::OK,
+            to_json(&DomainIps {
+                ip_list: API_DOMAIN_IPS,
             }),
         ),
         Err(e) => wx_error(StatusCode::OK, e),

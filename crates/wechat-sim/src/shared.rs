@@ -96,6 +96,7 @@ impl SimState {
             app.quota_used_today = token.into();
             app.stable_quota_used_today = stable.into();
             app.force_refresh_used_today = force.into();
+            app.domain_ip_used_today = core.world.domain_ip_used(appid, now).into();
             app.issued = core.world.issued(appid);
         }
         stats
@@ -250,6 +251,23 @@ impl SimState {
                 Err(WxError::InvalidCredential)
             }
         }
+    }
+
+    /// `get_api_domain_ip` with `token`: counted per app whatever the answer.
+    pub(crate) fn domain_ip(&self, token: Option<&str>) -> Result<(), WxError> {
+        let mut core = self.lock();
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            core.stats.uses_missing += 1;
+            return Err(WxError::AccessTokenMissing);
+        };
+        let now = Now::current();
+        let appid = core.world.token_state(token, now).1.map(str::to_owned);
+        let result = core.world.domain_ip(token, now);
+        match appid {
+            Some(appid) => core.stats.apps.entry(appid).or_default().domain_ip_calls += 1,
+            None => core.stats.uses_unknown_token += 1,
+        }
+        result
     }
 
     /// How long a `getticket` ticket lives.

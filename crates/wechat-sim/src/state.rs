@@ -109,6 +109,7 @@ impl World {
                 stable_per_minute: config.stable_per_minute,
                 force_daily: config.force_refresh_daily,
                 force_spacing: config.force_refresh_spacing,
+                domain_ip_daily: config.domain_ip_daily_quota,
             },
             apps,
             tokens: HashMap::new(),
@@ -227,6 +228,31 @@ impl World {
             None => (TokenState::Unknown, None),
             Some(rec) => (rec.state(now.at), Some(rec.appid.as_str())),
         }
+    }
+
+    /// `GET cgi-bin/get_api_domain_ip`: the token must be valid (40001 /
+    /// 42001 otherwise, as any API), then the call counts against the app's
+    /// own daily quota for it (45009 when spent).
+    pub(crate) fn domain_ip(&mut self, token: &str, now: Now) -> Result<(), WxError> {
+        let (state, appid) = self.token_state(token, now);
+        let appid = appid.map(str::to_owned);
+        match state {
+            TokenState::Valid => {}
+            TokenState::Expired => return Err(WxError::AccessTokenExpired),
+            TokenState::Invalid | TokenState::Unknown => return Err(WxError::InvalidCredential),
+        }
+        let limits = self.limits;
+        let book = appid
+            .and_then(|a| self.apps.get_mut(&a))
+            .ok_or(WxError::InvalidCredential)?;
+        book.quota.take_domain_ip(now, limits)
+    }
+
+    /// `get_api_domain_ip` calls `appid` made today.
+    pub(crate) fn domain_ip_used(&self, appid: &str, now: Now) -> u32 {
+        self.apps
+            .get(appid)
+            .map_or(0, |b| b.quota.domain_ip_used(now))
     }
 
     /// Revokes one token at once (WeChat or WeCom cutting it off early).

@@ -90,6 +90,11 @@ pub struct AppStats {
     pub uses_missing: u64,
     /// Successful `getticket` calls.
     pub tickets_ok: u64,
+    /// Every `get_api_domain_ip` call with this app's token (the cheap call
+    /// wxtoken shows a reported token to), whatever the answer.
+    pub domain_ip_calls: u64,
+    /// `get_api_domain_ip` quota used on the current quota day.
+    pub domain_ip_used_today: u64,
     /// `cgi-bin/token` quota used on the current quota day (fleet and
     /// external calls).
     pub quota_used_today: u64,
