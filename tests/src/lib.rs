@@ -92,6 +92,10 @@ pub struct Timing {
     pub upstream_timeout: Duration,
     pub daily_budget: u64,
     pub fatal_cooldown: Duration,
+    /// How long WeChat's acceptance of a reported token stands.
+    pub verify_interval: Duration,
+    /// Least time between two report-triggered refreshes.
+    pub report_refresh_interval: Duration,
 }
 
 impl Default for Timing {
@@ -104,6 +108,8 @@ impl Default for Timing {
             upstream_timeout: Duration::from_millis(600),
             daily_budget: 1000,
             fatal_cooldown: Duration::from_secs(3),
+            verify_interval: Duration::from_secs(1),
+            report_refresh_interval: Duration::from_secs(1),
         }
     }
 }
@@ -245,6 +251,8 @@ upstream_timeout = "{upstream}"
 poll_interval = "1s"
 daily_budget = {budget}
 fatal_cooldown = "{fatal}"
+verify_interval = "{verify}"
+report_refresh_interval = "{report}"
 backoff_base = "100ms"
 backoff_max = "1s"
 
@@ -268,6 +276,8 @@ secret = {{ env = "E2E_SECRET" }}
             upstream = ms(t.upstream_timeout),
             budget = t.daily_budget,
             fatal = ms(t.fatal_cooldown),
+            verify = ms(t.verify_interval),
+            report = ms(t.report_refresh_interval),
             base = self.sim.base_url(),
         )
     }

@@ -233,6 +233,23 @@ struct Slot {
     fill: tokio::sync::Mutex<()>,
     /// Last `refresh_requested` publication (rate limit). Never held across `.await`.
     last_request: Mutex<Option<Instant>>,
+    /// The last `report_refused` event: (generation, reason, when it came).
+    /// Waiters for a verdict read it after `announced` wakes them. Never
+    /// held across `.await`.
+    refused: Mutex<Option<(u64, String, Instant)>>,
+    /// When this process last reported a token of this credential.
+    reported_at: Mutex<Option<Instant>>,
+}
+
+impl Slot {
+    /// The reason the fleet refused a report of `generation` after `since`, if it did.
+    fn refusal_of(&self, generation: u64, since: Instant) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .as_ref()
+            .filter(|(g, _, at)| *g == generation && *at >= since)
+            .map(|(_, r, _)| r.clone())
+    }
 }
 
 #[derive(Clone)]
@@ -350,25 +367,80 @@ impl TokenClient {
             .await
     }
 
-    /// Reports `token` as rejected by WeChat: the fleet deletes it if it is
-    /// still the stored one (and refreshes), else it was already replaced.
+    /// Reports `token` as rejected by WeChat. If it is still the stored one
+    /// the fleet checks it with WeChat and replaces it only if WeChat rejects
+    /// it ([`Invalidation::Reported`]; follow with [`Self::wait_for_verdict`]).
+    /// The cached entry is kept: a token WeChat accepts stays in service.
     pub async fn invalidate(&self, id: &str, token: &str) -> Result<Invalidation, ClientError> {
         let slot = self.inner.slot(id)?;
-        if let Some(e) = slot.entry.load_full()
-            && e.token.value() == token
-        {
-            slot.entry.store(None);
-        }
+        // A verdict on this report arrives after this moment; an older
+        // refusal (of an earlier report of the same generation) is not one.
+        *slot.reported_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let mut conn = self.inner.conn().await?;
-        let done = keyspace::invalidate(&mut conn, &self.inner.keys, &slot.id, token)
+        keyspace::invalidate(&mut conn, &self.inner.keys, &slot.id, token)
             .await
-            .map_err(|e| unavailable(slot.id.as_str(), &format!("redis: {e}")))?;
-        if let Invalidation::Invalidated { generation } = done {
-            slot.min_generation
-                .fetch_max(generation + 1, Ordering::AcqRel);
-        }
-        Ok(done)
+            .map_err(|e| unavailable(slot.id.as_str(), &format!("redis: {e}")))
     }
+
+    /// After [`Invalidation::Reported`] of `generation`: waits until the
+    /// fleet either stored a newer token ([`Verdict::Replaced`]) or refused
+    /// the report ([`Verdict::Refused`]: WeChat accepts the token, or the
+    /// rest of today's budget is reserved for scheduled refreshes), at most
+    /// `timeout`.
+    pub async fn wait_for_verdict(
+        &self,
+        id: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Verdict, ClientError> {
+        let slot = self.inner.slot(id)?;
+        let since = slot
+            .reported_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(Instant::now);
+        let deadline = Instant::now() + timeout;
+        let mut announced = slot.announced.subscribe();
+        loop {
+            if let Some(reason) = slot.refusal_of(generation, since) {
+                let token = self.access_token(id).await.ok();
+                return Ok(Verdict::Refused { reason, token });
+            }
+            match self.inner.fill(&slot).await {
+                Ok(Some(t)) if t.generation() > generation => return Ok(Verdict::Replaced(t)),
+                Ok(_) => {}
+                Err(e) => debug!(id, error = %e, "waiting for the verdict on a report"),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::NoNewerToken {
+                    id: id.to_owned(),
+                    generation,
+                    waited: timeout,
+                });
+            }
+            tokio::select! {
+                _ = announced.changed() => {}
+                _ = tokio::time::sleep((deadline - now).min(Duration::from_secs(1))) => {}
+            }
+        }
+    }
+}
+
+/// How the fleet answered a report ([`TokenClient::wait_for_verdict`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// A newer token is stored: use it.
+    Replaced(Token),
+    /// No refresh followed the report. `reason` is `token_valid` (WeChat
+    /// accepts the reported token: the error the caller saw was not about
+    /// the token) or `reserve` (the budget left today is kept for scheduled
+    /// refreshes); `token` is the current one, if any.
+    Refused {
+        reason: String,
+        token: Option<Token>,
+    },
 }
 
 impl Inner {
@@ -407,6 +479,8 @@ impl Inner {
             announced: watch::channel(0).0,
             fill: tokio::sync::Mutex::new(()),
             last_request: Mutex::new(None),
+            refused: Mutex::new(None),
+            reported_at: Mutex::new(None),
         });
         let mut next = HashMap::clone(&current);
         next.insert(id, slot.clone());
@@ -613,6 +687,11 @@ impl EventSink for Inner {
                 {
                     slot.entry.store(None);
                 }
+                slot.announced.send_modify(|_| {});
+            }
+            Event::ReportRefused { generation, reason } => {
+                *slot.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((generation, reason, Instant::now()));
                 slot.announced.send_modify(|_| {});
             }
             _ => {}

@@ -1,6 +1,6 @@
-//! Reads of the shared token and the invalidate-by-value script: the only
-//! Redis operations a service needs (SPEC §3), shared with the coordinator so
-//! there is one read path.
+//! Reads of the shared token and the report-by-value script (`invalidate`):
+//! the only Redis operations a service needs (SPEC §3), shared with the
+//! coordinator so there is one read path.
 //!
 //! This module speaks to any `redis::aio::ConnectionLike`; it owns no
 //! connection, no cache and no retry policy.
@@ -83,19 +83,26 @@ pub async fn read_token<C: ConnectionLike>(
     })
 }
 
-/// What `invalidate` did.
+/// What reporting a token (`invalidate`) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Invalidation {
-    /// The stored token was the bad one: deleted, `invalidated` published; a
-    /// coordinator refreshes now. `generation` is the deleted token's.
-    Invalidated { generation: u64 },
+    /// The stored token is the reported one: a coordinator checks it with
+    /// WeChat and refreshes only if WeChat rejects it (`invalidated`, then
+    /// `refreshed`), else answers `report_refused`. `generation` is the
+    /// reported token's.
+    Reported { generation: u64 },
+    /// The stored token is the reported one and a coordinator found WeChat
+    /// accepting it moments ago: nothing will happen, keep using it.
+    TokenValid { generation: u64 },
     /// The stored token is another one (or none): a refresh already happened
     /// or is under way. `generation` is the stored token's (0 if none).
     AlreadyReplaced { generation: u64 },
 }
 
-/// Compare-and-delete: removes the stored token only if it is `bad_token`,
-/// so a hundred readers reporting the same token cause one refresh.
+/// Reports `bad_token` as rejected by WeChat. Deletes nothing: a hundred
+/// readers reporting one token cause one check (and at most one refresh), and
+/// a reader reporting a token WeChat accepts causes none (invariant 7).
 pub async fn invalidate<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
@@ -106,13 +113,14 @@ pub async fn invalidate<C: ConnectionLike>(
         .key(keys.access_token(id))
         .key(keys.meta(id))
         .key(keys.events(id))
+        .key(keys.report(id))
         .arg(bad_token)
         .invoke_async(conn)
         .await?;
-    Ok(if what == "invalidated" {
-        Invalidation::Invalidated { generation }
-    } else {
-        Invalidation::AlreadyReplaced { generation }
+    Ok(match what.as_str() {
+        "reported" => Invalidation::Reported { generation },
+        "token_valid" => Invalidation::TokenValid { generation },
+        _ => Invalidation::AlreadyReplaced { generation },
     })
 }
 

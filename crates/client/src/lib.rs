@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use wxtoken_client::{TokenClient, wechat::Api};
+//! use wxtoken_client::{Invalidation, TokenClient, Verdict, wechat::Api};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // One client per process; clones share the cache.
@@ -23,11 +23,14 @@
 //! let token = client.access_token("shop").await?;
 //! println!("generation {} expires in {:?}", token.generation(), token.ttl());
 //!
-//! // If WeChat rejects it (40001/40014/42001), report it by value and wait
-//! // for the fleet's one refresh.
-//! client.invalidate("shop", token.value()).await?;
-//! let fresh = client.wait_for_newer("shop", token.generation(), Duration::from_secs(5)).await?;
-//! assert!(fresh.generation() > token.generation());
+//! // If WeChat rejects it (40001/40014/42001), report it by value: the fleet
+//! // checks it with WeChat and refreshes once if WeChat really rejects it.
+//! if let Invalidation::Reported { generation } = client.invalidate("shop", token.value()).await? {
+//!     match client.wait_for_verdict("shop", generation, Duration::from_secs(10)).await? {
+//!         Verdict::Replaced(fresh) => assert!(fresh.generation() > token.generation()),
+//!         Verdict::Refused { reason, .. } => println!("kept the token: {reason}"),
+//!     }
+//! }
 //!
 //! // Or let the helper do all of that around a WeChat API call.
 //! let api = Api::new(client.clone(), "https://api.weixin.qq.com")?;
@@ -44,7 +47,7 @@ pub mod keyspace;
 mod token;
 pub mod wechat;
 
-pub use client::{TokenClient, TokenClientBuilder};
+pub use client::{TokenClient, TokenClientBuilder, Verdict};
 pub use error::ClientError;
 pub use keyspace::Invalidation;
 pub use token::Token;

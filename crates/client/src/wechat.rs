@@ -1,7 +1,7 @@
 //! A small WeChat API call helper: injects the fleet's token as
 //! `access_token`, and when WeChat says the token is bad (40001, 40014,
-//! 42001) reports it by value, waits for the fleet's one refresh, and retries
-//! once.
+//! 42001) reports it by value, waits for the fleet's verdict (one refresh if
+//! WeChat really rejects the token), and retries once with a newer token.
 //!
 //! It speaks JSON APIs only and never calls the token endpoints. The token
 //! travels in the query string, so every transport error is stripped of its
@@ -14,7 +14,7 @@ use serde_json::Value;
 use tracing::{debug, info};
 use wxtoken_common::is_token_rejected;
 
-use crate::{ClientError, Invalidation, Token, TokenClient};
+use crate::{ClientError, Invalidation, Token, TokenClient, Verdict};
 
 /// The largest reply this helper reads.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -130,6 +130,18 @@ impl Api {
             Invalidation::AlreadyReplaced { generation } if generation > token.generation() => {
                 self.client.access_token(id).await?
             }
+            Invalidation::Reported { generation } => {
+                match self
+                    .client
+                    .wait_for_verdict(id, generation, self.refresh_wait)
+                    .await?
+                {
+                    Verdict::Replaced(fresh) => fresh,
+                    // WeChat accepts the token: the errcode was not about it.
+                    Verdict::Refused { .. } => return Err(ApiError::Wechat { errcode, errmsg }),
+                }
+            }
+            Invalidation::TokenValid { .. } => return Err(ApiError::Wechat { errcode, errmsg }),
             _ => {
                 self.client
                     .wait_for_newer(id, token.generation(), self.refresh_wait)

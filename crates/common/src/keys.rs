@@ -84,6 +84,19 @@ impl Keys {
         self.key(id, &format!("quota:{}", day.key_suffix()))
     }
 
+    /// `P:{ID}:report` — the generation a reader reported as rejected by
+    /// WeChat (written by `invalidate.lua`, expires by itself); readers may
+    /// write only this key. A coordinator checks the token before acting.
+    pub fn report(&self, id: &CredentialId) -> String {
+        self.key(id, "report")
+    }
+
+    /// `P:{ID}:quota:verify:YYYYMMDD` — token checks (one cheap WeChat call
+    /// each) the fleet made that quota day for reports.
+    pub fn verify_quota(&self, id: &CredentialId, day: QuotaDay) -> String {
+        self.key(id, &format!("quota:verify:{}", day.key_suffix()))
+    }
+
     /// `P:fleet` — a random marker the replicas keep in Redis; when it is gone
     /// or changed, Redis lost the fleet's data without a restart (FLUSHALL,
     /// failover to an empty replica) and every credential is re-read.
@@ -178,6 +191,11 @@ mod tests {
         assert_eq!(k.quota(&i, day), "wxtoken:{shop}:quota:20231115");
         assert_eq!(k.credential(&i).quota(day), k.quota(&i, day));
         assert_eq!(k.events_pattern(), "wxtoken:{*}:events");
+        assert_eq!(k.report(&i), "wxtoken:{shop}:report");
+        assert_eq!(
+            k.verify_quota(&i, day),
+            "wxtoken:{shop}:quota:verify:20231115"
+        );
     }
 
     #[test]

@@ -32,3 +32,33 @@ pub const NEXT_ATTEMPT_AT_MS: &str = "next_attempt_at_ms";
 pub const INVALIDATED_SHA1: &str = "invalidated_sha1";
 /// Generation of the token that was invalidated.
 pub const INVALIDATED_GENERATION: &str = "invalidated_generation";
+
+// ---- Reports (invariant 7: no caller can spend the upstream budget) ----
+
+/// Generation of the stored token that a coordinator last checked with
+/// WeChat and found accepted; reports of it are refused until
+/// [`VERIFIED_UNTIL_MS`].
+pub const VERIFIED_GENERATION: &str = "verified_generation";
+/// Unix ms (Redis `TIME`) until which the verification of
+/// [`VERIFIED_GENERATION`] stands.
+pub const VERIFIED_UNTIL_MS: &str = "verified_until_ms";
+/// Unix ms (Redis `TIME`) of the last refresh a report triggered: the next
+/// one waits `report_refresh_interval`.
+pub const REPORT_REFRESH_AT_MS: &str = "report_refresh_at_ms";
+/// Reports refused so far (all reasons), and the last reason and time.
+pub const REPORTS_REFUSED: &str = "reports_refused";
+pub const LAST_REFUSAL_REASON: &str = "last_refusal_reason";
+pub const LAST_REFUSAL_AT_MS: &str = "last_refusal_at_ms";
+
+// ---- Operator force (`wxtoken refresh --force`) ----
+
+/// Generation a forced refresh must replace: written only by a coordinator
+/// tool (readers' ACL users cannot write the meta hash). A replica refreshes
+/// a fresh token only while the stored generation is at most this one.
+pub const FORCE_GENERATION: &str = "force_generation";
+/// Who asked for the force (free text from the CLI, e.g. `alice@ops-1`).
+pub const FORCE_BY: &str = "force_by";
+/// Unix ms (Redis `TIME`) of the force request.
+pub const FORCE_AT_MS: &str = "force_at_ms";
+/// Force requests made so far for this credential.
+pub const FORCE_REQUESTS: &str = "force_requests";

@@ -30,16 +30,35 @@ pub enum Event {
         #[serde(default)]
         ttl_ms: u64,
     },
-    /// A reader reported the stored token (of this generation) as rejected by WeChat;
-    /// it was deleted and a refresh is due.
+    /// A coordinator found that WeChat rejects the stored token of this
+    /// generation (a verified report, or an upstream call that said
+    /// 40001/40014/42001): it was deleted and a refresh follows.
     Invalidated { generation: u64 },
+    /// A reader reported the stored token of this generation as rejected by
+    /// WeChat. Nothing is deleted: a coordinator checks the token with WeChat
+    /// first (a token WeChat accepts is not invalid) and answers with
+    /// `invalidated` (then `refreshed`) or `report_refused`.
+    Reported { generation: u64 },
+    /// A report of this generation led to no refresh: `reason` is
+    /// `token_valid` (WeChat accepts the token: keep using it), `spacing` (a
+    /// report-triggered refresh happened too recently; one follows when the
+    /// spacing ends) or `reserve` (the rest of today's budget is kept for
+    /// scheduled refreshes).
+    ReportRefused {
+        generation: u64,
+        #[serde(default)]
+        reason: String,
+    },
     /// Someone needs a token now (none stored, or an operator asked).
     RefreshRequested {
         #[serde(default)]
         generation: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
-        /// Operator asked for `force_refresh` (stable_token only).
+        /// An operator asked for a refresh even of a fresh token. Only a
+        /// force request recorded in the meta hash by a coordinator-side
+        /// tool (`wxtoken refresh --force`) is honoured; the flag only wakes
+        /// the replicas, so a forged event costs no upstream call.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
@@ -124,6 +143,29 @@ pub struct AppStatus {
     pub daily_budget: u64,
     /// Replica id of the refresh in progress, if any.
     pub locked_by: Option<String>,
+    /// What became of readers' reports of rejected tokens (invariant 7).
+    #[serde(default)]
+    pub reports: ReportStatus,
+    /// Operator force requests (`wxtoken refresh --force`) so far.
+    #[serde(default)]
+    pub force_requests: u64,
+}
+
+/// Reports that led to no refresh, as `status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReportStatus {
+    /// Reports refused so far (WeChat accepted the token, or the rest of
+    /// the day's budget is the scheduled refreshes' reserve).
+    pub refused: u64,
+    /// `token_valid` or `reserve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal_at_ms: Option<u64>,
+    /// While set, reports of the stored token are answered `token_valid`
+    /// without asking WeChat again (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_until_ms: Option<u64>,
 }
 
 /// WeChat's error reply, `{"errcode":N,"errmsg":"…"}`.
@@ -183,6 +225,17 @@ mod tests {
         assert_eq!(
             Event::parse(br#"{"event":"invalidated","generation":3}"#),
             Some(Event::Invalidated { generation: 3 })
+        );
+        assert_eq!(
+            Event::parse(br#"{"event":"reported","generation":4}"#),
+            Some(Event::Reported { generation: 4 })
+        );
+        assert_eq!(
+            Event::parse(br#"{"event":"report_refused","generation":4,"reason":"token_valid"}"#),
+            Some(Event::ReportRefused {
+                generation: 4,
+                reason: "token_valid".into()
+            })
         );
         assert_eq!(
             Event::parse(br#"{"event":"refresh_requested"}"#),

@@ -115,6 +115,22 @@ pub struct HttpConfig {
     /// How long `GET …/access_token` waits for a refresh when there is no token yet.
     #[serde(with = "humantime_str")]
     pub token_wait: Duration,
+    /// A client must send a complete request head within this, both on a
+    /// new connection and between requests on a kept-alive one (so it is
+    /// also the idle keep-alive timeout); slow or idle clients are cut off.
+    #[serde(with = "humantime_str")]
+    pub header_read_timeout: Duration,
+    /// Connections open at once per listener; beyond, new clients wait in
+    /// the kernel's accept backlog until one closes.
+    pub max_connections: usize,
+    /// Failed secret checks on `/cgi-bin/token` and `/cgi-bin/stable_token`
+    /// one client address may make a minute (IPv6: per /64); beyond, it is
+    /// answered 45011 without its secret being checked.
+    pub secret_failures_per_minute: u32,
+    /// Failed secret checks for one appid a minute, from all addresses
+    /// together; beyond, addresses that failed recently are refused for that
+    /// appid (callers that never fail are still served).
+    pub secret_failures_per_minute_per_app: u32,
     /// Metrics carry per-credential series (the `app` label, token TTL and
     /// quota gauges) only while the replica serves at most this many
     /// credentials; above, counters are summed as `app="_all"`.
@@ -145,6 +161,28 @@ pub struct RefreshConfig {
     pub loss_check_interval: Duration,
     /// Upstream calls per credential per quota day for the whole fleet.
     pub daily_budget: u64,
+    /// The part of `daily_budget` that only scheduled refreshes may spend:
+    /// a refresh triggered by a report stops this many calls short, so a
+    /// flood of reports can never leave the fleet unable to renew on time.
+    /// Default: a tenth of `daily_budget`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_reserve: Option<u64>,
+    /// At most one report-triggered refresh per credential this often,
+    /// fleet-wide (a token just fetched is rarely bad twice a minute); a
+    /// verified-dead token reported sooner is refreshed when it ends.
+    #[serde(with = "humantime_str")]
+    pub report_refresh_interval: Duration,
+    /// How long WeChat's acceptance of a reported token stands: reports of
+    /// it are answered `token_valid` without asking again. Keep it well
+    /// under WeChat's 5-minute overlap, so a token a third party killed
+    /// heals within one overlap.
+    #[serde(with = "humantime_str")]
+    pub verify_interval: Duration,
+    /// Token checks (`cgi-bin/get_api_domain_ip`, whose own quota WeChat
+    /// does not publish; about 1000 a day) per credential per quota day,
+    /// fleet-wide. When spent, reports are judged without asking WeChat:
+    /// at most one refresh per `report_refresh_interval`.
+    pub verify_daily_budget: u64,
     /// One try per cooldown after a fatal (configuration) error.
     #[serde(with = "humantime_str")]
     pub fatal_cooldown: Duration,
@@ -252,6 +290,16 @@ impl Config {
 }
 
 impl RefreshConfig {
+    /// `scheduled_reserve`, or its default: a tenth of the budget.
+    pub fn reserve(&self) -> u64 {
+        self.scheduled_reserve.unwrap_or(self.daily_budget / 10)
+    }
+
+    /// What a report-triggered refresh may spend of the day's budget.
+    pub fn report_budget(&self) -> u64 {
+        self.daily_budget.saturating_sub(self.reserve())
+    }
+
     /// How long before expiry a `stable_token` credential refreshes: inside
     /// WeChat's renew window, where normal mode hands out a new token.
     pub fn stable_lead(&self) -> Duration {
@@ -275,6 +323,15 @@ impl AppConfig {
 }
 
 impl HttpConfig {
+    /// The connection limits of a listener named `name` (a metric label).
+    pub fn conn_limits(&self, name: &'static str) -> crate::http::ConnLimits {
+        crate::http::ConnLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+            name,
+        }
+    }
+
     /// Reads the API keys now (one per non-empty line of a file, comma-separated
     /// in an env var); empty when `api_keys` is not set.
     pub fn api_keys(&self) -> Result<Vec<SecretString>, ConfigError> {
@@ -317,6 +374,10 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(5),
             body_limit: 64 * 1024,
             token_wait: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            secret_failures_per_minute: 10,
+            secret_failures_per_minute_per_app: 60,
             per_app_metrics_limit: 1000,
         }
     }
@@ -331,6 +392,10 @@ impl Default for RefreshConfig {
             poll_interval: Duration::from_secs(30),
             loss_check_interval: Duration::from_secs(5),
             daily_budget: 1800,
+            scheduled_reserve: None,
+            report_refresh_interval: Duration::from_secs(60),
+            verify_interval: Duration::from_secs(120),
+            verify_daily_budget: 800,
             fatal_cooldown: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),

@@ -14,8 +14,6 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use wxtoken_common::CredentialId;
 
-use crate::refresher::RefreshOutcome;
-
 pub const REFRESH_TOTAL: &str = "wxtoken_refresh_total";
 pub const UPSTREAM_SECONDS: &str = "wxtoken_upstream_request_duration_seconds";
 pub const LOCK_TOTAL: &str = "wxtoken_lock_attempts_total";
@@ -24,6 +22,12 @@ pub const TOKEN_TTL: &str = "wxtoken_token_ttl_seconds";
 pub const INVALIDATIONS_TOTAL: &str = "wxtoken_invalidations_total";
 pub const HTTP_TOTAL: &str = "wxtoken_http_requests_total";
 pub const HTTP_SECONDS: &str = "wxtoken_http_request_duration_seconds";
+pub const REPORT_REFUSALS_TOTAL: &str = "wxtoken_report_refusals_total";
+pub const TOKEN_CHECKS_TOTAL: &str = "wxtoken_token_checks_total";
+pub const FORCED_REFRESHES_TOTAL: &str = "wxtoken_forced_refreshes_total";
+pub const SECRET_GUESSES_LIMITED_TOTAL: &str = "wxtoken_secret_guesses_limited_total";
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "wxtoken_http_connections_closed_total";
+pub const HTTP_CONNECTIONS_OPEN: &str = "wxtoken_http_connections_open";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -83,28 +87,43 @@ fn app_label(app: &CredentialId) -> String {
     }
 }
 
-fn outcome_label(outcome: &RefreshOutcome) -> &'static str {
-    match outcome {
-        RefreshOutcome::Refreshed { .. } => "refreshed",
-        RefreshOutcome::StillFresh { .. } => "still_fresh",
-        RefreshOutcome::LockedElsewhere { .. } => "locked_elsewhere",
-        RefreshOutcome::Gated { .. } => "gated",
-        RefreshOutcome::OverBudget { .. } => "over_budget",
-        RefreshOutcome::Failed { class, .. } => match class {
-            wxtoken_common::ErrorClass::Retryable => "failed_retryable",
-            wxtoken_common::ErrorClass::RateLimited => "failed_rate_limited",
-            wxtoken_common::ErrorClass::QuotaExhausted => "failed_quota_exhausted",
-            _ => "failed_fatal",
-        },
-        RefreshOutcome::NotStored(_) => "not_stored",
-        RefreshOutcome::LockLost => "lock_lost",
-        RefreshOutcome::Unchanged { .. } => "unchanged",
-    }
+pub fn refresh(app: &CredentialId, outcome: &'static str) {
+    counter!(REFRESH_TOTAL, "app" => app_label(app), "outcome" => outcome).increment(1);
 }
 
-pub fn refresh(app: &CredentialId, outcome: &RefreshOutcome) {
-    counter!(REFRESH_TOTAL, "app" => app_label(app), "outcome" => outcome_label(outcome))
-        .increment(1);
+/// A report that led to no refresh, by reason: `token_valid` (WeChat
+/// accepted the token), `recently_verified`, `spacing` (deferred: a
+/// report-triggered refresh happened within `report_refresh_interval`),
+/// `reserve` (the budget left is the scheduled refreshes'), or — counted by
+/// the HTTP API, which sees the script's answer — `token_valid_cached`.
+pub fn report_refused(app: &CredentialId, reason: &'static str) {
+    counter!(REPORT_REFUSALS_TOTAL, "app" => app_label(app), "reason" => reason).increment(1);
+}
+
+/// A reported token shown to WeChat: `accepted`, `rejected` or `unknown`.
+pub fn token_check(app: &CredentialId, result: &'static str) {
+    counter!(TOKEN_CHECKS_TOTAL, "app" => app_label(app), "result" => result).increment(1);
+}
+
+/// A fresh token replaced because an operator forced it.
+pub fn forced_refresh(app: &CredentialId) {
+    counter!(FORCED_REFRESHES_TOTAL, "app" => app_label(app)).increment(1);
+}
+
+/// A guess at an app secret that was not answered, by `scope`
+/// (`address` or `appid`): the guesser got 45011 instead.
+pub fn secret_guess_limited(scope: &'static str) {
+    counter!(SECRET_GUESSES_LIMITED_TOTAL, "scope" => scope).increment(1);
+}
+
+/// A connection closed by the server, by `reason` (`header_timeout`).
+pub fn connection_closed(reason: &'static str) {
+    counter!(HTTP_CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Connections open now on a listener.
+pub fn connections_open(listener: &'static str, open: usize) {
+    gauge!(HTTP_CONNECTIONS_OPEN, "listener" => listener).set(open as f64);
 }
 
 /// Upstream latency per API, not per credential: a histogram per credential

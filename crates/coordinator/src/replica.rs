@@ -211,6 +211,7 @@ pub async fn run_until(
     servers.spawn(http::serve(
         listener,
         http::router(state.clone(), !split_metrics),
+        config.http.conn_limits("api"),
         stopped(http_stopped.clone()),
     ));
     if let Some(addr) = config.http.metrics_listen {
@@ -221,6 +222,7 @@ pub async fn run_until(
         servers.spawn(http::serve(
             listener,
             http::metrics_router(state),
+            config.http.conn_limits("metrics"),
             stopped(http_stopped),
         ));
     }

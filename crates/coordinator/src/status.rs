@@ -1,7 +1,7 @@
 //! The status of a credential as operators see it (`wxtoken status`,
 //! `GET /v1/apps`): its config joined with what Redis holds. Never the token.
 
-use wxtoken_common::wire::AppStatus;
+use wxtoken_common::wire::{AppStatus, ReportStatus};
 
 use crate::config::{AppConfig, UpstreamApi};
 use crate::store::{StoreError, TokenStore};
@@ -30,6 +30,13 @@ pub async fn app_status(
         quota_used_today: s.quota_used_today,
         daily_budget: budget,
         locked_by: s.locked_by,
+        reports: ReportStatus {
+            refused: s.reports_refused,
+            last_refusal_reason: s.last_refusal_reason,
+            last_refusal_at_ms: s.last_refusal_at_ms,
+            verified_until_ms: s.verified_until_ms,
+        },
+        force_requests: s.force_requests,
     })
 }
 

@@ -132,6 +132,82 @@ impl Upstream {
                     "force_refresh": force_refresh,
                 })),
         };
+        let (status, body) = self.exchange(request).await?;
+        parse_reply(status, &body)
+            .map_err(|e| withhold_echo(e, &body, app.secret().expose_secret()))
+    }
+}
+
+/// What WeChat said when shown a token ([`Upstream::check_token`]).
+#[derive(Debug)]
+pub enum Check {
+    /// WeChat accepted it: the token is not invalid, whatever a reader saw.
+    Accepted,
+    /// WeChat rejected it: 40001 / 40014 (invalid, not latest) or 42001 (expired).
+    Rejected { errcode: i64 },
+    /// No verdict (timeout, -1, 5xx, garbage, the check's own quota): the
+    /// caller must not conclude either way.
+    Unknown(FetchError),
+}
+
+impl Check {
+    /// The `result` label of `wxtoken_token_checks_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected { .. } => "rejected",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl Upstream {
+    /// Shows `token` to WeChat with the cheapest call that needs one,
+    /// `GET cgi-bin/get_api_domain_ip` (WeChat's API-domain IP list; it works
+    /// for official accounts, mini programs and WeCom, spends no
+    /// `cgi-bin/token` quota, and answers 40001/40014/42001 for a token that
+    /// is not the latest or expired). Its own daily quota is undocumented
+    /// (about 1000, by WeChat's community answers), so callers bound how
+    /// often they check (`[refresh] verify_interval`, `verify_daily_budget`).
+    pub async fn check_token(&self, token: &SecretString) -> Check {
+        let request = self
+            .http
+            .get(format!("{}/cgi-bin/get_api_domain_ip", self.base_url))
+            .query(&[("access_token", token.expose_secret())]);
+        let (status, body) = match self.exchange(request).await {
+            Ok(reply) => reply,
+            Err(e) => return Check::Unknown(e),
+        };
+        let object = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ if !(200..300).contains(&status) => {
+                return Check::Unknown(FetchError::Status { status });
+            }
+            _ => return Check::Unknown(FetchError::Body("not a JSON object".into())),
+        };
+        match object.get("errcode").and_then(serde_json::Value::as_i64) {
+            Some(errcode) if wxtoken_common::is_token_rejected(errcode) => {
+                Check::Rejected { errcode }
+            }
+            Some(errcode) if errcode != 0 => Check::Unknown(FetchError::Wechat {
+                errcode,
+                errmsg: sanitize(
+                    object
+                        .get("errmsg")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or(""),
+                ),
+            }),
+            _ if object.contains_key("ip_list") => Check::Accepted,
+            _ => Check::Unknown(FetchError::Body("no ip_list".into())),
+        }
+    }
+
+    /// Sends `request` and reads the reply, at most [`MAX_BODY`] bytes.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
         let mut response = request.send().await.map_err(FetchError::from_reqwest)?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
@@ -143,8 +219,7 @@ impl Upstream {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_reply(status, &body)
-            .map_err(|e| withhold_echo(e, &body, app.secret().expose_secret()))
+        Ok((status, body))
     }
 }
 

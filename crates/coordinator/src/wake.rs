@@ -20,9 +20,11 @@ use wxtoken_common::wire::Event;
 pub struct WakeSignal {
     /// Changes on every wake-up.
     pub seq: u64,
-    /// Set by a `refresh_requested` event with `force`: refresh even a fresh
-    /// token unless one newer than this generation is stored.
-    pub force_if_generation: Option<u64>,
+    /// The wake-up came from an event anybody with PUBLISH may send
+    /// (`refresh_requested`, `reported`, `invalidated`, …): the loop re-reads
+    /// Redis, at most four times a second (a force request or a report counts only
+    /// if Redis records it, so a forged event costs no upstream call).
+    pub requested: bool,
     /// Set when the latest wake-up was a `refreshed` event that said the
     /// token's life: the loop can plan from it without asking Redis.
     pub refreshed: Option<Refreshed>,
@@ -68,12 +70,10 @@ impl Wakers {
         self.events_up.subscribe()
     }
 
-    fn wake(tx: &watch::Sender<WakeSignal>, force: Option<u64>, refreshed: Option<Refreshed>) {
+    fn wake(tx: &watch::Sender<WakeSignal>, requested: bool, refreshed: Option<Refreshed>) {
         tx.send_modify(|s| {
             s.seq += 1;
-            if force.is_some() {
-                s.force_if_generation = force;
-            }
+            s.requested = requested;
             s.refreshed = refreshed;
         });
     }
@@ -82,35 +82,30 @@ impl Wakers {
     /// have been missed, or Redis lost its data).
     pub fn wake_all(&self) {
         if let Ok(loops) = self.loops.read() {
-            loops.values().for_each(|tx| Self::wake(tx, None, None));
+            loops.values().for_each(|tx| Self::wake(tx, false, None));
         }
     }
 }
 
 impl EventSink for Wakers {
     fn on_event(&self, id: &CredentialId, event: Event) {
-        let (force, refreshed) = match event {
-            Event::RefreshRequested {
-                force: true,
-                generation,
-                ..
-            } => (Some(generation), None),
+        let (requested, refreshed) = match event {
             Event::Refreshed {
                 generation, ttl_ms, ..
             } if ttl_ms > 0 => (
-                None,
+                false,
                 Some(Refreshed {
                     generation,
                     ttl: Duration::from_millis(ttl_ms),
                     at: Instant::now(),
                 }),
             ),
-            _ => (None, None),
+            _ => (true, None),
         };
         if let Ok(loops) = self.loops.read()
             && let Some(tx) = loops.get(id)
         {
-            Self::wake(tx, force, refreshed);
+            Self::wake(tx, requested, refreshed);
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod alternative;
 pub mod efficiency;
+pub mod hardening;
 pub mod read_path;
 pub mod scale;
 
@@ -42,49 +43,83 @@ impl Row {
     }
 }
 
-/// Which sections to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sections {
-    pub efficiency: bool,
-    pub alternative: bool,
-    pub scale: bool,
-    pub read_path: bool,
+/// What a section returns: its table rows and its JSON.
+pub type SectionResult = anyhow::Result<(Vec<Row>, serde_json::Value)>;
+
+/// One section: its `--only` name, its JSON key, and how to run it
+/// (`quick`: a smoke run that checks the harness, not the numbers).
+pub struct Section {
+    pub name: &'static str,
+    pub key: &'static str,
+    pub run: fn(bool) -> futures_util::future::BoxFuture<'static, SectionResult>,
 }
+
+impl std::fmt::Debug for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every section, in run order: adding one is one line here.
+pub const SECTIONS: &[Section] = &[
+    Section {
+        name: "efficiency",
+        key: "efficiency",
+        run: |q| Box::pin(efficiency::run(q)),
+    },
+    Section {
+        name: "alternative",
+        key: "alternative",
+        run: |q| Box::pin(alternative::run(q)),
+    },
+    Section {
+        name: "scale",
+        key: "scale",
+        run: |q| Box::pin(scale::run(q)),
+    },
+    Section {
+        name: "read-path",
+        key: "read_path",
+        run: |q| Box::pin(read_path::run(q)),
+    },
+    Section {
+        name: "hardening",
+        key: "hardening",
+        run: |q| Box::pin(hardening::run(q)),
+    },
+];
+
+/// Which sections to run (all by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sections(Vec<&'static str>);
 
 impl Default for Sections {
     fn default() -> Self {
-        Self {
-            efficiency: true,
-            alternative: true,
-            scale: true,
-            read_path: true,
-        }
+        Self(SECTIONS.iter().map(|s| s.name).collect())
     }
 }
 
 impl Sections {
     /// `efficiency,scale` → those two.
     pub fn parse(list: &str) -> Result<Self, String> {
-        let mut s = Self {
-            efficiency: false,
-            alternative: false,
-            scale: false,
-            read_path: false,
-        };
+        let mut chosen = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match name {
-                "efficiency" => s.efficiency = true,
-                "alternative" => s.alternative = true,
-                "scale" => s.scale = true,
-                "read-path" => s.read_path = true,
-                other => {
+            match SECTIONS.iter().find(|s| s.name == name) {
+                Some(s) => chosen.push(s.name),
+                None => {
+                    let known: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
                     return Err(format!(
-                        "unknown section {other:?}; known: efficiency, alternative, scale, read-path"
+                        "unknown section {name:?}; known: {}",
+                        known.join(", ")
                     ));
                 }
             }
         }
-        Ok(s)
+        Ok(Self(chosen))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(&name)
     }
 }
 
@@ -155,17 +190,8 @@ pub async fn run(quick: bool, sections: Sections) -> anyhow::Result<Report> {
         quick,
         ..Report::default()
     };
-    if sections.efficiency {
-        report.add("efficiency", efficiency::run(quick).await?);
-    }
-    if sections.alternative {
-        report.add("alternative", alternative::run(quick).await?);
-    }
-    if sections.scale {
-        report.add("scale", scale::run(quick).await?);
-    }
-    if sections.read_path {
-        report.add("read_path", read_path::run(quick).await?);
+    for section in SECTIONS.iter().filter(|s| sections.contains(s.name)) {
+        report.add(section.key, (section.run)(quick).await?);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

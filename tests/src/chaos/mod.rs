@@ -25,7 +25,7 @@ use wxtoken_testkit::{FaultProxy, ProxyMode};
 
 pub use report::{ReaderReport, Report};
 
-use crate::{APPID, Fleet, ID, SECRET, Timing};
+use crate::{API_KEY, APPID, Fleet, ID, SECRET, Timing};
 
 /// What to run and how hard to hit it.
 #[derive(Debug, Clone)]
@@ -63,6 +63,8 @@ impl ChaosConfig {
                 upstream_timeout: Duration::from_secs(1),
                 daily_budget: 100_000,
                 fatal_cooldown: Duration::from_secs(5),
+                verify_interval: Duration::from_secs(2),
+                report_refresh_interval: Duration::from_secs(2),
             },
             fault_every: Duration::from_secs(8),
             busy_rate: 0.05,
@@ -95,16 +97,21 @@ pub enum FaultKind {
     PauseRedis,
     BlackholeReplicaLink,
     ThirdPartyRefresh,
+    /// An attacker with an API key and the reader ACL user (issue 12):
+    /// reports the token it just read, over HTTP and through Redis, and
+    /// publishes forged events, for 4 s. It must cost no upstream call.
+    ReportFlood,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         Self::KillReplica,
         Self::StallLockHolder,
         Self::RestartRedisEmpty,
         Self::PauseRedis,
         Self::BlackholeReplicaLink,
         Self::ThirdPartyRefresh,
+        Self::ReportFlood,
     ];
 
     /// By its report name.
@@ -120,6 +127,7 @@ impl FaultKind {
             Self::PauseRedis => "redis_pause",
             Self::BlackholeReplicaLink => "blackhole_replica_redis_link",
             Self::ThirdPartyRefresh => "third_party_refresh",
+            Self::ReportFlood => "report_flood",
         }
     }
 }
@@ -370,6 +378,50 @@ async fn inject(
         FaultKind::ThirdPartyRefresh => {
             let _ = fleet.sim.external_refresh(APPID);
         }
+        FaultKind::ReportFlood => report_flood(fleet).await,
+    }
+}
+
+/// Issue 12's attack loop: report the current token (plain Redis and HTTP)
+/// and publish forged force / report / invalidation events, for 4 s.
+async fn report_flood(fleet: &Fleet) {
+    let Ok(keys) = Keys::new(&fleet.prefix) else {
+        return;
+    };
+    let id = fleet.id();
+    let mut c = fleet.conn().await;
+    let http = reqwest::Client::new();
+    let api = fleet.replicas.first().map(|r| r.http);
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Some(t) = fleet.token().await {
+            let _ = wxtoken_client::keyspace::invalidate(&mut c, &keys, &id, &t.value).await;
+            if let Some(api) = api {
+                let _ = http
+                    .post(format!("http://{api}/v1/apps/{ID}/access_token/invalidate"))
+                    .bearer_auth(API_KEY)
+                    .json(&serde_json::json!({ "access_token": t.value }))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+            }
+            for e in [
+                Event::RefreshRequested {
+                    generation: t.generation,
+                    reason: Some("forged".into()),
+                    force: true,
+                },
+                Event::Reported {
+                    generation: t.generation,
+                },
+                Event::Invalidated {
+                    generation: t.generation,
+                },
+            ] {
+                let _ = wxtoken_client::keyspace::publish(&mut c, &keys, &id, &e).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use wxtoken_client::TokenClient;
 use wxtoken_client::keyspace::{self, Invalidation, StoredToken};
+use wxtoken_client::{TokenClient, Verdict};
 use wxtoken_common::Keys;
 use wxtoken_e2e::{API_KEY, Fleet, ID, SECRET, Timing, wxtoken_bin};
 use wxtoken_testkit::RedisServer;
@@ -235,25 +235,60 @@ async fn acl_users_can_do_their_job_and_nothing_more() {
         (token.value(), token.generation()),
         (first.value.as_str(), first.generation)
     );
+    // A report of a token WeChat accepts is checked and refused: nothing
+    // is deleted, nothing fetched.
     let done = reader
         .invalidate(ID, token.value())
         .await
         .expect("invalidate");
     assert_eq!(
         done,
-        Invalidation::Invalidated {
+        Invalidation::Reported {
             generation: first.generation
         }
     );
+    let verdict = reader
+        .wait_for_verdict(ID, first.generation, Duration::from_secs(10))
+        .await
+        .expect("a verdict on the report");
+    assert!(
+        matches!(&verdict, Verdict::Refused { reason, .. } if reason == "token_valid"),
+        "{verdict:?}"
+    );
+    assert_eq!(
+        fleet.app().fetch_ok,
+        1,
+        "no fetch for a token WeChat accepts"
+    );
+    // Once WeChat really rejects it, the report leads to one refresh.
+    assert!(fleet.sim.revoke(token.value()));
+    let fresh = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            match reader.invalidate(ID, token.value()).await {
+                Ok(Invalidation::Reported { generation }) => matches!(
+                    reader
+                        .wait_for_verdict(ID, generation, Duration::from_secs(5))
+                        .await,
+                    Ok(Verdict::Replaced(_))
+                ),
+                Ok(Invalidation::AlreadyReplaced { generation }) => generation > first.generation,
+                _ => false,
+            }
+        },
+    )
+    .await;
+    assert!(fresh, "a refresh follows the report of a revoked token");
     let fresh = reader
         .wait_for_newer(ID, token.generation(), Duration::from_secs(10))
         .await
-        .expect("a refresh follows the invalidation");
+        .expect("the refreshed token");
     assert_ne!(fresh.value(), token.value());
     assert_eq!(
         fleet.app().fetch_ok,
         2,
-        "exactly one refresh for the invalidation"
+        "exactly one refresh for the revoked token"
     );
     let again = reader.invalidate(ID, token.value()).await.unwrap();
     assert!(
@@ -317,6 +352,27 @@ async fn acl_users_can_do_their_job_and_nothing_more() {
     let meta = keys.meta(&id);
     for (who, c) in [("wxtoken-reader", &mut r), ("wxtoken-readonly", &mut ro)] {
         denied(c, who, redis::cmd("SET").arg(&token_key).arg("forged")).await;
+        // Readers cannot empty the token key or scribble on the meta hash
+        // (a report only writes the report key).
+        denied(c, who, redis::cmd("DEL").arg(&token_key)).await;
+        denied(
+            c,
+            who,
+            redis::cmd("HSET")
+                .arg(&meta)
+                .arg("generation")
+                .arg("999999999999999"),
+        )
+        .await;
+        denied(
+            c,
+            who,
+            redis::cmd("HSET")
+                .arg(&meta)
+                .arg("force_generation")
+                .arg("999999999999999"),
+        )
+        .await;
         denied(c, who, redis::cmd("DEL").arg(&lock)).await;
         denied(
             c,
@@ -346,7 +402,7 @@ async fn acl_users_can_do_their_job_and_nothing_more() {
     denied(
         &mut ro,
         "wxtoken-readonly",
-        redis::cmd("DEL").arg(&token_key),
+        redis::cmd("SET").arg(keys.report(&id)).arg("1"),
     )
     .await;
     // The reader's script rights cover the invalidate script's keys only.

@@ -184,9 +184,26 @@ async fn status_get_and_invalidate_work_against_a_running_fleet() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&token.value));
 
+    // A report of a token WeChat accepts is checked and refused.
     let out = fleet.cli(&["invalidate", "shop", "--token", &token.value]);
-    let said = format!("invalidated generation {}", token.generation);
+    let said = format!("reported generation {}", token.generation);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&said));
+    let refused =
+        wxtoken_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let out = fleet.cli(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v[0]["reports"]["last_refusal_reason"] == "token_valid"
+        });
+    assert!(refused, "the report of a valid token was refused");
+    assert_eq!(fleet.app().fetch_calls, 1);
+    // Once WeChat rejects it, the next report (after the check lapses) refreshes.
+    assert!(fleet.sim.revoke(&token.value));
+    let reported =
+        wxtoken_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            let out = fleet.cli(&["invalidate", "shop", "--token", &token.value]);
+            String::from_utf8_lossy(&out.stdout).contains(&said)
+        });
+    assert!(reported);
     let fresh = fleet
         .wait_generation(token.generation + 1, Duration::from_secs(5))
         .await;
@@ -194,15 +211,22 @@ async fn status_get_and_invalidate_work_against_a_running_fleet() {
     let out = fleet.cli(&["invalidate", "shop", "--token", &token.value]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no longer stored"));
 
-    let out = fleet.cli(&["refresh", "shop", "--force"]);
+    let out = fleet.cli(&["refresh", "shop", "--force", "--by", "alice@ops"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requested by alice@ops"));
     fleet
         .wait_generation(fresh.generation + 1, Duration::from_secs(5))
         .await;
+    // The replica that replaced the fresh token logged who asked.
+    let logged =
+        wxtoken_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            fleet.all_logs().contains("alice@ops")
+        });
+    assert!(logged, "the forced refresh was not logged with who asked");
 
     let table = String::from_utf8_lossy(&fleet.cli(&["status"]).stdout).to_string();
     assert!(

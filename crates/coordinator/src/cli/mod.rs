@@ -56,17 +56,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Report a token as rejected by WeChat: deleted if still stored, then refreshed.
+    /// Report a token as rejected by WeChat: a replica checks it with WeChat
+    /// and refreshes only if WeChat rejects it.
     Invalidate {
         id: String,
         #[arg(long)]
         token: String,
     },
-    /// Ask the fleet to refresh a credential now (`--force`: even if fresh).
+    /// Ask the fleet to refresh a credential now. `--force` replaces even a
+    /// fresh token (counted, and logged with who asked).
     Refresh {
         id: String,
         #[arg(long)]
         force: bool,
+        /// Who asks, for the log and `force_by` (default: $USER@host).
+        #[arg(long, requires = "force")]
+        by: Option<String>,
     },
     /// Lift a credential's back-off and today's quota count (after fixing the cause).
     Reset { id: String },
@@ -126,7 +131,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status { json } => ops::status(&config, *json).await,
         Command::Get { id, json } => ops::get(&config, id, *json).await,
         Command::Invalidate { id, token } => ops::invalidate(&config, id, token).await,
-        Command::Refresh { id, force } => ops::refresh(&config, id, *force).await,
+        Command::Refresh { id, force, by } => {
+            ops::refresh(&config, id, *force, by.as_deref()).await
+        }
         Command::Reset { id } => ops::reset(&config, id).await,
         Command::Healthcheck { url } => ops::healthcheck(&config, url.as_deref()).await,
         Command::Demo(_) => Ok(()),

@@ -124,28 +124,45 @@ pub async fn invalidate(config: &Config, id: &str, token: &str) -> anyhow::Resul
     let app = find_app(config, id)?;
     let store = connected_store(config).await?;
     match store.invalidate(&app.id, token).await? {
-        Invalidation::Invalidated { generation } => {
-            println!("invalidated generation {generation}; the fleet refreshes now")
-        }
-        Invalidation::AlreadyReplaced { generation } => {
-            println!(
-                "that token is no longer stored (current generation {generation}); nothing to do"
-            )
-        }
+        Invalidation::Reported { generation } => println!(
+            "reported generation {generation}: a replica checks it with WeChat and refreshes only if WeChat rejects it (`wxtoken refresh {id} --force` replaces it regardless)"
+        ),
+        Invalidation::TokenValid { generation } => println!(
+            "generation {generation} was checked with WeChat moments ago and is accepted; nothing to do (`wxtoken refresh {id} --force` replaces it regardless)"
+        ),
+        Invalidation::AlreadyReplaced { generation } => println!(
+            "that token is no longer stored (current generation {generation}); nothing to do"
+        ),
+        _ => println!("reported"),
     }
     Ok(())
 }
 
-pub async fn refresh(config: &Config, id: &str, force: bool) -> anyhow::Result<()> {
+pub async fn refresh(
+    config: &Config,
+    id: &str,
+    force: bool,
+    by: Option<&str>,
+) -> anyhow::Result<()> {
     let app = find_app(config, id)?;
     let store = connected_store(config).await?;
-    let generation = store.peek(&app.id).await?.generation;
-    let event = Event::RefreshRequested {
-        generation,
-        reason: Some("operator".into()),
-        force,
+    let (generation, receivers) = if force {
+        let by = by.map_or_else(operator, str::to_owned);
+        let (generation, count, heard) = store.force_request(&app.id, &by).await?;
+        tracing::info!(%id, generation, by = %by, count, "forced refresh requested");
+        println!(
+            "forced refresh of {id} requested by {by} (replaces generation {generation}; force request #{count} for {id})"
+        );
+        (generation, heard)
+    } else {
+        let generation = store.peek(&app.id).await?.generation;
+        let event = Event::RefreshRequested {
+            generation,
+            reason: Some("operator".into()),
+            force: false,
+        };
+        (generation, store.publish(&app.id, &event).await?)
     };
-    let receivers = store.publish(&app.id, &event).await?;
     println!(
         "refresh requested for {id} (generation {generation}, force={force}); {receivers} replica(s) listening"
     );
@@ -155,6 +172,20 @@ pub async fn refresh(config: &Config, id: &str, force: bool) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+/// Who runs the CLI, for the force log: `$USER@host`.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
 }
 
 pub async fn reset(config: &Config, id: &str) -> anyhow::Result<()> {

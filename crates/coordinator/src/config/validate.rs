@@ -175,6 +175,22 @@ impl HttpConfig {
             "http.body_limit",
             "must be at least 1 byte",
         )?;
+        nonzero(self.header_read_timeout, "http.header_read_timeout")?;
+        check(
+            (1..=1_000_000).contains(&self.max_connections),
+            "http.max_connections",
+            "must be between 1 and 1000000",
+        )?;
+        check(
+            self.secret_failures_per_minute > 0,
+            "http.secret_failures_per_minute",
+            "must be at least 1",
+        )?;
+        check(
+            self.secret_failures_per_minute_per_app > 0,
+            "http.secret_failures_per_minute_per_app",
+            "must be at least 1",
+        )?;
         check(
             self.metrics_listen != Some(self.listen),
             "http.metrics_listen",
@@ -225,6 +241,24 @@ impl RefreshConfig {
             (1..=100_000).contains(&self.daily_budget),
             "refresh.daily_budget",
             "must be between 1 and 100000 (WeChat allows 2000 cgi-bin/token calls a day; 1800 leaves headroom)",
+        )?;
+        check(
+            self.reserve() < self.daily_budget,
+            "refresh.scheduled_reserve",
+            format_args!(
+                "must be less than daily_budget ({}): it is the part of the budget only scheduled refreshes may spend",
+                self.daily_budget
+            ),
+        )?;
+        nonzero(
+            self.report_refresh_interval,
+            "refresh.report_refresh_interval",
+        )?;
+        nonzero(self.verify_interval, "refresh.verify_interval")?;
+        check(
+            (1..=100_000).contains(&self.verify_daily_budget),
+            "refresh.verify_daily_budget",
+            "must be between 1 and 100000 (WeChat's get_api_domain_ip allows about 1000 calls a day)",
         )?;
         let id_ok = |r: &String| {
             !r.is_empty()

@@ -7,6 +7,7 @@
 //! fleet's refresh, within WeChat's limits (20 a day, 30 s apart).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
@@ -18,8 +19,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use wxtoken_common::wire::{WechatError, WechatToken};
 
-use super::HttpState;
 use super::auth::secret_eq;
+use super::{Admission, HttpState, Peer};
 use crate::config::UpstreamApi;
 use crate::store::ForceTake;
 
@@ -39,6 +40,7 @@ fn nonempty(map: &HashMap<String, String>, key: &str) -> Option<String> {
 
 pub async fn token(
     State(state): State<HttpState>,
+    Peer(peer): Peer,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
@@ -53,7 +55,7 @@ pub async fn token(
     let Some(secret) = nonempty(&q, "secret") else {
         return wx(41004, "appsecret missing");
     };
-    serve(&state, &appid, &secret, UpstreamApi::Token, false).await
+    serve(&state, peer, &appid, &secret, UpstreamApi::Token, false).await
 }
 
 #[derive(Deserialize)]
@@ -70,6 +72,7 @@ struct StableRequest {
 
 pub async fn stable_token(
     State(state): State<HttpState>,
+    Peer(peer): Peer,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Ok(body) = body else {
@@ -89,6 +92,7 @@ pub async fn stable_token(
     };
     serve(
         &state,
+        peer,
         &appid,
         &secret,
         UpstreamApi::StableToken,
@@ -103,15 +107,25 @@ pub async fn stable_token_get() -> Response {
 
 async fn serve(
     state: &HttpState,
+    peer: Option<SocketAddr>,
     appid: &str,
     secret: &str,
     prefer: UpstreamApi,
     force: bool,
 ) -> Response {
+    let ip = peer.map(|p| p.ip());
+    // Guessers are answered WeChat's per-minute limit without their secret
+    // being looked at, so the answer tells them nothing.
+    if let Admission::Refused { scope } = state.guess.admit(ip, appid) {
+        crate::metrics::secret_guess_limited(scope);
+        return wx(45011, "api minute-quota reach limit");
+    }
     let Some(app) = state.app_by_appid(appid, prefer) else {
+        state.guess.failed(ip, None);
         return wx(40013, "invalid appid");
     };
     if !secret_eq(secret, app.secret().expose_secret()) {
+        state.guess.failed(ip, Some(appid));
         return wx(40125, "invalid appsecret");
     }
     let id = app.id.as_str();
@@ -129,7 +143,15 @@ async fn serve(
         let Ok(current) = state.client.access_token(id).await else {
             return wx(-1, "system error");
         };
-        if state.client.invalidate(id, current.value()).await.is_err() {
+        // The caller proved the app secret and stays within WeChat's own
+        // force limits: an operator's force, recorded where readers cannot
+        // forge it.
+        if state
+            .store
+            .force_request(&app.id, "stable_token force_refresh (compatible API)")
+            .await
+            .is_err()
+        {
             return wx(-1, "system error");
         }
         crate::metrics::invalidation(&app.id, "force_refresh");

@@ -11,11 +11,12 @@
 mod auth;
 mod compat;
 pub mod error;
+mod guess;
 mod health;
+mod listener;
 mod observe;
 mod v1;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,6 @@ use axum::middleware;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
-use tokio::net::TcpListener;
 use wxtoken_client::TokenClient;
 use wxtoken_common::CredentialId;
 
@@ -35,6 +35,8 @@ use error::ApiFailure;
 
 pub use auth::secret_eq;
 pub use compat::{FORCE_DAILY, FORCE_SPACING};
+pub use guess::{Admission, GuessLimiter};
+pub use listener::{ConnLimits, Peer, serve};
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -57,6 +59,8 @@ pub struct Shared {
     pub ttls: Arc<crate::refresher::TtlBook>,
     /// Handles of the per-request metrics, kept so requests do not look them up.
     http_metrics: observe::HttpMetrics,
+    /// Failed secret checks of the compatible token endpoints.
+    pub guess: GuessLimiter,
 }
 
 impl std::ops::Deref for HttpState {
@@ -102,6 +106,10 @@ impl HttpState {
             metrics: crate::metrics::install(),
             ttls,
             http_metrics: observe::HttpMetrics::default(),
+            guess: GuessLimiter::new(
+                config.http.secret_failures_per_minute,
+                config.http.secret_failures_per_minute_per_app,
+            ),
         })))
     }
 
@@ -169,15 +177,4 @@ async fn not_found() -> ApiFailure {
 
 async fn method_not_allowed() -> ApiFailure {
     ApiFailure::MethodNotAllowed
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

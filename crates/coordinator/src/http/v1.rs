@@ -13,7 +13,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use wxtoken_client::{ClientError, Invalidation, Token};
+use wxtoken_client::{ClientError, Invalidation, Token, Verdict};
 use wxtoken_common::CredentialId;
 use wxtoken_common::wire::{AccessTokenResponse, AppStatus};
 
@@ -205,28 +205,55 @@ pub async fn invalidate(
         .await
         .map_err(token_failure)?;
     let (result, generation) = match done {
-        Invalidation::Invalidated { generation } => ("invalidated", generation),
+        Invalidation::Reported { generation } => ("reported", generation),
+        Invalidation::TokenValid { generation } => {
+            crate::metrics::report_refused(&app.id, "token_valid_cached");
+            ("token_valid", generation)
+        }
         Invalidation::AlreadyReplaced { generation } => ("already_replaced", generation),
+        _ => ("reported", 0),
     };
     crate::metrics::invalidation(&app.id, result);
     if !query.wait {
         let body = serde_json::json!({ "result": result, "generation": generation });
         return Ok((StatusCode::OK, Json(body)));
     }
-    let fresh = match done {
-        Invalidation::Invalidated { generation } => {
-            state
-                .client
-                .wait_for_newer(id, generation, state.token_wait)
-                .await
+    // A report is judged by one coordinator: a check with WeChat, then (only
+    // if WeChat rejects the token) a fetch. Wait for both.
+    let (result, token) = match done {
+        Invalidation::Reported { generation } => {
+            let wait = state.token_wait + state.refresh.upstream_timeout * 2;
+            match state.client.wait_for_verdict(id, generation, wait).await {
+                Ok(Verdict::Replaced(t)) => ("invalidated", t),
+                Ok(Verdict::Refused {
+                    reason,
+                    token: Some(t),
+                }) => (refusal_result(&reason), t),
+                // No verdict yet (or no token left): answer what is stored.
+                _ => (
+                    result,
+                    state.client.access_token(id).await.map_err(token_failure)?,
+                ),
+            }
         }
-        Invalidation::AlreadyReplaced { .. } => state.client.access_token(id).await,
-    }
-    .map_err(token_failure)?;
-    let mut body = serde_json::to_value(token_body(&fresh))
+        _ => (
+            result,
+            state.client.access_token(id).await.map_err(token_failure)?,
+        ),
+    };
+    let mut body = serde_json::to_value(token_body(&token))
         .map_err(|e| ApiFailure::Internal(e.to_string()))?;
     body["result"] = serde_json::Value::from(result);
     Ok((StatusCode::OK, Json(body)))
+}
+
+/// The `result` of a refused report, from the reason in its event.
+fn refusal_result(reason: &str) -> &'static str {
+    match reason {
+        "token_valid" => "token_valid",
+        "reserve" => "reserve",
+        _ => "refused",
+    }
 }
 
 pub async fn list_apps(

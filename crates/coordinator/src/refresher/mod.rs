@@ -24,10 +24,10 @@ pub use policy::{Plan, plan, run_credential};
 
 use crate::config::{AppConfig, RefreshConfig, UpstreamApi};
 use crate::store::{
-    Claim, Commit, FailureRecord, Freshness, Gate, Grant, LockOwner, QuotaTake, StoreError,
-    TokenStore, Verdict,
+    Claim, ClaimMode, Commit, FailureRecord, Gate, Grant, LockOwner, QuotaTake, ReportCheck,
+    StoreError, TokenStore, Verdict,
 };
-use crate::upstream::{FetchError, Upstream};
+use crate::upstream::{Check, FetchError, Upstream};
 
 /// When the step may call upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +35,55 @@ pub enum Mode {
     /// Only if the token is missing or has at most `within` left (the
     /// policy's `refresh_ahead + jitter`, so the step and the plan agree).
     Due { within: Duration },
-    /// Even if the token looks fresh, unless a token newer than
-    /// `if_generation` is already stored (someone else served the request).
-    /// With `stable_token`, `force_refresh` is sent.
-    Forced { if_generation: u64 },
+    /// Even if the token looks fresh, when an operator's force request is
+    /// recorded for the stored generation (`store::force_request`); without
+    /// one, as `Due`. With `stable_token`, `force_refresh` is sent.
+    Forced { within: Duration },
+    /// A reader reported `generation` as rejected by WeChat: check it with
+    /// WeChat, and refresh only if WeChat rejects it (or cannot say), at
+    /// most once per `report_refresh_interval` and never into the
+    /// scheduled reserve. Otherwise as `Due`.
+    Report { within: Duration, generation: u64 },
+}
+
+impl Mode {
+    fn within(self) -> Duration {
+        match self {
+            Self::Due { within } | Self::Forced { within } | Self::Report { within, .. } => within,
+        }
+    }
+
+    fn claim(self, s: &RefreshConfig) -> ClaimMode {
+        match self {
+            Self::Due { .. } => ClaimMode::Due,
+            Self::Forced { .. } => ClaimMode::Force,
+            Self::Report { generation, .. } => ClaimMode::Report {
+                generation,
+                spacing: s.report_refresh_interval,
+            },
+        }
+    }
+}
+
+/// Why a report led to no refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// WeChat accepted the reported token just now.
+    TokenValid,
+    /// WeChat accepted it moments ago (`verify_interval`): not asked again.
+    RecentlyVerified,
+    /// The budget left today is the scheduled refreshes' reserve.
+    Reserve,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenValid => "token_valid",
+            Self::RecentlyVerified => "recently_verified",
+            Self::Reserve => "reserve",
+        }
+    }
 }
 
 /// What one `try_refresh` did.
@@ -68,6 +113,36 @@ pub enum RefreshOutcome {
     /// `stable_token` normal mode returned the token already stored: nothing
     /// to commit; the fleet waits until WeChat's renew window opens.
     Unchanged { ttl: Duration },
+    /// A report of the stored token led to no refresh.
+    ReportRefused { reason: Refusal },
+    /// A report of a token WeChat rejects (or that could not be checked)
+    /// came within `report_refresh_interval` of the last report-triggered
+    /// refresh: the refresh waits `wait`.
+    ReportDeferred { wait: Duration },
+}
+
+impl RefreshOutcome {
+    /// The `outcome` label of `wxtoken_refresh_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Refreshed { .. } => "refreshed",
+            Self::StillFresh { .. } => "still_fresh",
+            Self::LockedElsewhere { .. } => "locked_elsewhere",
+            Self::Gated { .. } => "gated",
+            Self::OverBudget { .. } => "over_budget",
+            Self::Failed { class, .. } => match class {
+                ErrorClass::Retryable => "failed_retryable",
+                ErrorClass::RateLimited => "failed_rate_limited",
+                ErrorClass::QuotaExhausted => "failed_quota_exhausted",
+                _ => "failed_fatal",
+            },
+            Self::NotStored(_) => "not_stored",
+            Self::LockLost => "lock_lost",
+            Self::Unchanged { .. } => "unchanged",
+            Self::ReportRefused { .. } => "report_refused",
+            Self::ReportDeferred { .. } => "report_deferred",
+        }
+    }
 }
 
 /// What each refresh loop last knew of its token's life, for `/metrics`:
@@ -201,10 +276,6 @@ impl Refresher {
     ) -> Result<RefreshOutcome, StoreError> {
         let id = &app.id;
         let owner = LockOwner::new(&self.replica_id);
-        let fresh = match mode {
-            Mode::Due { within } => Freshness::Within(within),
-            Mode::Forced { if_generation } => Freshness::NewerThan(if_generation),
-        };
         let day = self.store.quota_day(self.redis_now_ms().await?);
         let claim = self
             .store
@@ -212,7 +283,8 @@ impl Refresher {
                 id,
                 &owner,
                 self.settings.lock_ttl,
-                fresh,
+                mode.within(),
+                mode.claim(&self.settings),
                 self.settings.daily_budget,
                 day,
             )
@@ -221,7 +293,7 @@ impl Refresher {
             Claim::Locked { lock_ttl } => {
                 crate::metrics::lock(false);
                 let outcome = RefreshOutcome::LockedElsewhere { lock_ttl };
-                crate::metrics::refresh(id, &outcome);
+                crate::metrics::refresh(id, outcome.label());
                 return Ok(outcome);
             }
             Claim::Granted { grant, verdict } => (grant, verdict),
@@ -243,7 +315,7 @@ impl Refresher {
         }
         self.held.remove(id);
         if let Ok(o) = &outcome {
-            crate::metrics::refresh(id, o);
+            crate::metrics::refresh(id, o.label());
         }
         outcome
     }
@@ -325,7 +397,23 @@ impl Refresher {
                     .take_quota(id, day, self.settings.daily_budget)
                     .await?
             }
+            Verdict::Report(check) => {
+                let Mode::Report { generation, .. } = mode else {
+                    return Ok(RefreshOutcome::StillFresh {
+                        ttl: grant.token_ttl.unwrap_or_default(),
+                    });
+                };
+                match self.judge_report(id, &grant, generation, check).await? {
+                    Ok(take) => take,
+                    Err(outcome) => return Ok(outcome),
+                }
+            }
         };
+        if grant.forced {
+            crate::metrics::forced_refresh(id);
+            let by = self.store.force_requester(id).await.unwrap_or_default();
+            info!(%id, by = %by, "refreshing a fresh token: an operator forced it");
+        }
         if let QuotaTake::Taken { used } = take {
             crate::metrics::quota_used(id, used);
         }
@@ -351,7 +439,7 @@ impl Refresher {
             warn!(%id, "lock nearly expired before the upstream call; not calling");
             return Ok(RefreshOutcome::LockLost);
         }
-        let force = matches!(mode, Mode::Forced { .. }) && app.api == UpstreamApi::StableToken;
+        let force = grant.forced && app.api == UpstreamApi::StableToken;
         let started = Instant::now();
         let result = self.upstream.fetch(app, force).await;
         crate::metrics::upstream(api_label(app.api), started.elapsed());
@@ -420,6 +508,97 @@ impl Refresher {
         })
     }
 
+    /// A reader reported the stored, fresh token: refresh only if that is
+    /// justified (invariant 7). `Ok(take)`: quota was taken (outside the
+    /// scheduled reserve) and the dead token dropped, go on and fetch;
+    /// `Err(outcome)`: no refresh now.
+    async fn judge_report(
+        &self,
+        id: &CredentialId,
+        grant: &Grant,
+        generation: u64,
+        check: ReportCheck,
+    ) -> Result<Result<QuotaTake, RefreshOutcome>, StoreError> {
+        let s = &self.settings;
+        if check.verified {
+            crate::metrics::report_refused(id, Refusal::RecentlyVerified.as_str());
+            return Ok(Err(RefreshOutcome::ReportRefused {
+                reason: Refusal::RecentlyVerified,
+            }));
+        }
+        let day = self.store.quota_day(grant.now_ms);
+        // 1. Ask WeChat, within the day's check budget. A token WeChat
+        //    accepts is not invalid, whoever says so.
+        let verdict = match self
+            .store
+            .take_verify_quota(id, day, s.verify_daily_budget)
+            .await?
+        {
+            QuotaTake::Taken { .. } => {
+                let started = Instant::now();
+                let checked = self.upstream.check_token(&check.token).await;
+                crate::metrics::upstream("get_api_domain_ip", started.elapsed());
+                crate::metrics::token_check(id, checked.label());
+                Some(checked)
+            }
+            QuotaTake::OverBudget { used } => {
+                warn!(%id, used, "token check budget spent today; judging the report without asking WeChat");
+                None
+            }
+        };
+        match &verdict {
+            Some(Check::Accepted) => {
+                self.store
+                    .refuse_report(
+                        id,
+                        generation,
+                        Refusal::TokenValid.as_str(),
+                        Some(s.verify_interval),
+                    )
+                    .await?;
+                crate::metrics::report_refused(id, Refusal::TokenValid.as_str());
+                info!(%id, generation, "report refused: WeChat accepts the reported token");
+                return Ok(Err(RefreshOutcome::ReportRefused {
+                    reason: Refusal::TokenValid,
+                }));
+            }
+            Some(Check::Rejected { errcode }) => {
+                info!(%id, generation, errcode, "WeChat rejects the reported token");
+            }
+            Some(Check::Unknown(e)) => {
+                warn!(%id, generation, error = %e, "could not check the reported token; a capped refresh follows");
+            }
+            None => {}
+        }
+        // 2. At most one report-triggered refresh per interval, fleet-wide.
+        if !check.spacing.is_zero() {
+            crate::metrics::report_refused(id, "spacing");
+            debug!(%id, wait = ?check.spacing, "report-triggered refresh deferred by the spacing");
+            return Ok(Err(RefreshOutcome::ReportDeferred {
+                wait: check.spacing,
+            }));
+        }
+        if !grant.gate.is_zero() {
+            return Ok(Err(RefreshOutcome::Gated { wait: grant.gate }));
+        }
+        // 3. Never into the reserve kept for scheduled refreshes.
+        let take = self.store.take_quota(id, day, s.report_budget()).await?;
+        if let QuotaTake::OverBudget { used } = take {
+            self.store
+                .refuse_report(id, generation, Refusal::Reserve.as_str(), None)
+                .await?;
+            crate::metrics::report_refused(id, Refusal::Reserve.as_str());
+            warn!(%id, used, reserve = s.reserve(), "report refused: the rest of today's budget is the scheduled refreshes' reserve");
+            return Ok(Err(RefreshOutcome::ReportRefused {
+                reason: Refusal::Reserve,
+            }));
+        }
+        // 4. Readers wait for the new token rather than use the dead one.
+        self.store.drop_token(id, &check.token, true).await?;
+        crate::metrics::invalidation(id, "verified_report");
+        Ok(Ok(take))
+    }
+
     async fn failed(
         &self,
         id: &CredentialId,
@@ -458,7 +637,7 @@ impl Refresher {
     }
 }
 
-fn api_label(api: UpstreamApi) -> &'static str {
+pub(crate) fn api_label(api: UpstreamApi) -> &'static str {
     match api {
         UpstreamApi::Token => "token",
         UpstreamApi::StableToken => "stable_token",

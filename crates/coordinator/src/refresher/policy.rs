@@ -8,14 +8,14 @@
 //! keeps no failure state beyond a short pause when Redis is unreachable.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{Mode, RefreshOutcome, Refresher};
 use crate::config::{AppConfig, RefreshConfig};
-use crate::store::Peek;
+use crate::store::{Peek, Pending};
 use crate::wake::WakeSignal;
 
 /// What the loop does next.
@@ -28,28 +28,34 @@ pub enum Plan {
 /// Decides from a `peek`. `lead` is how long before expiry this credential
 /// refreshes ([`RefreshConfig::lead_for`]); `jitter` (< lead / 10, re-drawn every
 /// generation) spreads replicas so one wakes first and the rest find the
-/// token fresh; `events_up` false caps sleeps at `poll_interval`.
+/// token fresh; `events_up` false caps sleeps at `poll_interval`. A pending
+/// force request or report is acted on at once (unless gated or locked).
 pub fn plan(
     peek: &Peek,
     s: &RefreshConfig,
     lead: Duration,
     jitter: Duration,
-    force: Option<u64>,
     events_up: bool,
 ) -> Plan {
     let cap = |d: Duration| if events_up { d } else { d.min(s.poll_interval) };
     if !peek.gate.is_zero() {
         return Plan::Sleep(cap(peek.gate + Duration::from_millis(10)));
     }
-    if let Some(if_generation) = force
-        && peek.generation <= if_generation
-    {
+    let due_at = lead + jitter;
+    let pending = match peek.pending {
+        Pending::Force => Some(Mode::Forced { within: due_at }),
+        Pending::Report => Some(Mode::Report {
+            within: due_at,
+            generation: peek.generation,
+        }),
+        Pending::Nothing => None,
+    };
+    if let Some(mode) = pending {
         return match peek.lock_ttl {
             Some(lock) => Plan::Sleep(cap(lock)),
-            None => Plan::Refresh(Mode::Forced { if_generation }),
+            None => Plan::Refresh(mode),
         };
     }
-    let due_at = lead + jitter;
     match peek.token_ttl {
         Some(ttl) if ttl > due_at => Plan::Sleep(cap(ttl - due_at)),
         _ => match peek.lock_ttl {
@@ -92,6 +98,7 @@ fn known(
         gate,
         lock_ttl,
         failures: 0,
+        pending: Pending::Nothing,
     })
 }
 
@@ -132,19 +139,23 @@ pub async fn run_credential(
     let lead = s.lead_for(app.api);
     let mut jitter = draw_jitter(lead);
     let mut seen_generation = 0;
-    let mut force: Option<u64> = None;
+    // What the last peek found pending besides the token's age: a planned
+    // wake-up (gate, lock, report spacing) claims in that mode, not as a
+    // plain due check. A stale one is harmless: the claim re-reads Redis.
+    let mut pending_force = false;
+    let mut pending_report: Option<u64> = None;
     let mut redis_failures = 0_u32;
     let mut next = Next::Peek;
     let mut last_seq = 0;
+    // Events anybody with PUBLISH can send (refresh_requested, reported,
+    // invalidated) cost at most four peeks a second per credential.
+    let mut last_requested_peek: Option<Instant> = None;
     while !*shutdown.borrow() {
         let signal = *wake.borrow_and_update();
         if signal.seq != last_seq {
             last_seq = signal.seq;
-            if let Some(f) = signal.force_if_generation {
-                force = Some(force.map_or(f, |old| old.max(f)));
-            }
             next = match signal.refreshed {
-                Some(r) if force.is_none() && r.generation >= seen_generation => known(
+                Some(r) if r.generation >= seen_generation => known(
                     Some(r.ttl.saturating_sub(r.at.elapsed())),
                     r.generation,
                     Duration::ZERO,
@@ -152,6 +163,18 @@ pub async fn run_credential(
                 ),
                 _ => Next::Peek,
             };
+            if signal.requested {
+                if let Some(wait) = last_requested_peek
+                    .map(|at| REQUESTED_PEEK_SPACING.saturating_sub(at.elapsed()))
+                    .filter(|w| !w.is_zero())
+                {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                last_requested_peek = Some(Instant::now());
+            }
         }
         let events = *events_up.borrow();
         let state = match std::mem::replace(&mut next, Next::Peek) {
@@ -163,11 +186,11 @@ pub async fn run_credential(
         let decided = match state {
             Ok(None) => {
                 redis_failures = 0;
-                Plan::Refresh(match force {
-                    Some(if_generation) => Mode::Forced { if_generation },
-                    None => Mode::Due {
-                        within: lead + jitter,
-                    },
+                let within = lead + jitter;
+                Plan::Refresh(match (pending_force, pending_report) {
+                    (true, _) => Mode::Forced { within },
+                    (false, Some(generation)) => Mode::Report { within, generation },
+                    (false, None) => Mode::Due { within },
                 })
             }
             Ok(Some(peek)) => {
@@ -177,11 +200,10 @@ pub async fn run_credential(
                     seen_generation = peek.generation;
                     jitter = draw_jitter(lead);
                 }
-                if force.is_some_and(|f| peek.generation > f) {
-                    force = None;
-                }
                 claim_on_wake = events;
-                plan(&peek, &s, lead, jitter, force, events)
+                pending_force = peek.pending == Pending::Force;
+                pending_report = (peek.pending == Pending::Report).then_some(peek.generation);
+                plan(&peek, &s, lead, jitter, events)
             }
             Err(e) => {
                 redis_failures += 1;
@@ -208,14 +230,26 @@ pub async fn run_credential(
                 match outcome {
                     Ok(o) => {
                         debug!(%id, outcome = ?o, "refresh step");
-                        if matches!(mode, Mode::Forced { .. })
-                            && !matches!(o, RefreshOutcome::LockedElsewhere { .. })
-                        {
-                            force = None;
-                        }
                         if matches!(o, RefreshOutcome::LockLost | RefreshOutcome::NotStored(_)) {
                             // Do not spin if the same thing keeps happening.
                             tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        pending_force = false;
+                        pending_report = None;
+                        if let (
+                            RefreshOutcome::ReportDeferred { wait },
+                            Mode::Report { generation, .. },
+                        ) = (&o, mode)
+                        {
+                            // Claimed again (not re-read: the report key may
+                            // lapse meanwhile) once the spacing ends.
+                            pending_report = Some(generation);
+                            tokio::select! {
+                                _ = tokio::time::sleep(*wait) => next = Next::Claim,
+                                r = wake.changed() => if r.is_err() { break },
+                                _ = shutdown.changed() => {}
+                            }
+                            continue;
                         }
                         next = known_after(&o, seen_generation);
                     }
@@ -246,6 +280,9 @@ pub async fn run_credential(
     debug!(%id, "refresh loop stopped");
 }
 
+/// The least time between two peeks that events anybody may publish cause.
+const REQUESTED_PEEK_SPACING: Duration = Duration::from_millis(250);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,39 +311,31 @@ mod tests {
             gate: Duration::from_secs(gate),
             lock_ttl: lock.map(Duration::from_secs),
             failures: 0,
+            pending: Pending::Nothing,
         }
+    }
+
+    fn with(pending: Pending, p: Peek) -> Peek {
+        Peek { pending, ..p }
     }
 
     #[test]
     fn sleeps_until_due_then_refreshes() {
         let s = settings();
         let j = Duration::from_millis(500);
+        let lead = s.refresh_ahead;
         assert_eq!(
-            plan(
-                &peek(Some(60), None, 0, 1),
-                &s,
-                s.refresh_ahead,
-                j,
-                None,
-                true
-            ),
+            plan(&peek(Some(60), None, 0, 1), &s, lead, j, true),
             Plan::Sleep(Duration::from_millis(49_500))
         );
         assert_eq!(
-            plan(
-                &peek(Some(10), None, 0, 1),
-                &s,
-                s.refresh_ahead,
-                j,
-                None,
-                true
-            ),
+            plan(&peek(Some(10), None, 0, 1), &s, lead, j, true),
             Plan::Refresh(Mode::Due {
                 within: Duration::from_millis(10_500)
             })
         );
         assert_eq!(
-            plan(&peek(None, None, 0, 1), &s, s.refresh_ahead, j, None, true),
+            plan(&peek(None, None, 0, 1), &s, lead, j, true),
             Plan::Refresh(Mode::Due {
                 within: Duration::from_millis(10_500)
             })
@@ -318,7 +347,7 @@ mod tests {
         let s = settings();
         let p = peek(Some(60), None, 0, 1);
         assert_eq!(
-            plan(&p, &s, s.refresh_ahead, Duration::ZERO, None, false),
+            plan(&p, &s, s.refresh_ahead, Duration::ZERO, false),
             Plan::Sleep(Duration::from_secs(3))
         );
     }
@@ -326,66 +355,61 @@ mod tests {
     #[test]
     fn waits_for_a_lock_holder_and_respects_the_gate() {
         let s = settings();
+        let lead = s.refresh_ahead;
         assert_eq!(
-            plan(
-                &peek(None, Some(2), 0, 1),
-                &s,
-                s.refresh_ahead,
-                Duration::ZERO,
-                None,
-                true
-            ),
+            plan(&peek(None, Some(2), 0, 1), &s, lead, Duration::ZERO, true),
             Plan::Sleep(Duration::from_millis(2010))
         );
         assert_eq!(
-            plan(
-                &peek(None, None, 5, 1),
-                &s,
-                s.refresh_ahead,
-                Duration::ZERO,
-                None,
-                true
-            ),
+            plan(&peek(None, None, 5, 1), &s, lead, Duration::ZERO, true),
             Plan::Sleep(Duration::from_millis(5010))
         );
-        // A forced request does not bypass the gate either.
+        // A recorded force request does not bypass the gate either.
+        let forced = with(Pending::Force, peek(Some(60), None, 5, 1));
         assert_eq!(
-            plan(
-                &peek(Some(60), None, 5, 1),
-                &s,
-                s.refresh_ahead,
-                Duration::ZERO,
-                Some(1),
-                true
-            ),
+            plan(&forced, &s, lead, Duration::ZERO, true),
             Plan::Sleep(Duration::from_millis(5010))
         );
     }
 
     #[test]
-    fn force_applies_only_until_a_newer_generation_exists() {
+    fn a_recorded_force_request_or_report_is_acted_on_at_once() {
         let s = settings();
+        let lead = s.refresh_ahead;
+        let within = lead;
         assert_eq!(
             plan(
-                &peek(Some(60), None, 0, 3),
+                &with(Pending::Force, peek(Some(60), None, 0, 3)),
                 &s,
-                s.refresh_ahead,
+                lead,
                 Duration::ZERO,
-                Some(3),
                 true
             ),
-            Plan::Refresh(Mode::Forced { if_generation: 3 })
+            Plan::Refresh(Mode::Forced { within })
         );
         assert_eq!(
             plan(
-                &peek(Some(60), None, 0, 4),
+                &with(Pending::Report, peek(Some(60), None, 0, 3)),
                 &s,
-                s.refresh_ahead,
+                lead,
                 Duration::ZERO,
-                Some(3),
                 true
             ),
-            Plan::Sleep(Duration::from_secs(50))
+            Plan::Refresh(Mode::Report {
+                within,
+                generation: 3
+            })
+        );
+        // ... unless someone holds the lock (their outcome wakes us).
+        assert_eq!(
+            plan(
+                &with(Pending::Report, peek(Some(60), Some(2), 0, 3)),
+                &s,
+                lead,
+                Duration::ZERO,
+                true
+            ),
+            Plan::Sleep(Duration::from_secs(2))
         );
     }
 }

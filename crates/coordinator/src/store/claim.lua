@@ -8,15 +8,25 @@
 -- ARGV[1] owner, ARGV[2] candidate epoch (used only when none exists),
 -- ARGV[3] lock ttl ms ('' = the lock must already hold ARGV[1]),
 -- ARGV[4] due-within ms ('' = report only: no freshness verdict, no quota),
--- ARGV[5] forced-if-generation ('' = not forced),
--- ARGV[6] daily budget, ARGV[7] quota key ttl ms
+-- ARGV[5] mode: 'due', 'force' (an operator's force request, honoured only
+-- if the meta hash records one for the stored generation: a forged event
+-- makes this a plain due check) or 'report' (ARGV[10] is the generation a
+-- reader reported),
+-- ARGV[6] daily budget, ARGV[7] quota key ttl ms, ARGV[10] reported generation,
+-- ARGV[11] report_refresh_interval ms (the least time between two
+-- report-triggered refreshes)
 -- Returns {'locked', lock_pttl} when another attempt holds the lock,
 -- {'lost'} when ARGV[3] is '' and the lock no longer holds this owner, else
 -- {'ok', epoch, fence, now_ms, token_pttl, generation, gate_ms, failures,
---  verdict, used}: verdict is 'none' (report only), 'fresh' (no refresh
+--  verdict, used, forced}: forced is 1 when an operator's force request made
+-- a fresh token due, else 0; verdict is 'none' (report only), 'fresh' (no refresh
 -- needed), 'gated' (the back-off forbids upstream calls), 'ok' (quota taken;
 -- `used` is the day's count), 'over' (budget spent) or 'day' (KEYS[6] is not
--- today's counter by Redis' clock: the caller takes quota itself).
+-- today's counter by Redis' clock: the caller takes quota itself), or
+-- 'report' (the reported generation is the stored, fresh one: no quota is
+-- taken; after `forced` the reply goes on with the token, 1 if a coordinator verified it
+-- with WeChat and that still stands (0 otherwise), and the ms until a
+-- report may trigger another refresh).
 -- Only the freshness check reads the token's value (plausibility); a token
 -- about to expire is due whatever it holds, so the common case costs PTTL.
 -- A foreign writer's junk is repaired here, by the lock holder, so it never
@@ -52,7 +62,8 @@ if type(epoch) ~= 'string' or not string.find(epoch, '^%x+$') then
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[3], string.format('%d', now_us))
 end
-local m = redis.pcall('HMGET', KEYS[4], 'generation', 'next_attempt_at_ms', 'failures')
+local m = redis.pcall('HMGET', KEYS[4], 'generation', 'next_attempt_at_ms', 'failures',
+  'force_generation', 'verified_generation', 'verified_until_ms', 'report_refresh_at_ms')
 if m.err then
   redis.call('DEL', KEYS[4])
   m = {}
@@ -67,27 +78,36 @@ local gate = num(m[2]) - now_ms
 if gate < 0 then gate = 0 end
 local failures = math.min(num(m[3]), 1000000000)
 if ARGV[4] == '' then
-  return {'ok', epoch, fence, now_ms, token_pttl(KEYS[5]), gen, gate, failures, 'none', 0}
+  return {'ok', epoch, fence, now_ms, token_pttl(KEYS[5]), gen, gate, failures, 'none', 0, 0}
 end
 local token = redis.call('PTTL', KEYS[5])
-local fresh
-if ARGV[5] ~= '' then
-  fresh = token > 0 and gen > tonumber(ARGV[5])
-else
-  fresh = token > tonumber(ARGV[4])
-end
+local fresh = token > tonumber(ARGV[4])
 if fresh then
   token = token_pttl(KEYS[5])
   fresh = token > 0
 end
+local forced = 0
+if fresh and ARGV[5] == 'force' and m[4] and num(m[4]) >= gen then
+  -- A force request recorded for the stored generation (or a later one).
+  fresh = false
+  forced = 1
+end
+if fresh and ARGV[5] == 'report' and gen == num(ARGV[10]) then
+  local verified = 0
+  if num(m[5]) == gen and num(m[6]) > now_ms then verified = 1 end
+  local spacing = num(m[7]) + tonumber(ARGV[11]) - now_ms
+  if spacing < 0 then spacing = 0 end
+  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'report', 0, 0,
+    redis.call('GET', KEYS[5]), verified, spacing}
+end
 if fresh then
-  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'fresh', 0}
+  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'fresh', 0, 0}
 end
 if gate > 0 then
-  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'gated', 0}
+  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'gated', 0, forced}
 end
 if now_ms < tonumber(ARGV[8]) or now_ms >= tonumber(ARGV[9]) then
-  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'day', 0}
+  return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'day', 0, forced}
 end
 local verdict, used = take_quota(KEYS[6], ARGV[6], ARGV[7])
-return {'ok', epoch, fence, now_ms, token, gen, gate, failures, verdict, used}
+return {'ok', epoch, fence, now_ms, token, gen, gate, failures, verdict, used, forced}

@@ -43,6 +43,9 @@ script!(RECORD_FAILURE, "record_failure.lua");
 script!(PEEK, "peek.lua");
 script!(RESET_GATE, "reset_gate.lua");
 script!(FORCE_TAKE, "force_take.lua");
+script!(REFUSE_REPORT, "refuse_report.lua");
+script!(DROP_TOKEN, "drop_token.lua");
+script!(FORCE_REQUEST, "force_request.lua");
 
 /// A duration as whole milliseconds for a script argument.
 fn millis(d: Duration) -> u64 {
@@ -93,6 +96,19 @@ pub struct Peek {
     /// Time left on somebody's refresh lock; `None` when unlocked.
     pub lock_ttl: Option<Duration>,
     pub failures: u32,
+    /// Besides the token's age, what asks for a refresh of the stored token.
+    pub pending: Pending,
+}
+
+/// A request about the stored token that a replica must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pending {
+    #[default]
+    Nothing,
+    /// An operator's force request is recorded for the stored generation.
+    Force,
+    /// A reader reported the stored generation and no verification of it stands.
+    Report,
 }
 
 /// The grant `begin` / `claim` returns to the lock holder.
@@ -109,27 +125,36 @@ pub struct Grant {
     pub generation: u64,
     pub gate: Duration,
     pub failures: u32,
+    /// An operator's force request made the (fresh) token due.
+    pub forced: bool,
 }
 
-/// When a claimed token counts as fresh (no upstream call wanted).
+/// Why the claim is made: what, besides the token's age, may ask for a
+/// refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// It has more than this left.
-    Within(Duration),
-    /// A token newer than this generation is stored (a forced refresh).
-    NewerThan(u64),
+pub enum ClaimMode {
+    /// Only the token's age.
+    Due,
+    /// An operator's force request, honoured only if the meta hash records
+    /// one for the stored generation (`force_request`): a forged
+    /// `refresh_requested` event makes this a plain due check.
+    Force,
+    /// A reader reported this generation as rejected by WeChat; `spacing`
+    /// is the least time between two report-triggered refreshes.
+    Report { generation: u64, spacing: Duration },
 }
 
 /// The lock/quota half of the claim script (absent: plain `begin`).
 struct ClaimArgs {
     lock_ttl: Duration,
-    fresh: Freshness,
+    within: Duration,
+    mode: ClaimMode,
     budget: u64,
     day: QuotaDay,
 }
 
 /// What `claim` decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Claim {
     /// Another attempt holds the lock, for this long (`None`: unknown).
     Locked { lock_ttl: Option<Duration> },
@@ -138,9 +163,10 @@ pub enum Claim {
 }
 
 /// What the claim found once it held the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
-    /// No refresh needed (see [`Freshness`]).
+    /// No refresh needed: the token has more than `within` left (and no
+    /// force request or report applies).
     Fresh,
     /// The fleet-wide back-off still forbids upstream calls (`Grant::gate`).
     Gated,
@@ -151,6 +177,30 @@ pub enum Verdict {
     /// The quota day the caller named is not today's by Redis' clock; take
     /// quota with [`TokenStore::take_quota`] for the day of `Grant::now_ms`.
     WrongDay,
+    /// The reported generation is the stored, fresh token: no quota taken.
+    Report(ReportCheck),
+}
+
+/// What a lock holder needs to judge a report of the stored token.
+pub struct ReportCheck {
+    /// The stored token, to check with WeChat.
+    pub token: SecretString,
+    /// A coordinator checked this generation with WeChat and found it
+    /// accepted, and that verification still stands.
+    pub verified: bool,
+    /// How long until a report may trigger another refresh
+    /// (`report_refresh_interval` after the last one).
+    pub spacing: Duration,
+}
+
+impl fmt::Debug for ReportCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportCheck")
+            .field("token", &"[redacted]")
+            .field("verified", &self.verified)
+            .field("spacing", &self.spacing)
+            .finish()
+    }
 }
 
 /// Result of `commit`.
@@ -222,6 +272,15 @@ pub struct StoredStatus {
     pub locked_by: Option<String>,
     pub gate: Duration,
     pub failures: u32,
+    /// Reports refused so far, and the last refusal's reason and time.
+    pub reports_refused: u64,
+    pub last_refusal_reason: Option<String>,
+    pub last_refusal_at_ms: Option<u64>,
+    /// Until when WeChat's acceptance of the stored token (checked after a
+    /// report) stands, if it does.
+    pub verified_until_ms: Option<u64>,
+    /// Operator force requests so far.
+    pub force_requests: u64,
 }
 
 fn pttl(ms: i64) -> Option<Duration> {
@@ -295,18 +354,24 @@ impl TokenStore {
 
     pub async fn peek(&self, id: &CredentialId) -> Result<Peek, StoreError> {
         let mut c = self.conn().await?;
-        let (token, generation, gate, lock, failures): (i64, u64, u64, i64, u32) = PEEK
-            .key(self.keys.access_token(id))
-            .key(self.keys.meta(id))
-            .key(self.keys.lock(id))
-            .invoke_async(&mut c)
-            .await?;
+        let (token, generation, gate, lock, failures, pending): (i64, u64, u64, i64, u32, String) =
+            PEEK.key(self.keys.access_token(id))
+                .key(self.keys.meta(id))
+                .key(self.keys.lock(id))
+                .key(self.keys.report(id))
+                .invoke_async(&mut c)
+                .await?;
         Ok(Peek {
             token_ttl: pttl(token),
             generation,
             gate: Duration::from_millis(gate),
             lock_ttl: pttl(lock),
             failures,
+            pending: match pending.as_str() {
+                "force" => Pending::Force,
+                "report" => Pending::Report,
+                _ => Pending::Nothing,
+            },
         })
     }
 
@@ -343,20 +408,25 @@ impl TokenStore {
     }
 
     /// One round trip from "due" to "call WeChat": takes the lock for
-    /// `lock_ttl`, begins (epoch, fence), and unless the token is `fresh` or
-    /// the fleet is gated, takes one unit of `day`'s quota (at most `budget`).
+    /// `lock_ttl`, begins (epoch, fence), and unless the token has more than
+    /// `within` left (and `mode` asks for nothing else) or the fleet is
+    /// gated, takes one unit of `day`'s quota (at most `budget`). A report of
+    /// the stored, fresh generation takes no quota: see [`Verdict::Report`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         &self,
         id: &CredentialId,
         owner: &LockOwner,
         lock_ttl: Duration,
-        fresh: Freshness,
+        within: Duration,
+        mode: ClaimMode,
         budget: u64,
         day: QuotaDay,
     ) -> Result<Claim, StoreError> {
         let args = ClaimArgs {
             lock_ttl,
-            fresh,
+            within,
+            mode,
             budget,
             day,
         };
@@ -392,19 +462,25 @@ impl TokenStore {
                 script.arg("").arg("");
             }
             Some(a) => {
-                let (within, if_generation) = match a.fresh {
-                    Freshness::Within(d) => (millis(d).to_string(), String::new()),
-                    Freshness::NewerThan(g) => ("0".to_owned(), g.to_string()),
+                let (mode, reported, spacing) = match a.mode {
+                    ClaimMode::Due => ("due", 0, Duration::ZERO),
+                    ClaimMode::Force => ("force", 0, Duration::ZERO),
+                    ClaimMode::Report {
+                        generation,
+                        spacing,
+                    } => ("report", generation, spacing),
                 };
                 script
                     .key(self.keys.quota(id, a.day))
                     .arg(millis(a.lock_ttl).max(1))
-                    .arg(within)
-                    .arg(if_generation)
+                    .arg(millis(a.within))
+                    .arg(mode)
                     .arg(a.budget)
                     .arg(QUOTA_KEY_TTL_MS)
                     .arg(a.day.start_unix_ms())
-                    .arg(a.day.next_start_unix_ms());
+                    .arg(a.day.next_start_unix_ms())
+                    .arg(reported)
+                    .arg(millis(spacing));
             }
         }
         let reply: redis::Value = script.invoke_async(&mut c).await?;
@@ -425,7 +501,14 @@ impl TokenStore {
             }
             _ => return Ok(None),
         }
-        let (_, epoch, fence, now_ms, token, generation, gate, failures, verdict, used): (
+        let (head, report) = if parsed.len() > 11 {
+            let mut head = parsed;
+            let tail = head.split_off(11);
+            (head, Some(tail))
+        } else {
+            (parsed, None)
+        };
+        let (_, epoch, fence, now_ms, token, generation, gate, failures, verdict, used, forced): (
             String,
             String,
             u64,
@@ -436,12 +519,22 @@ impl TokenStore {
             u32,
             String,
             u64,
-        ) = redis::from_redis_value(redis::Value::Array(parsed))?;
-        let verdict = match verdict.as_str() {
-            "fresh" | "none" => Verdict::Fresh,
-            "gated" => Verdict::Gated,
-            "ok" => Verdict::Taken { used },
-            "over" => Verdict::OverBudget { used },
+            u8,
+        ) = redis::from_redis_value(redis::Value::Array(head))?;
+        let verdict = match (verdict.as_str(), report) {
+            ("report", Some(tail)) => {
+                let (value, verified, spacing): (String, u8, u64) =
+                    redis::from_redis_value(redis::Value::Array(tail))?;
+                Verdict::Report(ReportCheck {
+                    token: SecretString::from(value),
+                    verified: verified == 1,
+                    spacing: Duration::from_millis(spacing),
+                })
+            }
+            ("fresh" | "none", _) => Verdict::Fresh,
+            ("gated", _) => Verdict::Gated,
+            ("ok", _) => Verdict::Taken { used },
+            ("over", _) => Verdict::OverBudget { used },
             _ => Verdict::WrongDay,
         };
         Ok(Some(Claim::Granted {
@@ -454,6 +547,7 @@ impl TokenStore {
                 generation,
                 gate: Duration::from_millis(gate),
                 failures,
+                forced: forced == 1,
             },
             verdict,
         }))
@@ -465,9 +559,25 @@ impl TokenStore {
         day: QuotaDay,
         budget: u64,
     ) -> Result<QuotaTake, StoreError> {
+        self.take_from(self.keys.quota(id, day), budget).await
+    }
+
+    /// One unit of `day`'s token-check budget (the cheap WeChat call that
+    /// verifies a reported token).
+    pub async fn take_verify_quota(
+        &self,
+        id: &CredentialId,
+        day: QuotaDay,
+        budget: u64,
+    ) -> Result<QuotaTake, StoreError> {
+        self.take_from(self.keys.verify_quota(id, day), budget)
+            .await
+    }
+
+    async fn take_from(&self, key: String, budget: u64) -> Result<QuotaTake, StoreError> {
         let mut c = self.conn().await?;
         let (tag, used): (String, u64) = QUOTA_TAKE
-            .key(self.keys.quota(id, day))
+            .key(key)
             .arg(budget)
             .arg(QUOTA_KEY_TTL_MS)
             .invoke_async(&mut c)
@@ -532,6 +642,75 @@ impl TokenStore {
             .invoke_async(&mut c)
             .await?;
         Ok(n == 1)
+    }
+
+    /// Records that a report of `generation` led to no refresh and tells the
+    /// reporters. `verified_for`: WeChat accepted the token just now, and
+    /// reports of it are answered `token_valid` for this long without
+    /// asking WeChat again. Returns the count of refused reports.
+    pub async fn refuse_report(
+        &self,
+        id: &CredentialId,
+        generation: u64,
+        reason: &str,
+        verified_for: Option<Duration>,
+    ) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(REFUSE_REPORT
+            .key(self.keys.meta(id))
+            .key(self.keys.events(id))
+            .key(self.keys.report(id))
+            .arg(generation)
+            .arg(reason)
+            .arg(verified_for.map_or(String::new(), |d| millis(d).to_string()))
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Compare-and-delete of a token WeChat rejected (verified, not merely
+    /// reported); `reported`: a report triggered this, which starts the
+    /// report spacing. `Some(generation)` of the dropped token, `None` when
+    /// another token was stored already.
+    pub async fn drop_token(
+        &self,
+        id: &CredentialId,
+        dead: &SecretString,
+        reported: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut c = self.conn().await?;
+        let (what, generation): (String, u64) = DROP_TOKEN
+            .key(self.keys.access_token(id))
+            .key(self.keys.meta(id))
+            .key(self.keys.events(id))
+            .arg(dead.expose_secret())
+            .arg(if reported { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await?;
+        Ok((what == "invalidated").then_some(generation))
+    }
+
+    /// An operator's force request (`wxtoken refresh --force`): recorded
+    /// where readers cannot write, then announced. Returns (generation to
+    /// replace, force requests so far, replicas that heard it).
+    pub async fn force_request(
+        &self,
+        id: &CredentialId,
+        by: &str,
+    ) -> Result<(u64, u64, u64), StoreError> {
+        let mut c = self.conn().await?;
+        Ok(FORCE_REQUEST
+            .key(self.keys.meta(id))
+            .key(self.keys.events(id))
+            .arg(truncate(by, 128))
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Who recorded the pending force request (`force_by`), for the log.
+    pub async fn force_requester(&self, id: &CredentialId) -> Result<String, StoreError> {
+        let mut c = self.conn().await?;
+        let by: Option<String> = c.hget(self.keys.meta(id), meta::FORCE_BY).await?;
+        Ok(by.unwrap_or_default())
     }
 
     /// Takes one of the fleet's force refreshes for today, if the limits allow.
@@ -660,6 +839,12 @@ impl TokenStore {
                 meta::LAST_ERROR_CLASS,
                 meta::NEXT_ATTEMPT_AT_MS,
                 meta::FAILURES,
+                meta::REPORTS_REFUSED,
+                meta::LAST_REFUSAL_REASON,
+                meta::LAST_REFUSAL_AT_MS,
+                meta::VERIFIED_GENERATION,
+                meta::VERIFIED_UNTIL_MS,
+                meta::FORCE_REQUESTS,
             ])
             .get(self.keys.quota(id, day))
             .get(self.keys.lock(id))
@@ -685,6 +870,12 @@ impl TokenStore {
             locked_by: lock,
             gate: Duration::from_millis(num(9).unwrap_or(0).saturating_sub(now)),
             failures: num(10).and_then(|f| u32::try_from(f).ok()).unwrap_or(0),
+            reports_refused: num(11).unwrap_or(0),
+            last_refusal_reason: field(12),
+            last_refusal_at_ms: num(13),
+            verified_until_ms: num(15)
+                .filter(|until| *until > now && num(14) == num(0) && num(0).is_some()),
+            force_requests: num(16).unwrap_or(0),
         })
     }
 }

@@ -30,6 +30,11 @@ pub struct Settings {
     pub backoff_max: Duration,
     pub api: &'static str,
     pub sim_daily_quota: u32,
+    pub report_refresh_interval: Duration,
+    pub verify_interval: Duration,
+    /// Raw TOML lines appended to `[refresh]` / `[http]`.
+    pub extra_refresh: String,
+    pub extra_http: String,
 }
 
 impl Default for Settings {
@@ -47,6 +52,10 @@ impl Default for Settings {
             backoff_max: Duration::from_millis(800),
             api: "token",
             sim_daily_quota: 2000,
+            report_refresh_interval: Duration::from_millis(500),
+            verify_interval: Duration::from_millis(500),
+            extra_refresh: String::new(),
+            extra_http: String::new(),
         }
     }
 }
@@ -168,6 +177,9 @@ impl Fleet {
             backoff_base = "{bb}"
             backoff_max = "{bm}"
             stable_renew_window = "{window}"
+            report_refresh_interval = "{rri}"
+            verify_interval = "{vi}"
+            {extra_refresh}
             [upstream]
             base_url = "{base}"
             [http]
@@ -175,6 +187,7 @@ impl Fleet {
             token_wait = "1s"
             request_timeout = "1500ms"
             body_limit = 65536
+            {extra_http}
             [[apps]]
             id = "{ID}"
             appid = "{APPID}"
@@ -192,6 +205,10 @@ impl Fleet {
             bb = ms(s.backoff_base),
             bm = ms(s.backoff_max),
             window = ms(s.overlap),
+            rri = ms(s.report_refresh_interval),
+            vi = ms(s.verify_interval),
+            extra_refresh = s.extra_refresh,
+            extra_http = s.extra_http,
             base = self.sim.base_url(),
             api = s.api,
         );

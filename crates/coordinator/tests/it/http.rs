@@ -166,7 +166,9 @@ async fn invalidate_by_value_with_and_without_wait() {
     );
     assert_eq!(fleet.app().fetch_calls, 1, "a wrong report changes nothing");
 
-    let bad = json!({ "access_token": first.value })
+    // WeChat accepts the stored token: the report is checked and refused,
+    // and the caller gets the same token back.
+    let report = json!({ "access_token": first.value })
         .to_string()
         .into_bytes();
     let (s, v) = call(
@@ -174,11 +176,40 @@ async fn invalidate_by_value_with_and_without_wait() {
         Method::POST,
         &format!("{uri}?wait=true"),
         Some(API_KEY),
-        Some(bad),
+        Some(report.clone()),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["result"], "invalidated");
+    assert_eq!(
+        (s, v["result"].as_str()),
+        (StatusCode::OK, Some("token_valid")),
+        "{v}"
+    );
+    assert_eq!(v["access_token"], first.value.as_str());
+    assert_eq!(
+        fleet.app().fetch_calls,
+        1,
+        "no fetch for a token WeChat accepts"
+    );
+    // Once WeChat really rejects it (and the last check has lapsed), the
+    // report leads to one refresh.
+    assert!(fleet.sim.revoke(&first.value));
+    let until = Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let (s, v) = call(
+            &r,
+            Method::POST,
+            &format!("{uri}?wait=true"),
+            Some(API_KEY),
+            Some(report.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["result"] != "token_valid" || Instant::now() > until {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v["result"], "invalidated", "{v}");
     assert!(v["generation"].as_u64().unwrap() > first.generation, "{v}");
     let fresh = v["access_token"].as_str().unwrap();
     assert_ne!(fresh, first.value);

@@ -13,7 +13,6 @@ use axum::http::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wxtoken_common::ErrorClass;
-use wxtoken_common::wire::Event;
 use wxtoken_coordinator::http::router;
 use wxtoken_coordinator::replica::ReplicaHandle;
 use wxtoken_coordinator::upstream::{FetchError, Upstream};
@@ -320,12 +319,7 @@ async fn a_hostile_upstream_never_replaces_the_stored_token() {
     for kind in ALL {
         hostile.set(kind);
         let before = fleet.store.status(&id).await.unwrap().failures;
-        let ask = Event::RefreshRequested {
-            generation: stored.generation,
-            reason: Some("bad_input".into()),
-            force: true,
-        };
-        fleet.store.publish(&id, &ask).await.unwrap();
+        fleet.store.force_request(&id, "bad_input").await.unwrap();
         let recorded = wait_until_async(Duration::from_secs(5), Duration::from_millis(20), || {
             let store = &fleet.store;
             let id = &id;

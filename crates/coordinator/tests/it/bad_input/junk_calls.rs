@@ -205,6 +205,7 @@ async fn refresh_by_hand(s: &TokenStore, id: &CredentialId) -> Result<String, St
         generation: 0,
         gate: Duration::ZERO,
         failures: 0,
+        forced: false,
     });
     let token = SecretString::from("JUNK_TEST_COMMIT".to_owned());
     let commit = text(
