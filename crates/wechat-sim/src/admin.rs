@@ -3,14 +3,24 @@
 //!
 //! | method + path | effect |
 //! |---|---|
-//! | `GET /__admin/stats` | [`Stats`](crate::Stats) as JSON |
+//! | `GET /__admin/stats` | [`Stats`](crate::Stats) as JSON (apps, WeCom agents as `corpid:agentid`, corps) |
 //! | `GET /__admin/faults` | the faults in force |
 //! | `POST /__admin/faults` | replace them with the JSON [`Faults`] body (400 if invalid) |
-//! | `POST /__admin/reset` | forget tokens, counters, quotas, faults |
+//! | `POST /__admin/reset` | forget tokens, tickets, counters, quotas, windows, faults |
 //! | `POST /__admin/external_refresh?appid=A` | a third party calls `cgi-bin/token`: `{"access_token","expires_in"}` |
-//! | `POST /__admin/clear_quota[?appid=A]` | clear today's quotas of A (or all apps) |
-//! | `POST /__admin/revoke?access_token=T` | revoke T at once (WeChat/WeCom cutting a token early) |
+//! | `POST /__admin/clear_quota[?appid=A]` | clear today's quotas of app A (or empty the ticket windows of corp A), or of all |
+//! | `POST /__admin/revoke?access_token=T` | revoke T (app or WeCom token) at once (WeChat/WeCom cutting a token early) |
 //! | `GET /__admin/token_state?access_token=T` | `{"state":"valid"\|"invalid"\|"expired"\|"unknown"}`, not counted as a use |
+//! | `POST /__admin/jsapi_check` | JSON `{"kind","appid"\|"corpid"+"agentid","url","noncestr","timestamp","signature"}`: `{"ok":true}` or `{"ok":false,"reason"}` (what `wx.config` / `wx.agentConfig` would verify) |
+//!
+//! `jsapi_check` kinds: `jsapi` / `wx_card` name an `appid`; `wecom_jsapi`
+//! (the corp's ticket) and `agent_config` (the agent's) name a `corpid` and
+//! an `agentid` (number or string; absent for a secret without one). The
+//! signature must be lowercase hex
+//! `sha1("jsapi_ticket=T&noncestr=N&timestamp=S&url=U")` with the CURRENT,
+//! still-valid ticket T and U the url without its `#fragment`; `timestamp`
+//! may be a number or a string and is signed as written. Refusals (unknown
+//! owner, no ticket, expired ticket, signature mismatch) are HTTP 200.
 //!
 //! Admin failures use WeChat's `{"errcode","errmsg"}` body with a meaningful
 //! HTTP status (400 bad input, 404 unknown app or token, 429 quota). Faults
@@ -24,12 +34,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::errcode::WxError;
 use crate::faults::Faults;
 use crate::routes::{token_body, wx_error, wx_json};
-use crate::shared::SimState;
+use crate::shared::{CheckRequest, SimState};
+use crate::state::TicketOwner;
+use crate::ticket::TicketKind;
 
 pub(crate) fn routes() -> Router<SimState> {
     Router::new()
@@ -40,6 +53,7 @@ pub(crate) fn routes() -> Router<SimState> {
         .route("/__admin/clear_quota", post(clear_quota))
         .route("/__admin/revoke", post(revoke))
         .route("/__admin/token_state", get(token_state))
+        .route("/__admin/jsapi_check", post(jsapi_check))
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -120,4 +134,63 @@ async fn token_state(State(state): State<SimState>, q: Params) -> Response {
         return wx_error(StatusCode::BAD_REQUEST, WxError::AccessTokenMissing);
     };
     Json(json!({ "state": state.token_state(token) })).into_response()
+}
+
+/// The `jsapi_check` body (see the module table).
+#[derive(Deserialize)]
+struct CheckBody {
+    kind: TicketKind,
+    appid: Option<String>,
+    corpid: Option<String>,
+    agentid: Option<Value>,
+    url: String,
+    noncestr: String,
+    timestamp: Value,
+    signature: String,
+}
+
+/// A JSON string or number as the text a signature covers.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+async fn jsapi_check(State(state): State<SimState>, body: Bytes) -> Response {
+    let b = match serde_json::from_slice::<CheckBody>(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(&format!("jsapi_check body: {e}")),
+    };
+    let Some(timestamp) = scalar_text(&b.timestamp) else {
+        return bad_request("timestamp must be a string or a number");
+    };
+    let agentid = match &b.agentid {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(v) => match scalar_text(v).and_then(|t| t.parse::<u64>().ok()) {
+            Some(id) => Some(id),
+            None => return bad_request("agentid must be a number"),
+        },
+    };
+    let owner = match (b.kind, b.appid.as_deref(), b.corpid.as_deref()) {
+        (TicketKind::Jsapi | TicketKind::WxCard, Some(appid), _) => TicketOwner::App(appid),
+        (TicketKind::WecomJsapi | TicketKind::AgentConfig, _, Some(corpid)) => {
+            TicketOwner::Agent { corpid, agentid }
+        }
+        _ => return bad_request("jsapi/wx_card need appid; wecom_jsapi/agent_config need corpid"),
+    };
+    let req = CheckRequest {
+        kind: b.kind,
+        owner,
+        url: &b.url,
+        noncestr: &b.noncestr,
+        timestamp: &timestamp,
+        signature: &b.signature,
+    };
+    match state.jsapi_check(&req) {
+        Ok(()) => ok(),
+        Err(reason) => Json(json!({"ok": false, "reason": reason})).into_response(),
+    }
 }

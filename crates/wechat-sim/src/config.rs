@@ -1,6 +1,8 @@
-//! What a simulated WeChat looks like: its apps, token lifetime, overlap and
-//! quotas ([`SimConfig`]), with WeChat's real numbers as defaults and a
-//! builder for tests that scale time down.
+//! What a simulated WeChat looks like: its apps (Official Accounts / Mini
+//! Programs), token lifetime, overlap, ticket life and quotas
+//! ([`SimConfig`]), with WeChat's real numbers as defaults and a builder for
+//! tests that scale time down. WeCom corps and their agents are described in
+//! `config/corp.rs` ([`SimCorp`], [`SimAgent`]).
 //!
 //! This module only describes; it enforces nothing. The rules that use these
 //! numbers live in `state` and `quota`; fault injection is configured at run
@@ -9,13 +11,17 @@
 use std::fmt;
 use std::time::Duration;
 
-/// One app (or, for the WeCom endpoint, one corp) the simulator knows.
-///
-/// The same list serves `cgi-bin/token` / `stable_token` (appid + secret) and
-/// WeCom `gettoken` (corpid + corpsecret).
+mod corp;
+
+pub(crate) use corp::agent_key;
+pub use corp::{SimAgent, SimCorp};
+
+/// One Official Account / Mini Program the simulator knows, served by
+/// `cgi-bin/token`, `stable_token` and `getticket`. WeCom corps are separate
+/// ([`SimConfig::corps`]): an appid is never accepted as a corpid.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SimApp {
-    /// The appid (`wx…`), also accepted as a WeCom corpid.
+    /// The appid (`wx…`).
     pub appid: String,
     /// The app secret the fetch endpoints compare against.
     pub secret: String,
@@ -35,10 +41,14 @@ impl fmt::Debug for SimApp {
 /// with no apps; tests usually start from [`SimConfig::new`] and shrink time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
-    /// Apps (and WeCom corps) the simulator accepts.
+    /// Apps the simulator accepts on the WeChat (api.weixin.qq.com) endpoints.
     pub apps: Vec<SimApp>,
-    /// Lifetime of every issued token. WeChat: 7200 s. `expires_in` in replies
-    /// is this (or what remains of it) in whole seconds, at least 1.
+    /// WeCom corps and their agents, served under `/qyapi`. Their corpids
+    /// (and `corpid:agentid` stats keys) never collide with an appid.
+    pub corps: Vec<SimCorp>,
+    /// Lifetime of every issued token (WeChat and WeCom). WeChat: 7200 s.
+    /// `expires_in` in replies is this (or what remains of it) in whole
+    /// seconds, at least 1; WeCom always reports the full life.
     pub token_ttl: Duration,
     /// How long a superseded token keeps working after its successor was
     /// issued (or until its own expiry, if sooner). WeChat: about 5 minutes.
@@ -59,6 +69,26 @@ pub struct SimConfig {
     /// the reply is 45009. WeChat publishes no number; its community answers
     /// say 1000, the harsher reading of "limited".
     pub domain_ip_daily_quota: u32,
+    /// Lifetime of every ticket (jsapi, wx_card, WeCom jsapi, agent_config).
+    /// WeChat and WeCom: 7200 s. `expires_in` is always this full life, never
+    /// what remains: a client must count a ticket's life from when it first
+    /// saw the value.
+    pub ticket_ttl: Duration,
+    /// `getticket` calls per app, per ticket type, per Asia/Shanghai day,
+    /// beyond which the reply is 45009. WeChat only says "very limited"; 200
+    /// is a harsh reading (a fleet needs about 12 a day).
+    pub ticket_daily_quota: u32,
+    /// WeCom ticket calls per agent, per ticket type, in any sliding window
+    /// of `wecom_ticket_window` (WeCom: "单个应用不能超过100次" an hour).
+    pub wecom_ticket_agent_hourly: u32,
+    /// WeCom ticket calls per corp (all agents together), per ticket type, in
+    /// any sliding window of `wecom_ticket_window` (WeCom: 400 an hour).
+    pub wecom_ticket_corp_hourly: u32,
+    /// The window of the WeCom ticket caps. WeCom documents "一小时内" and
+    /// probably counts clock hours; a SLIDING 60-minute window is the harsher
+    /// reading (no burst of 2 × cap across an hour boundary). Tests shrink it
+    /// to see the window slide.
+    pub wecom_ticket_window: Duration,
     /// Seed for fault decisions, so a chaos run can be replayed. `None` seeds
     /// from the OS. Tokens themselves are always OS-random.
     pub seed: Option<u64>,
@@ -68,6 +98,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             apps: Vec::new(),
+            corps: Vec::new(),
             token_ttl: Duration::from_secs(7200),
             overlap: Duration::from_secs(300),
             daily_quota: 2000,
@@ -76,6 +107,11 @@ impl Default for SimConfig {
             force_refresh_daily: 20,
             force_refresh_spacing: Duration::from_secs(30),
             domain_ip_daily_quota: 1000,
+            ticket_ttl: Duration::from_secs(7200),
+            ticket_daily_quota: 200,
+            wecom_ticket_agent_hourly: 100,
+            wecom_ticket_corp_hourly: 400,
+            wecom_ticket_window: Duration::from_secs(3600),
             seed: None,
         }
     }
@@ -88,6 +124,9 @@ pub enum ConfigError {
     /// `token_ttl` was zero.
     #[error("token_ttl must be greater than zero")]
     ZeroTtl,
+    /// `ticket_ttl` or `wecom_ticket_window` was zero.
+    #[error("ticket_ttl and wecom_ticket_window must be greater than zero")]
+    ZeroTicketTtl,
     /// `overlap` was not shorter than `token_ttl`: stable_token would rotate
     /// on every call.
     #[error("overlap ({overlap:?}) must be shorter than token_ttl ({ttl:?})")]
@@ -98,6 +137,25 @@ pub enum ConfigError {
     /// An appid or secret was empty.
     #[error("app #{0} has an empty appid or secret")]
     EmptyApp(usize),
+    /// A corpid or agent secret was empty, or the corpid contains `:` (the
+    /// separator of the `corpid:agentid` stats key).
+    #[error("corp #{0} has an empty corpid or secret, or a ':' in its corpid")]
+    EmptyCorp(usize),
+    /// The same corpid was listed twice in `corps`.
+    #[error("corpid {0:?} is configured more than once")]
+    DuplicateCorp(String),
+    /// Two agents of one corp share an agentid (or both have none).
+    #[error("corp {corpid:?} has agentid {agentid:?} more than once")]
+    DuplicateAgent {
+        corpid: String,
+        agentid: Option<u64>,
+    },
+    /// Two agents of one corp share a secret: one (corp, secret) is one token.
+    #[error("corp {0:?} has the same secret on two agents")]
+    DuplicateCorpSecret(String),
+    /// A corpid (or a `corpid:agentid` stats key) is also an appid.
+    #[error("corpid {0:?} collides with an appid")]
+    CorpCollidesWithApp(String),
 }
 
 impl SimConfig {
@@ -106,7 +164,7 @@ impl SimConfig {
         Self::default()
     }
 
-    /// Adds an app (and WeCom corp) with its secret.
+    /// Adds an app with its secret.
     pub fn app(mut self, appid: impl Into<String>, secret: impl Into<String>) -> Self {
         self.apps.push(SimApp {
             appid: appid.into(),
@@ -163,6 +221,18 @@ impl SimConfig {
         self
     }
 
+    /// Sets the lifetime of tickets.
+    pub fn ticket_ttl(mut self, ttl: Duration) -> Self {
+        self.ticket_ttl = ttl;
+        self
+    }
+
+    /// Sets the `getticket` quota per app, per type, per day.
+    pub fn ticket_daily_quota(mut self, calls: u32) -> Self {
+        self.ticket_daily_quota = calls;
+        self
+    }
+
     /// Seeds the fault-decision RNG.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -173,6 +243,9 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.token_ttl.is_zero() {
             return Err(ConfigError::ZeroTtl);
+        }
+        if self.ticket_ttl.is_zero() || self.wecom_ticket_window.is_zero() {
+            return Err(ConfigError::ZeroTicketTtl);
         }
         if self.overlap >= self.token_ttl {
             return Err(ConfigError::OverlapNotShorterThanTtl {
@@ -188,7 +261,7 @@ impl SimConfig {
                 return Err(ConfigError::DuplicateApp(app.appid.clone()));
             }
         }
-        Ok(())
+        self.validate_corps()
     }
 }
 
@@ -206,7 +279,12 @@ mod tests {
         assert_eq!(c.stable_per_minute, 10_000);
         assert_eq!(c.force_refresh_daily, 20);
         assert_eq!(c.force_refresh_spacing, Duration::from_secs(30));
-        assert!(c.apps.is_empty());
+        assert_eq!(c.ticket_ttl, Duration::from_secs(7200));
+        assert_eq!(c.ticket_daily_quota, 200);
+        assert_eq!(c.wecom_ticket_agent_hourly, 100);
+        assert_eq!(c.wecom_ticket_corp_hourly, 400);
+        assert_eq!(c.wecom_ticket_window, Duration::from_secs(3600));
+        assert!(c.apps.is_empty() && c.corps.is_empty());
         assert_eq!(c.validate(), Ok(()));
     }
 

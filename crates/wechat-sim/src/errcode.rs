@@ -1,11 +1,16 @@
-//! WeChat's error replies: every `errcode` the simulator can return, its
-//! `errmsg`, and the exact JSON body `{"errcode":N,"errmsg":"… rid: …"}`.
+//! The error replies of both hosts: WeChat's ([`WxError`], body
+//! `{"errcode":N,"errmsg":"… rid: …"}`) and WeCom's ([`WecomError`], body
+//! `{"errcode":N,"errmsg":"…"}`), and the [`ApiError`] trait the shared fetch
+//! machinery renders them through without naming either.
 //!
 //! Which request earns which code is decided by the rules (`state`, `quota`)
 //! and the routes; this module only names and renders the codes. Like real
-//! WeChat, `errmsg` ends with a request id (` rid: …`), so clients that match
-//! on `errmsg` text instead of `errcode` break here as they would in
-//! production.
+//! WeChat, a WeChat `errmsg` ends with a request id (` rid: …`), so clients
+//! that match on `errmsg` text instead of `errcode` break here as they would
+//! in production. The same number can mean different things on the two
+//! hosts: 40001 is a bad token on WeChat but a bad secret on WeCom.
+
+use std::fmt::Debug;
 
 use rand::Rng;
 
@@ -19,22 +24,16 @@ pub(crate) enum WxError {
     /// than the overlap ago.
     #[error("invalid credential")]
     InvalidCredential,
-    /// 40001 on WeCom `gettoken`: wrong corpsecret.
-    #[error("invalid corpsecret")]
-    InvalidCorpsecret,
     /// 40002: missing or other `grant_type`.
     #[error("invalid grant_type")]
     InvalidGrantType,
     /// 40013: unknown appid.
     #[error("invalid appid")]
     InvalidAppid,
-    /// 40013 on WeCom `gettoken`: unknown corpid.
-    #[error("invalid corpid")]
-    InvalidCorpid,
     /// 40066: no such API path.
     #[error("invalid url")]
     InvalidUrl,
-    /// 40097: invalid arguments (getticket `type`).
+    /// 40097: invalid arguments (getticket `type`, jsapi_check input).
     #[error("invalid args")]
     InvalidArgs,
     /// 40125: wrong secret.
@@ -46,15 +45,9 @@ pub(crate) enum WxError {
     /// 41002: no appid.
     #[error("appid missing")]
     AppidMissing,
-    /// 41002 on WeCom: no corpid.
-    #[error("corpid missing")]
-    CorpidMissing,
     /// 41004: no secret.
     #[error("appsecret missing")]
     SecretMissing,
-    /// 41004 on WeCom: no corpsecret.
-    #[error("corpsecret missing")]
-    CorpsecretMissing,
     /// 42001: the token is past its natural expiry.
     #[error("access_token expired")]
     AccessTokenExpired,
@@ -80,15 +73,15 @@ impl WxError {
     pub(crate) fn code(self) -> i64 {
         match self {
             WxError::SystemBusy => -1,
-            WxError::InvalidCredential | WxError::InvalidCorpsecret => 40001,
+            WxError::InvalidCredential => 40001,
             WxError::InvalidGrantType => 40002,
-            WxError::InvalidAppid | WxError::InvalidCorpid => 40013,
+            WxError::InvalidAppid => 40013,
             WxError::InvalidUrl => 40066,
             WxError::InvalidArgs => 40097,
             WxError::InvalidAppsecret => 40125,
             WxError::AccessTokenMissing => 41001,
-            WxError::AppidMissing | WxError::CorpidMissing => 41002,
-            WxError::SecretMissing | WxError::CorpsecretMissing => 41004,
+            WxError::AppidMissing => 41002,
+            WxError::SecretMissing => 41004,
             WxError::AccessTokenExpired => 42001,
             WxError::RequireGet => 43001,
             WxError::RequirePost => 43002,
@@ -105,18 +98,14 @@ impl WxError {
             WxError::InvalidCredential => {
                 "invalid credential, access_token is invalid or not latest"
             }
-            WxError::InvalidCorpsecret => "invalid credential, corpsecret is invalid",
             WxError::InvalidGrantType => "invalid grant_type",
             WxError::InvalidAppid => "invalid appid",
-            WxError::InvalidCorpid => "invalid corpid",
             WxError::InvalidUrl => "invalid url",
             WxError::InvalidArgs => "invalid args",
             WxError::InvalidAppsecret => "invalid appsecret",
             WxError::AccessTokenMissing => "access_token missing",
             WxError::AppidMissing => "appid missing",
-            WxError::CorpidMissing => "corpid missing",
             WxError::SecretMissing => "appsecret missing",
-            WxError::CorpsecretMissing => "corpsecret missing",
             WxError::AccessTokenExpired => "access_token expired",
             WxError::RequireGet => "require GET method",
             WxError::RequirePost => "require POST method",
@@ -133,6 +122,105 @@ impl WxError {
             "errmsg": format!("{} rid: {}", self.message(), request_id()),
         })
         .to_string()
+    }
+}
+
+/// An error reply either host can give: its number and its exact body.
+/// Shared machinery (fault injection, outcome counting) goes through this.
+pub(crate) trait ApiError: Copy + Debug {
+    /// The numeric `errcode`.
+    fn errcode(self) -> i64;
+    /// The whole reply body.
+    fn reply_body(self) -> String;
+    /// What this host answers when a `busy` fault fires (errcode -1).
+    fn busy() -> Self;
+}
+
+impl ApiError for WxError {
+    fn errcode(self) -> i64 {
+        self.code()
+    }
+    fn reply_body(self) -> String {
+        self.body()
+    }
+    fn busy() -> Self {
+        WxError::SystemBusy
+    }
+}
+
+/// One WeCom (qyapi.weixin.qq.com) error reply.
+///
+/// Real WeCom appends `, hint: [...], from ip: ..., more info at ...` to
+/// `errmsg`; the simulator answers the bare message (the agreed shape,
+/// `{"errcode":45009,"errmsg":"api freq out of limit"}`). Clients must match
+/// on `errcode` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WecomError {
+    /// -1: system busy, retry later.
+    #[error("system busy")]
+    SystemBusy,
+    /// 40001 on `gettoken`: the corpsecret matches no agent of the corp.
+    #[error("invalid secret")]
+    InvalidSecret,
+    /// 40013: unknown corpid.
+    #[error("invalid corpid")]
+    InvalidCorpid,
+    /// 40014: the access token is unknown to WeCom, or revoked.
+    #[error("invalid access_token")]
+    InvalidAccessToken,
+    /// 40058: a parameter has an invalid value (`ticket/get` `type`).
+    #[error("invalid parameter")]
+    InvalidParameter,
+    /// 41001: no `access_token`.
+    #[error("access_token missing")]
+    AccessTokenMissing,
+    /// 41002: no corpid.
+    #[error("corpid missing")]
+    CorpidMissing,
+    /// 41004: no corpsecret.
+    #[error("corpsecret missing")]
+    CorpsecretMissing,
+    /// 42001: the token is past its natural expiry.
+    #[error("access_token expired")]
+    AccessTokenExpired,
+    /// 45009: an hourly ticket cap (per agent or per corp) is full. On WeCom
+    /// this is a rate limit, not a daily quota.
+    #[error("api freq out of limit")]
+    FreqOutOfLimit,
+}
+
+impl WecomError {
+    /// The numeric `errcode`.
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            WecomError::SystemBusy => -1,
+            WecomError::InvalidSecret => 40001,
+            WecomError::InvalidCorpid => 40013,
+            WecomError::InvalidAccessToken => 40014,
+            WecomError::InvalidParameter => 40058,
+            WecomError::AccessTokenMissing => 41001,
+            WecomError::CorpidMissing => 41002,
+            WecomError::CorpsecretMissing => 41004,
+            WecomError::AccessTokenExpired => 42001,
+            WecomError::FreqOutOfLimit => 45009,
+        }
+    }
+
+    /// The reply body: `{"errcode":N,"errmsg":"…"}`.
+    pub(crate) fn body(self) -> String {
+        serde_json::json!({ "errcode": self.code(), "errmsg": self.to_string() }).to_string()
+    }
+}
+
+impl ApiError for WecomError {
+    fn errcode(self) -> i64 {
+        self.code()
+    }
+    fn reply_body(self) -> String {
+        self.body()
+    }
+    fn busy() -> Self {
+        WecomError::SystemBusy
     }
 }
 
@@ -158,5 +246,17 @@ mod tests {
         let msg = v["errmsg"].as_str().unwrap();
         assert!(msg.starts_with("invalid appsecret rid: "), "{msg}");
         assert_eq!(v.as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn wecom_body_is_bare_errcode_and_errmsg() {
+        let v: serde_json::Value =
+            serde_json::from_str(&WecomError::FreqOutOfLimit.body()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"errcode": 45009, "errmsg": "api freq out of limit"})
+        );
+        assert_eq!(WecomError::InvalidSecret.code(), 40001);
+        assert_eq!(WecomError::InvalidAccessToken.code(), 40014);
     }
 }

@@ -1,19 +1,24 @@
-//! Fault injection for the fetch endpoints: what can go wrong ([`Faults`],
-//! the JSON body of `POST /__admin/faults`) and the seeded dice that decide,
-//! call by call, whether it does ([`FaultPlan`]).
+//! Fault injection for the fetch and ticket endpoints: what can go wrong
+//! ([`Faults`], the JSON body of `POST /__admin/faults`) and the seeded dice
+//! that decide, call by call, whether it does ([`FaultPlan`]).
 //!
-//! Faults never touch the use endpoints (`getcallbackip`, `getticket`) or the
-//! admin API. This module only decides; carrying a decision out (holding a
-//! hung request, postponing a reply, truncating a body) is `routes`' job.
+//! Faults apply to the token fetches (`cgi-bin/token`, `stable_token`, WeCom
+//! `gettoken`) and the ticket calls (`getticket`, WeCom `get_jsapi_ticket`,
+//! `ticket/get`), on both hosts. They never touch the plain use endpoints
+//! (`getcallbackip`, `get_api_domain_ip`) or the admin API. This module only
+//! decides; carrying a decision out (holding a hung request, postponing a
+//! reply, truncating a body) is `routes`' job. A busy reply comes in the
+//! host's shape (WeChat's with a rid, WeCom's bare).
 //!
-//! The kinds, for each fetch call the faults apply to:
+//! The kinds, for each call the faults apply to:
 //! - `busy_rate`: reply `{"errcode":-1,"errmsg":"system error …"}`; no token
 //!   issued, no quota used.
 //! - `http_502_rate`: HTTP 502 with an nginx-style HTML body; nothing issued.
 //! - `garbage_rate`: HTTP 200 with the real reply cut in half (unparsable
-//!   JSON). The call WAS processed: the token is issued (and supersedes the
-//!   previous one) and quota is used; only the reply is lost in transit. This
-//!   is the dangerous real case: the fleet's token is replaced behind it.
+//!   JSON). The call WAS processed: the token (or ticket) is issued (and a
+//!   token supersedes the previous one) and quota is used; only the reply is
+//!   lost in transit. This is the dangerous real case: the fleet's token is
+//!   replaced behind it.
 //! - `hang_rate`: never answers; the request is held until the client goes
 //!   away (or the simulator shuts down). Nothing issued.
 //! - `delay` + `delay_rate`: the call is processed when it arrives (the token
@@ -47,10 +52,12 @@ pub struct Faults {
     pub delay: Option<Duration>,
     /// Share of calls whose reply is postponed; 1.0 when unset.
     pub delay_rate: Option<f64>,
-    /// Apply to the next N matching fetch calls only, then clear themselves.
+    /// Apply to the next N matching fetch or ticket calls only, then clear
+    /// themselves.
     /// `None`: until replaced.
     pub remaining: Option<u32>,
-    /// Only calls naming this appid (or corpid) are affected.
+    /// Only calls naming this appid (or corpid) are affected; a ticket call
+    /// names the appid (or corpid) of its token's owner.
     pub appid: Option<String>,
     /// Reseeds the decision RNG when these faults are installed.
     pub seed: Option<u64>,
@@ -96,7 +103,7 @@ pub(crate) enum FaultKind {
     Hang,
 }
 
-/// What happens to one fetch call.
+/// What happens to one fetch or ticket call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct FaultDecision {
     pub(crate) kind: Option<FaultKind>,
@@ -145,7 +152,7 @@ impl FaultPlan {
         self.rng = rng_from(self.config_seed);
     }
 
-    /// Rolls for one fetch call naming `appid` (if any). Calls the faults do
+    /// Rolls for one call naming `appid` (if any). Calls the faults do
     /// not apply to roll nothing and leave `remaining` alone.
     pub(crate) fn decide(&mut self, appid: Option<&str>) -> FaultDecision {
         let f = &self.faults;

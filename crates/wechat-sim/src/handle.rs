@@ -94,6 +94,12 @@ impl SimHandle {
         format!("http://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
+    /// `http://127.0.0.1:PORT/qyapi`, no trailing slash: the WeCom
+    /// (qyapi.weixin.qq.com) base URL, served on the same listener.
+    pub fn wecom_base_url(&self) -> String {
+        format!("{}{}", self.base_url(), crate::routes::WECOM_PREFIX)
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -132,13 +138,13 @@ impl SimHandle {
         self.state.token_state(token)
     }
 
-    /// Revokes `token` at once; false if it was never issued.
+    /// Revokes `token` (app or WeCom) at once; false if it was never issued.
     pub fn revoke(&self, token: &str) -> bool {
         self.state.revoke(token)
     }
 
-    /// Clears today's quotas of `appid` (all apps with `None`); false for an
-    /// unknown appid.
+    /// Clears today's quotas of app `id` (or empties the ticket windows of
+    /// corp `id`; everything with `None`); false for an unknown id.
     pub fn clear_quota(&self, appid: Option<&str>) -> bool {
         self.state.clear_quota(appid)
     }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-use wechat_sim::{SimApp, SimConfig};
+use wechat_sim::{SimAgent, SimApp, SimConfig, SimCorp};
 
 /// A faithful simulator of WeChat's token APIs (quotas, overlap, error
 /// codes, fault injection) for tests and dev stacks.
@@ -21,9 +21,14 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
-    /// An app (and WeCom corp) as APPID:SECRET; repeat for more apps.
+    /// An Official Account / Mini Program as APPID:SECRET; repeat for more.
     #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app)]
     apps: Vec<SimApp>,
+    /// A WeCom secret as CORPID:AGENTID:SECRET (CORPID::SECRET for one
+    /// without agent id, e.g. the contacts secret); repeat for more agents
+    /// and corps. Served under /qyapi.
+    #[arg(long = "corp", value_name = "CORPID:AGENTID:SECRET", value_parser = parse_corp)]
+    corps: Vec<CorpArg>,
     /// Lifetime of issued tokens.
     #[arg(long, default_value = "7200s", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
@@ -48,6 +53,18 @@ struct Cli {
     /// get_api_domain_ip calls per app per day.
     #[arg(long, default_value_t = 1000)]
     domain_ip_daily_quota: u32,
+    /// Lifetime of tickets (jsapi, wx_card, WeCom jsapi, agent_config).
+    #[arg(long, default_value = "7200s", value_parser = humantime::parse_duration)]
+    ticket_ttl: Duration,
+    /// getticket calls per app per ticket type per day.
+    #[arg(long, default_value_t = 200)]
+    ticket_daily_quota: u32,
+    /// WeCom ticket calls per agent per ticket type per sliding hour.
+    #[arg(long, default_value_t = 100)]
+    wecom_ticket_agent_hourly: u32,
+    /// WeCom ticket calls per corp (all agents) per ticket type per sliding hour.
+    #[arg(long, default_value_t = 400)]
+    wecom_ticket_corp_hourly: u32,
     /// Seed for fault decisions (reproducible chaos runs).
     #[arg(long)]
     seed: Option<u64>,
@@ -60,6 +77,50 @@ struct Cli {
 enum LogFormat {
     Json,
     Text,
+}
+
+/// One `--corp` flag: a secret of a corp.
+#[derive(Debug, Clone)]
+struct CorpArg {
+    corpid: String,
+    agent: SimAgent,
+}
+
+fn parse_corp(s: &str) -> Result<CorpArg, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(corpid), Some(agentid), Some(secret)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected CORPID:AGENTID:SECRET (or CORPID::SECRET)".to_owned());
+    };
+    if corpid.is_empty() || secret.is_empty() {
+        return Err("expected CORPID:AGENTID:SECRET (or CORPID::SECRET)".to_owned());
+    }
+    let agentid = match agentid {
+        "" => None,
+        id => Some(id.parse::<u64>().map_err(|_| "AGENTID must be a number")?),
+    };
+    Ok(CorpArg {
+        corpid: corpid.to_owned(),
+        agent: SimAgent {
+            agentid,
+            secret: secret.to_owned(),
+        },
+    })
+}
+
+/// Groups `--corp` flags by corpid, in first-seen order.
+fn group_corps(args: Vec<CorpArg>) -> Vec<SimCorp> {
+    let mut corps: Vec<SimCorp> = Vec::new();
+    for arg in args {
+        match corps.iter_mut().find(|c| c.corpid == arg.corpid) {
+            Some(corp) => corp.agents.push(arg.agent),
+            None => corps.push(SimCorp {
+                corpid: arg.corpid,
+                agents: vec![arg.agent],
+            }),
+        }
+    }
+    corps
 }
 
 fn parse_app(s: &str) -> Result<SimApp, String> {
@@ -78,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     let config = SimConfig {
         apps: cli.apps,
+        corps: group_corps(cli.corps),
         token_ttl: cli.token_ttl,
         overlap: cli.overlap,
         daily_quota: cli.daily_quota,
@@ -86,13 +148,19 @@ async fn main() -> anyhow::Result<()> {
         force_refresh_daily: cli.force_refresh_daily,
         force_refresh_spacing: cli.force_refresh_spacing,
         domain_ip_daily_quota: cli.domain_ip_daily_quota,
+        ticket_ttl: cli.ticket_ttl,
+        ticket_daily_quota: cli.ticket_daily_quota,
+        wecom_ticket_agent_hourly: cli.wecom_ticket_agent_hourly,
+        wecom_ticket_corp_hourly: cli.wecom_ticket_corp_hourly,
         seed: cli.seed,
+        ..SimConfig::default()
     };
-    if config.apps.is_empty() {
-        tracing::warn!("no --app given: every fetch will answer 40013");
+    if config.apps.is_empty() && config.corps.is_empty() {
+        tracing::warn!("no --app or --corp given: every fetch will answer 40013");
     }
     let appids: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
-    tracing::info!(apps = ?appids, token_ttl = ?config.token_ttl, overlap = ?config.overlap, "starting");
+    let corpids: Vec<&str> = config.corps.iter().map(|c| c.corpid.as_str()).collect();
+    tracing::info!(apps = ?appids, corps = ?corpids, token_ttl = ?config.token_ttl, overlap = ?config.overlap, ticket_ttl = ?config.ticket_ttl, "starting");
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;

@@ -1,12 +1,14 @@
 //! Per-app call budgets: the `cgi-bin/token` daily quota, the `stable_token`
-//! daily and per-minute quotas, and the force-refresh count and spacing
-//! ([`QuotaBook`]); plus the quota day, which turns at Asia/Shanghai midnight.
+//! daily and per-minute quotas, the force-refresh count and spacing, the
+//! per-type `getticket` daily quota ([`QuotaBook`]); the quota day, which
+//! turns at Asia/Shanghai midnight; and the [`SlidingWindow`] that counts
+//! calls in the last minute (stable_token) or hour (WeCom ticket caps).
 //!
 //! A call that is refused does not use quota. This module counts and refuses;
 //! it does not know about tokens or HTTP, and it reads no clock of its own
 //! (every method takes the moment, so tests move time by hand).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::errcode::WxError;
@@ -32,6 +34,62 @@ pub(crate) struct Limits {
     pub(crate) force_daily: u32,
     pub(crate) force_spacing: Duration,
     pub(crate) domain_ip_daily: u32,
+    pub(crate) ticket_daily: u32,
+}
+
+/// Calls admitted in the last `len` (a sliding window, so a client cannot
+/// pass by straddling a boundary), and the most ever seen in one window.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlidingWindow {
+    calls: VecDeque<Instant>,
+    max_seen: u64,
+}
+
+impl SlidingWindow {
+    /// An empty window that remembers an earlier peak.
+    pub(crate) fn with_peak(max_seen: u64) -> Self {
+        Self {
+            calls: VecDeque::new(),
+            max_seen,
+        }
+    }
+
+    fn prune(&mut self, now: Instant, len: Duration) {
+        while self
+            .calls
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= len)
+        {
+            self.calls.pop_front();
+        }
+    }
+
+    /// True when one more call at `now` stays within `cap`.
+    pub(crate) fn has_room(&mut self, now: Instant, len: Duration, cap: u32) -> bool {
+        self.prune(now, len);
+        self.calls.len() < cap as usize
+    }
+
+    /// Counts one admitted call (check [`SlidingWindow::has_room`] first).
+    pub(crate) fn admit(&mut self, now: Instant) {
+        self.calls.push_back(now);
+        self.max_seen = self.max_seen.max(self.calls.len() as u64);
+    }
+
+    /// Calls admitted in the window ending at `now`.
+    pub(crate) fn count(&self, now: Instant, len: Duration) -> u64 {
+        let in_window = self
+            .calls
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < len)
+            .count();
+        in_window as u64
+    }
+
+    /// The most calls ever admitted within one window.
+    pub(crate) fn max_seen(&self) -> u64 {
+        self.max_seen
+    }
 }
 
 /// One app's usage. Daily counters belong to `day` and reset when a call
@@ -43,9 +101,10 @@ pub(crate) struct QuotaBook {
     stable_used: u32,
     force_used: u32,
     domain_ip_used: u32,
-    /// Admitted stable_token calls in the last 60 s (a sliding window, so a
-    /// test cannot pass by straddling a minute boundary).
-    stable_window: VecDeque<Instant>,
+    /// `getticket` calls by ticket type name (`jsapi`, `wx_card`).
+    tickets_used: BTreeMap<&'static str, u32>,
+    /// Admitted stable_token calls in the last 60 s.
+    stable_window: SlidingWindow,
     last_force: Option<Instant>,
 }
 
@@ -58,7 +117,36 @@ impl QuotaBook {
             self.stable_used = 0;
             self.force_used = 0;
             self.domain_ip_used = 0;
+            self.tickets_used.clear();
         }
+    }
+
+    /// One `getticket` call of ticket type `kind`: 45009 once that type's
+    /// daily quota is used up.
+    pub(crate) fn take_ticket(
+        &mut self,
+        now: Now,
+        kind: &'static str,
+        limits: Limits,
+    ) -> Result<(), WxError> {
+        self.roll(now);
+        let used = self.tickets_used.entry(kind).or_default();
+        if *used >= limits.ticket_daily {
+            return Err(WxError::DailyQuota);
+        }
+        *used += 1;
+        Ok(())
+    }
+
+    /// `getticket` calls used on the quota day of `now`, by ticket type.
+    pub(crate) fn tickets_used(&self, now: Now) -> BTreeMap<String, u64> {
+        if quota_day(now.unix_ms) != self.day {
+            return BTreeMap::new();
+        }
+        self.tickets_used
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), u64::from(*v)))
+            .collect()
     }
 
     /// One `get_api_domain_ip` call: 45009 once its daily quota is used up.
@@ -98,17 +186,13 @@ impl QuotaBook {
         if self.stable_used >= limits.stable_daily {
             return Err(WxError::DailyQuota);
         }
-        while self
+        if !self
             .stable_window
-            .front()
-            .is_some_and(|t| now.at.saturating_duration_since(*t) >= MINUTE)
+            .has_room(now.at, MINUTE, limits.stable_per_minute)
         {
-            self.stable_window.pop_front();
-        }
-        if self.stable_window.len() >= limits.stable_per_minute as usize {
             return Err(WxError::MinuteQuota);
         }
-        self.stable_window.push_back(now.at);
+        self.stable_window.admit(now.at);
         self.stable_used += 1;
         Ok(())
     }
@@ -158,6 +242,7 @@ mod tests {
             force_daily: 2,
             force_spacing: Duration::from_secs(30),
             domain_ip_daily: 2,
+            ticket_daily: 2,
         }
     }
 
@@ -215,6 +300,38 @@ mod tests {
         assert_eq!(q.take_domain_ip(now, limits()), Err(WxError::DailyQuota));
         assert_eq!(q.domain_ip_used(now), 2);
         assert_eq!(q.used(now).0, 0, "token quota untouched");
+    }
+
+    #[test]
+    fn ticket_quota_is_per_type_and_rolls_with_the_day() {
+        let mut q = QuotaBook::default();
+        let now = Now::current();
+        assert_eq!(q.take_ticket(now, "jsapi", limits()), Ok(()));
+        assert_eq!(q.take_ticket(now, "jsapi", limits()), Ok(()));
+        assert_eq!(
+            q.take_ticket(now, "jsapi", limits()),
+            Err(WxError::DailyQuota)
+        );
+        assert_eq!(q.take_ticket(now, "wx_card", limits()), Ok(()));
+        assert_eq!(q.tickets_used(now).get("jsapi"), Some(&2));
+        let tomorrow = now.after(Duration::from_secs(24 * 3600));
+        assert!(q.tickets_used(tomorrow).is_empty());
+        assert_eq!(q.take_ticket(tomorrow, "jsapi", limits()), Ok(()));
+    }
+
+    #[test]
+    fn sliding_window_counts_and_remembers_its_peak() {
+        let mut w = SlidingWindow::default();
+        let len = Duration::from_secs(60);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert!(w.has_room(t0 + Duration::from_secs(i), len, 3));
+            w.admit(t0 + Duration::from_secs(i));
+        }
+        assert!(!w.has_room(t0 + Duration::from_secs(59), len, 3));
+        assert_eq!(w.count(t0 + Duration::from_secs(60), len), 2);
+        assert!(w.has_room(t0 + Duration::from_secs(60), len, 3));
+        assert_eq!(w.max_seen(), 3);
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! What the simulator saw, as plain serializable data: per-app call counters,
-//! concurrency high-water marks and every issued token ([`Stats`],
-//! [`AppStats`], [`IssuedToken`]). `GET /__admin/stats` returns exactly this
-//! JSON, so a test in another process deserializes it with the same types.
+//! What the simulator saw, as plain serializable data: per-app (and per
+//! WeCom agent) call counters, concurrency high-water marks, every issued
+//! token and ticket, and the WeCom hourly ticket windows ([`Stats`],
+//! [`AppStats`], [`IssuedToken`], [`IssuedTicket`], [`CorpStats`],
+//! [`AgentTicketStats`]). `GET /__admin/stats` returns exactly this JSON, so
+//! a test in another process deserializes it with the same types; every
+//! struct is `#[serde(default)]`, so older JSON still parses.
 //!
 //! The counters are bumped by `shared` (which knows requests and faults);
 //! token records come from `state`. This module holds no locks and applies
@@ -17,8 +20,13 @@ use crate::token::TokenSource;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Stats {
-    /// Per configured app (every configured app has an entry, even if idle).
+    /// Per configured app (every configured app has an entry, even if idle),
+    /// and per WeCom agent under `"{corpid}:{agentid}"` (`"{corpid}:"` for a
+    /// secret without agentid).
     pub apps: BTreeMap<String, AppStats>,
+    /// Per configured WeCom corp: gettoken calls and the hourly ticket
+    /// windows, corp-wide and per agent.
+    pub corps: BTreeMap<String, CorpStats>,
     /// Fetch requests in flight now, across all apps (including requests that
     /// named no known app).
     pub concurrent_fetches: u64,
@@ -37,7 +45,17 @@ impl Stats {
         self.apps.get(appid)
     }
 
-    /// Finds an issued token and its app.
+    /// The stats of one WeCom agent (`agentid` `None`: a secret without one).
+    pub fn agent(&self, corpid: &str, agentid: Option<u64>) -> Option<&AppStats> {
+        self.apps.get(&crate::config::agent_key(corpid, agentid))
+    }
+
+    /// The WeCom stats of one corp, if configured.
+    pub fn corp(&self, corpid: &str) -> Option<&CorpStats> {
+        self.corps.get(corpid)
+    }
+
+    /// Finds an issued token and its app (or `corpid:agentid`).
     pub fn find_token(&self, token: &str) -> Option<(&str, &IssuedToken)> {
         self.apps.iter().find_map(|(appid, app)| {
             app.issued
@@ -48,11 +66,13 @@ impl Stats {
     }
 }
 
-/// One app's counters.
+/// One app's (or WeCom agent's) counters.
 ///
 /// `fetch_ok = token_fetch_ok + stable_fetch_ok + force_refreshes +
 /// wecom_fetch_ok`; outcomes are counted when the simulator decides them,
-/// before any delay fault postpones the reply.
+/// before any delay fault postpones the reply. Ticket maps are keyed by
+/// ticket type: `jsapi` / `wx_card` for apps, `jsapi` (the corp ticket) /
+/// `agent_config` for WeCom agents.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AppStats {
@@ -88,8 +108,36 @@ pub struct AppStats {
     /// Always 0: a call without a token names no app. Kept for the agreed
     /// shape; see [`Stats::uses_missing`].
     pub uses_missing: u64,
-    /// Successful `getticket` calls.
+    /// Successful ticket calls (`getticket`, WeCom `get_jsapi_ticket` and
+    /// `ticket/get`): a ticket reached the client (garbage replies excluded).
     pub tickets_ok: u64,
+    /// Every ticket call naming a valid token of this app at arrival, by
+    /// type, faults and refusals included.
+    pub ticket_calls: BTreeMap<String, u64>,
+    /// New ticket values minted by this app's calls, by type (a re-fetch of
+    /// a still-valid ticket mints nothing). For the WeCom corp ticket: on
+    /// the agent whose call minted it.
+    pub tickets_issued: BTreeMap<String, u64>,
+    /// Failed ticket calls by cause, as `fetch_failed` (`"45009"`,
+    /// `"40097"`, `"-1"`, `"http_502"`, `"garbage"`, `"hang"`, …).
+    pub ticket_failed: BTreeMap<String, u64>,
+    /// Ticket calls with this app's token in flight now, by type.
+    pub concurrent_ticket_fetches: BTreeMap<String, u64>,
+    /// High-water mark of in-flight ticket calls, by type, counted like
+    /// `max_concurrent_fetches` (handler entry until finished or dropped);
+    /// every call naming a token of this app with a known type counts.
+    pub max_concurrent_ticket_fetches: BTreeMap<String, u64>,
+    /// `getticket` quota used on the current quota day, by type (apps only;
+    /// WeCom caps are in [`CorpStats`]).
+    pub ticket_quota_used_today: BTreeMap<String, u64>,
+    /// Every ticket this app's calls minted, oldest first.
+    pub issued_tickets: Vec<IssuedTicket>,
+    /// `/__admin/jsapi_check` calls whose signature matched the current,
+    /// valid ticket.
+    pub signatures_ok: u64,
+    /// `/__admin/jsapi_check` calls refused (no ticket, expired ticket,
+    /// signature mismatch).
+    pub signatures_bad: u64,
     /// Every `get_api_domain_ip` call with this app's token (the cheap call
     /// wxtoken shows a reported token to), whatever the answer.
     pub domain_ip_calls: u64,
@@ -104,6 +152,60 @@ pub struct AppStats {
     pub force_refresh_used_today: u64,
     /// Every token issued for this app, oldest first, all lineages.
     pub issued: Vec<IssuedToken>,
+}
+
+/// One minted ticket. Times are unix milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IssuedTicket {
+    /// The ticket itself.
+    pub ticket: String,
+    /// Its type: `jsapi`, `wx_card` or `agent_config`.
+    pub kind: String,
+    /// When it was minted.
+    pub issued_at_ms: u64,
+    /// When it stops being handed out (a new one is minted from then on)
+    /// and stops signing.
+    pub expires_at_ms: u64,
+}
+
+/// One WeCom corp: its gettoken calls and its hourly ticket windows.
+///
+/// Windows are sliding (`wecom_ticket_window`, default 60 min) and count
+/// only admitted calls (valid token, under both caps): refused calls use no
+/// budget. Maps are keyed by ticket type, `jsapi` and `agent_config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorpStats {
+    /// Every gettoken call naming this corpid, whatever its secret.
+    pub fetch_calls: u64,
+    /// Failed gettoken calls naming this corp, by cause (a secret no agent
+    /// has is `"40001"` here and nowhere else).
+    pub fetch_failed: BTreeMap<String, u64>,
+    /// The per-agent cap in force (`wecom_ticket_agent_hourly`).
+    pub agent_hourly_cap: u64,
+    /// The corp-wide cap in force (`wecom_ticket_corp_hourly`).
+    pub corp_hourly_cap: u64,
+    /// Ticket calls admitted in the window ending now, all agents together.
+    pub ticket_calls_last_hour: BTreeMap<String, u64>,
+    /// The most admitted in any one window so far (never above the cap).
+    pub max_ticket_calls_per_hour: BTreeMap<String, u64>,
+    /// 45009 answers to this corp's ticket calls, whichever cap was full.
+    pub ticket_cap_refusals: BTreeMap<String, u64>,
+    /// The same, per agent, keyed by agentid (`""` for none).
+    pub agents: BTreeMap<String, AgentTicketStats>,
+}
+
+/// One WeCom agent's hourly ticket window (see [`CorpStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentTicketStats {
+    /// Ticket calls admitted in the window ending now.
+    pub ticket_calls_last_hour: BTreeMap<String, u64>,
+    /// The most admitted in any one window so far.
+    pub max_ticket_calls_per_hour: BTreeMap<String, u64>,
+    /// 45009 answers to this agent's ticket calls, whichever cap was full.
+    pub ticket_cap_refusals: BTreeMap<String, u64>,
 }
 
 /// One issued token and its life so far. Times are unix milliseconds.

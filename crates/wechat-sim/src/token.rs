@@ -30,7 +30,7 @@ pub enum TokenSource {
     /// A third party calling `cgi-bin/token` behind the fleet's back
     /// (`/__admin/external_refresh`).
     External,
-    /// WeCom `GET /cgi-bin/gettoken`.
+    /// WeCom `GET /qyapi/cgi-bin/gettoken` (or its root alias).
     Wecom,
 }
 
@@ -121,7 +121,9 @@ pub(crate) fn whole_seconds(d: Duration) -> u64 {
 /// Everything the simulator remembers about one issued token.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenRecord {
-    pub(crate) appid: String,
+    /// Whose token: the appid, or `corpid:agentid` for a WeCom agent (the
+    /// key of its `Stats.apps` entry).
+    pub(crate) owner: String,
     pub(crate) source: TokenSource,
     issued: Now,
     expires: Now,
@@ -136,9 +138,9 @@ pub(crate) struct TokenRecord {
 }
 
 impl TokenRecord {
-    pub(crate) fn new(appid: &str, source: TokenSource, now: Now, ttl: Duration) -> Self {
+    pub(crate) fn new(owner: &str, source: TokenSource, now: Now, ttl: Duration) -> Self {
         Self {
-            appid: appid.to_owned(),
+            owner: owner.to_owned(),
             source,
             issued: now,
             expires: now.after(ttl),
@@ -172,6 +174,14 @@ impl TokenRecord {
             self.superseded = Some(now);
         }
         self.die_at(now.after(overlap));
+    }
+
+    /// A newer token replaced this one without an overlap rule (WeCom: the
+    /// old one is already dead, expired or revoked). Only recorded.
+    pub(crate) fn replaced(&mut self, now: Now) {
+        if self.superseded.is_none() {
+            self.superseded = Some(now);
+        }
     }
 
     /// Cut the token off at `now`, whatever overlap it had left. A token
@@ -214,7 +224,7 @@ pub(crate) fn random_token() -> String {
     s
 }
 
-/// A random jsapi / wx_card ticket (86 chars, like WeChat's).
+/// A random ticket (86 chars of `[A-Za-z0-9_-]`, like WeChat's).
 pub(crate) fn random_ticket() -> String {
     random_chars(&mut rand::rng(), 86)
 }

@@ -26,6 +26,9 @@ async fn binary_help_lists_the_flags() {
         "--token-ttl",
         "--overlap",
         "--daily-quota",
+        "--corp",
+        "--ticket-ttl",
+        "--ticket-daily-quota",
         "--seed",
         "--log-format",
     ] {
@@ -48,6 +51,12 @@ async fn binary_starts_answers_and_stops_on_sigterm() {
             "10s",
             "--daily-quota",
             "5",
+            "--corp",
+            &format!("{CORP}:{AGENT}:{AGENT_SECRET}"),
+            "--corp",
+            &format!("{CORP}::{AGENT_B_SECRET}"),
+            "--ticket-ttl",
+            "60s",
             "--log-format",
             "json",
         ])
@@ -76,6 +85,30 @@ async fn binary_starts_answers_and_stops_on_sigterm() {
     };
     let token = access_token(&v);
     assert_eq!(expires_in(&v), 90);
+    let ticket_url = format!("http://127.0.0.1:{port}/cgi-bin/ticket/getticket");
+    let v: serde_json::Value = http
+        .get(&ticket_url)
+        .query(&[("access_token", token.as_str()), ("type", "jsapi")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expires_in(&v), 60, "{v}");
+    let wecom_url = format!("http://127.0.0.1:{port}/qyapi/cgi-bin/gettoken");
+    for secret in [AGENT_SECRET, AGENT_B_SECRET] {
+        let v: serde_json::Value = http
+            .get(&wecom_url)
+            .query(&[("corpid", CORP), ("corpsecret", secret)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(errcode(&v), 0, "{v}");
+    }
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -105,4 +138,5 @@ async fn binary_starts_answers_and_stops_on_sigterm() {
         "never more than 6 chars of a token"
     );
     assert!(!logs.contains(SECRET), "never the secret");
+    assert!(!logs.contains(AGENT_SECRET), "never an agent secret");
 }

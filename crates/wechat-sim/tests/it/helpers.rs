@@ -13,6 +13,11 @@ pub const APP: &str = "wx0123456789abcdef";
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 pub const APP_B: &str = "wxfedcba9876543210";
 pub const SECRET_B: &str = "fedcba9876543210fedcba9876543210";
+pub const CORP: &str = "ww0123456789abcdef";
+pub const AGENT: u64 = 1000002;
+pub const AGENT_SECRET: &str = "agent1000002-0123456789abcdefghijklmnopqrstu";
+pub const AGENT_B: u64 = 1000003;
+pub const AGENT_B_SECRET: &str = "agent1000003-0123456789abcdefghijklmnopqrstu";
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -25,6 +30,18 @@ pub fn ms(n: u64) -> Duration {
 /// Two apps, WeChat's defaults otherwise; tests shrink time on top.
 pub fn config() -> SimConfig {
     SimConfig::new().app(APP, SECRET).app(APP_B, SECRET_B)
+}
+
+/// [`config`] plus one corp with two agents.
+pub fn wecom_config() -> SimConfig {
+    config()
+        .corp_agent(CORP, Some(AGENT), AGENT_SECRET)
+        .corp_agent(CORP, Some(AGENT_B), AGENT_B_SECRET)
+}
+
+/// The `Stats.apps` key of a WeCom agent.
+pub fn agent_key(agentid: u64) -> String {
+    format!("{CORP}:{agentid}")
 }
 
 fn init_logs() {
@@ -44,17 +61,25 @@ pub struct Wx {
     pub sim: SimHandle,
     pub http: reqwest::Client,
     pub base: String,
+    /// `{base}/qyapi`: WeCom's base URL.
+    pub wecom_base: String,
 }
 
 pub async fn start(config: SimConfig) -> Wx {
     init_logs();
     let sim = wechat_sim::spawn(config).await.expect("spawn simulator");
     let base = sim.base_url();
+    let wecom_base = sim.wecom_base_url();
     let http = reqwest::Client::builder()
         .timeout(secs(10))
         .build()
         .expect("reqwest client");
-    Wx { sim, http, base }
+    Wx {
+        sim,
+        http,
+        base,
+        wecom_base,
+    }
 }
 
 /// The errcode of a reply (0 when absent, as on a token success).
@@ -64,6 +89,13 @@ pub fn errcode(v: &Value) -> i64 {
 
 pub fn expires_in(v: &Value) -> u64 {
     v["expires_in"].as_u64().expect("expires_in")
+}
+
+pub fn ticket(v: &Value) -> String {
+    v["ticket"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ticket in {v}"))
+        .to_owned()
 }
 
 pub fn access_token(v: &Value) -> String {
@@ -80,13 +112,59 @@ impl Wx {
 
     /// GET with query parameters; status and parsed JSON body.
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        self.get_url(self.url(path), query).await
+    }
+
+    /// GET on the WeCom base URL (`/qyapi…`); the parsed JSON body.
+    pub async fn wecom(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let (status, v) = self
+            .get_url(format!("{}{path}", self.wecom_base), query)
+            .await;
+        assert_eq!(status, 200, "WeCom answers errors with HTTP 200: {v}");
+        v
+    }
+
+    /// WeCom `gettoken` for CORP with `secret`.
+    pub async fn wecom_token(&self, secret: &str) -> Value {
+        self.wecom(
+            "/cgi-bin/gettoken",
+            &[("corpid", CORP), ("corpsecret", secret)],
+        )
+        .await
+    }
+
+    /// A successful WeCom token of the agent with `secret`.
+    pub async fn wecom_fetch(&self, secret: &str) -> String {
+        let v = self.wecom_token(secret).await;
+        assert_eq!(errcode(&v), 0, "{v}");
+        access_token(&v)
+    }
+
+    /// Official Account `getticket` with `token` and `ty`.
+    pub async fn ticket(&self, token: &str, ty: &str) -> Value {
+        self.get(
+            "/cgi-bin/ticket/getticket",
+            &[("access_token", token), ("type", ty)],
+        )
+        .await
+        .1
+    }
+
+    /// POST `/__admin/jsapi_check` with `body`: the parsed reply.
+    pub async fn jsapi_check(&self, body: &Value) -> Value {
         let resp = self
             .http
-            .get(self.url(path))
-            .query(query)
+            .post(self.url("/__admin/jsapi_check"))
+            .body(body.to_string())
             .send()
             .await
             .expect("send");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("json")
+    }
+
+    async fn get_url(&self, url: String, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        let resp = self.http.get(url).query(query).send().await.expect("send");
         let status = resp.status();
         let body = resp.text().await.expect("body");
         let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));

@@ -1,6 +1,9 @@
-//! Unit tests of the token rules in `state`, with time moved by hand.
+//! Unit tests of the app token and ticket rules in `state`, with time moved
+//! by hand.
 
 use super::*;
+use crate::errcode::WxError;
+use crate::ticket::TicketKind;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -246,34 +249,42 @@ fn stable_validation_codes() {
 }
 
 #[test]
-fn wecom_same_token_while_valid_new_after_expiry_or_revocation() {
-    let mut w = world();
+fn app_ticket_same_while_valid_quota_per_type_and_not_for_wecom_tokens() {
+    let mut w = World::new(
+        &SimConfig::new()
+            .app("wxA", "secretA")
+            .ticket_ttl(10 * S)
+            .ticket_daily_quota(3),
+    );
     let t0 = Now::current();
-    let get = |w: &mut World, at: Now| w.wecom_token(Some("wxA"), Some("secretA"), at);
-    let a = get(&mut w, t0).unwrap();
-    let a2 = get(&mut w, t0.after(99 * S)).unwrap();
-    assert_eq!(a.token, a2.token);
-    assert_eq!(a2.remaining, S);
-    let b = get(&mut w, t0.after(100 * S)).unwrap();
-    assert_ne!(a.token, b.token);
-    w.revoke_token(&b.token, t0.after(101 * S));
-    let c = get(&mut w, t0.after(101 * S)).unwrap();
-    assert_ne!(b.token, c.token);
+    let a = w.app_ticket("wxA", TicketKind::Jsapi, t0).unwrap();
+    assert!(a.minted.is_some());
+    let b = w
+        .app_ticket("wxA", TicketKind::Jsapi, t0.after(9 * S))
+        .unwrap();
     assert_eq!(
-        w.wecom_token(Some("wxA"), Some("nope"), t0),
-        Err(WxError::InvalidCorpsecret)
+        (b.ticket.as_str(), b.expires_in),
+        (a.ticket.as_str(), 10 * S)
     );
+    let card = w.app_ticket("wxA", TicketKind::WxCard, t0).unwrap();
+    assert_ne!(card.ticket, a.ticket);
+    let c = w
+        .app_ticket("wxA", TicketKind::Jsapi, t0.after(10 * S))
+        .unwrap();
+    assert_ne!(c.ticket, a.ticket);
     assert_eq!(
-        w.wecom_token(Some("wwX"), Some("nope"), t0),
-        Err(WxError::InvalidCorpid)
+        w.app_ticket("wxA", TicketKind::Jsapi, t0.after(11 * S)),
+        Err(WxError::DailyQuota)
     );
-    assert_eq!(
-        w.wecom_token(None, Some("x"), t0),
-        Err(WxError::CorpidMissing)
-    );
-    assert_eq!(
-        w.wecom_token(Some("wxA"), None, t0),
-        Err(WxError::CorpsecretMissing)
+    assert_eq!(w.issued_tickets("wxA").len(), 3);
+    assert_eq!(w.tickets_used("wxA", t0).get("jsapi"), Some(&3));
+    let (who, usable) = w
+        .signing_ticket(TicketKind::Jsapi, TicketOwner::App("wxA"), t0.after(11 * S))
+        .unwrap();
+    assert_eq!((who.as_str(), usable), ("wxA", Ok(c.ticket.as_str())));
+    assert!(
+        w.signing_ticket(TicketKind::AgentConfig, TicketOwner::App("wxA"), t0)
+            .is_none()
     );
 }
 

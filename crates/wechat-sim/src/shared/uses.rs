@@ -1,0 +1,228 @@
+//! Calls that present a token (use endpoints and ticket calls, on both
+//! hosts) and JS-SDK signature checks: judging the token as the host would
+//! (41001 missing, invalid, 42001 expired), running the rule, and counting
+//! the verdict.
+//!
+//! The codes differ by host: an invalid token is 40001 on WeChat and 40014
+//! on WeCom ([`Refusal`] converts to either). The rules are `state`'s.
+
+use crate::errcode::{WecomError, WxError};
+use crate::state::{Host, TicketOwner, split_agent_key};
+use crate::ticket::{TicketGrant, TicketKind, jsapi_signature, url_without_fragment};
+use crate::token::{Now, TokenState};
+
+use super::{Core, FlightGuard, SimState, bump};
+
+/// Why a host refused a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No `access_token` (41001).
+    Missing,
+    /// Never issued for this host, revoked, or superseded (40001 / 40014).
+    Invalid,
+    /// Past its natural expiry (42001).
+    Expired,
+}
+
+impl From<Refusal> for WxError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Missing => WxError::AccessTokenMissing,
+            Refusal::Invalid => WxError::InvalidCredential,
+            Refusal::Expired => WxError::AccessTokenExpired,
+        }
+    }
+}
+
+impl From<Refusal> for WecomError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Missing => WecomError::AccessTokenMissing,
+            Refusal::Invalid => WecomError::InvalidAccessToken,
+            Refusal::Expired => WecomError::AccessTokenExpired,
+        }
+    }
+}
+
+/// One `/__admin/jsapi_check` request, parsed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckRequest<'a> {
+    pub(crate) kind: TicketKind,
+    pub(crate) owner: TicketOwner<'a>,
+    pub(crate) url: &'a str,
+    pub(crate) noncestr: &'a str,
+    pub(crate) timestamp: &'a str,
+    pub(crate) signature: &'a str,
+}
+
+impl Core {
+    /// Judges `token` as `host` would and counts the verdict on its owner
+    /// (or globally, when the host does not know the token). The owner on
+    /// success.
+    fn judge_use(&mut self, token: Option<&str>, host: Host, now: Now) -> Result<String, Refusal> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            self.stats.uses_missing += 1;
+            return Err(Refusal::Missing);
+        };
+        let (state, owner) = self.world.judge(token, host, now);
+        let Some(owner) = owner.map(str::to_owned) else {
+            self.stats.uses_unknown_token += 1;
+            return Err(Refusal::Invalid);
+        };
+        let app = self.stats.apps.entry(owner.clone()).or_default();
+        match state {
+            TokenState::Valid => {
+                app.uses_ok += 1;
+                Ok(owner)
+            }
+            TokenState::Expired => {
+                app.uses_expired += 1;
+                Err(Refusal::Expired)
+            }
+            TokenState::Invalid | TokenState::Unknown => {
+                app.uses_invalid += 1;
+                Err(Refusal::Invalid)
+            }
+        }
+    }
+
+    fn app_ticket(
+        &mut self,
+        token: Option<&str>,
+        kind: Option<TicketKind>,
+        now: Now,
+    ) -> Result<TicketGrant, WxError> {
+        let owner = self.judge_use(token, Host::Wechat, now)?;
+        let kind = kind.ok_or(WxError::InvalidArgs)?;
+        self.world.app_ticket(&owner, kind, now)
+    }
+
+    fn wecom_ticket(
+        &mut self,
+        token: Option<&str>,
+        kind: Result<TicketKind, WecomError>,
+        now: Now,
+    ) -> Result<TicketGrant, WecomError> {
+        let owner = self.judge_use(token, Host::Wecom, now)?;
+        let kind = kind?;
+        let result = self.world.wecom_ticket(&owner, kind, now);
+        if result == Err(WecomError::FreqOutOfLimit)
+            && let Some((corpid, agentid)) = split_agent_key(&owner)
+            && let Some(corp) = self.stats.corps.get_mut(corpid)
+        {
+            let ty = kind.type_name();
+            bump(&mut corp.ticket_cap_refusals, ty);
+            let agent = corp.agents.entry(agentid.to_owned()).or_default();
+            bump(&mut agent.ticket_cap_refusals, ty);
+        }
+        result
+    }
+}
+
+impl SimState {
+    /// A plain use endpoint (`getcallbackip`, WeCom `get_api_domain_ip`)
+    /// with `token` on `host`; counted on the token's owner.
+    pub(crate) fn use_token<E: From<Refusal>>(
+        &self,
+        token: Option<&str>,
+        host: Host,
+    ) -> Result<(), E> {
+        let mut core = self.lock();
+        core.judge_use(token, host, Now::current())?;
+        Ok(())
+    }
+
+    /// WeChat `get_api_domain_ip` with `token`: counted per app whatever the
+    /// answer (not as a use), with a daily quota of its own.
+    pub(crate) fn domain_ip(&self, token: Option<&str>) -> Result<(), WxError> {
+        let mut core = self.lock();
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            core.stats.uses_missing += 1;
+            return Err(WxError::AccessTokenMissing);
+        };
+        let now = Now::current();
+        let appid = core
+            .world
+            .judge(token, Host::Wechat, now)
+            .1
+            .map(str::to_owned);
+        let result = core.world.domain_ip(token, now);
+        match appid {
+            Some(appid) => core.stats.apps.entry(appid).or_default().domain_ip_calls += 1,
+            None => core.stats.uses_unknown_token += 1,
+        }
+        result
+    }
+
+    /// WeCom `get_api_domain_ip`: a use (no quota on WeCom), also counted in
+    /// the agent's `domain_ip_calls`.
+    pub(crate) fn wecom_domain_ip(&self, token: Option<&str>) -> Result<(), WecomError> {
+        let mut core = self.lock();
+        let owner = core.judge_use(token, Host::Wecom, Now::current())?;
+        if let Some(app) = core.stats.apps.get_mut(&owner) {
+            app.domain_ip_calls += 1;
+        }
+        Ok(())
+    }
+
+    /// An Official Account `getticket` that no fault stopped: token first
+    /// (41001 / 40001 / 42001), then the type (40097), then the rule.
+    pub(crate) fn app_ticket(
+        &self,
+        guard: &FlightGuard,
+        garbage: bool,
+        token: Option<&str>,
+        kind: Option<TicketKind>,
+    ) -> Result<TicketGrant, WxError> {
+        let mut core = self.lock();
+        let result = core.app_ticket(token, kind, Now::current());
+        core.ticket_outcome(guard, garbage, &result);
+        result
+    }
+
+    /// A WeCom ticket call that no fault stopped: token first (41001 /
+    /// 40014 / 42001), then the type (40058), then caps and the rule.
+    pub(crate) fn wecom_ticket(
+        &self,
+        guard: &FlightGuard,
+        garbage: bool,
+        token: Option<&str>,
+        kind: Result<TicketKind, WecomError>,
+    ) -> Result<TicketGrant, WecomError> {
+        let mut core = self.lock();
+        let result = core.wecom_ticket(token, kind, Now::current());
+        core.ticket_outcome(guard, garbage, &result);
+        result
+    }
+
+    /// What the browser's `wx.config` / `wx.agentConfig` would verify: the
+    /// signature must be made with the CURRENT, still-valid ticket over the
+    /// url without its `#fragment`. Counted as `signatures_ok` / `_bad` on
+    /// the app or agent; `Err` carries the reason.
+    pub(crate) fn jsapi_check(&self, req: &CheckRequest<'_>) -> Result<(), &'static str> {
+        let mut core = self.lock();
+        let now = Now::current();
+        let Some((owner, usable)) = core.world.signing_ticket(req.kind, req.owner, now) else {
+            return Err("unknown app, corp or agent for this kind");
+        };
+        let verdict = match usable {
+            Err(unusable) => Err(unusable.reason()),
+            Ok(ticket) => {
+                let url = url_without_fragment(req.url);
+                let expected = jsapi_signature(ticket, req.noncestr, req.timestamp, url);
+                if expected == req.signature {
+                    Ok(())
+                } else {
+                    Err("signature mismatch")
+                }
+            }
+        };
+        if let Some(app) = core.stats.apps.get_mut(&owner) {
+            match verdict {
+                Ok(()) => app.signatures_ok += 1,
+                Err(_) => app.signatures_bad += 1,
+            }
+        }
+        verdict
+    }
+}
