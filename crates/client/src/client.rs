@@ -1,42 +1,28 @@
-//! [`TokenClient`]: the cached, pub/sub-coherent read path (SPEC §6).
+//! [`TokenClient`]: the cached, pub/sub-coherent read path (SPEC §6, §8) —
+//! access tokens and tickets of any credential id, reports by value, waits
+//! for a newer value or for the fleet's verdict on a report, and JS-SDK
+//! signatures computed locally from the cached ticket.
 //!
-//! Hot path: a lock-free lookup (`ArcSwap` map → `ArcSwapOption` entry) and a
-//! clock read; no lock, no shared counter, no allocation. An entry is served
-//! while the token has life left and either the event subscription has been
-//! up since the entry was read (then any change would have been announced) or
-//! it was checked less than `max_staleness` ago. Everything else goes to the
-//! slow path: one pipelined round trip, coalesced per credential.
-//!
-//! Events: `refreshed` marks the entry stale and prefetches the new token;
-//! `invalidated` drops it. When Redis is unreachable the cached token is
-//! served until its real expiry (less `expiry_margin`), then
-//! [`ClientError::Unavailable`]. This module never calls WeChat.
+//! This module is the public face and its builder; the cache itself (lines,
+//! coherence, misses, fallback) is `cache`. It never calls WeChat.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tracing::{debug, warn};
-use wxtoken_common::wire::Event;
-use wxtoken_common::{CredentialId, Keys};
+use tracing::debug;
+use wxtoken_common::jsapi::{self, Signed};
+use wxtoken_common::{CredentialRef, Keys, Slot, TicketType};
 
-use crate::connect::{ClientSource, PooledConn, RedisPool, RedisTarget, Topology};
+use crate::cache::{Inner, Settings, unavailable};
+use crate::connect::{ClientSource, RedisPool, RedisTarget, Topology};
 use crate::error::ClientError;
 use crate::events::{ConnectionState, EventSink, EventSubscription, SubscriptionConfig};
 use crate::keyspace::{self, Invalidation};
 use crate::token::Token;
-
-/// Timing of a [`TokenClient`].
-#[derive(Debug, Clone)]
-struct Settings {
-    command_timeout: Duration,
-    token_wait: Duration,
-    max_staleness: Duration,
-    expiry_margin: Duration,
-}
 
 /// Configures and connects a [`TokenClient`].
 #[derive(Debug, Clone)]
@@ -161,8 +147,8 @@ impl TokenClientBuilder {
             me: me.clone(),
             pool,
             keys: keys.clone(),
-            slots: ArcSwap::from_pointee(HashMap::new()),
-            slots_write: Mutex::new(()),
+            lines: std::array::from_fn(|_| ArcSwap::from_pointee(HashMap::new())),
+            lines_write: Mutex::new(()),
             session: AtomicU64::new(0),
             connection,
             settings: self.settings.clone(),
@@ -188,87 +174,11 @@ impl TokenClientBuilder {
     }
 }
 
-/// Reads the fleet's tokens. Cheap to clone; clones share the cache.
+/// Reads the fleet's tokens and tickets. Cheap to clone; clones share the cache.
 #[derive(Debug, Clone)]
 pub struct TokenClient {
     inner: Arc<Inner>,
     _subscription: Option<Arc<EventSubscription>>,
-}
-
-struct Inner {
-    me: Weak<Inner>,
-    /// Multiplexed connections (any topology); misses share them.
-    pool: RedisPool,
-    keys: Keys,
-    /// Read on every call, written once per new credential id: copy-on-write
-    /// behind an `ArcSwap` keeps reads free of locks and shared writes.
-    slots: ArcSwap<HashMap<CredentialId, Arc<Slot>>>,
-    /// Serialises the rare copy-on-write inserts into `slots`.
-    slots_write: Mutex<()>,
-    /// Current subscription session (0 = down). Entries read in this session
-    /// are kept current by events; others expire after `max_staleness`.
-    session: AtomicU64,
-    connection: watch::Sender<ConnectionState>,
-    settings: Settings,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenClient")
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
-
-/// One credential's cache line.
-struct Slot {
-    id: CredentialId,
-    entry: ArcSwapOption<Entry>,
-    /// The lowest generation still acceptable: raised by events so a read
-    /// that raced an event cannot put an older token back.
-    min_generation: AtomicU64,
-    /// Highest generation announced by events; waiters are woken on change.
-    announced: watch::Sender<u64>,
-    /// Coalesces misses: one Redis read per credential at a time.
-    fill: tokio::sync::Mutex<()>,
-    /// Last `refresh_requested` publication (rate limit). Never held across `.await`.
-    last_request: Mutex<Option<Instant>>,
-    /// The last `report_refused` event: (generation, reason, when it came).
-    /// Waiters for a verdict read it after `announced` wakes them. Never
-    /// held across `.await`.
-    refused: Mutex<Option<(u64, String, Instant)>>,
-    /// When this process last reported a token of this credential.
-    reported_at: Mutex<Option<Instant>>,
-}
-
-impl Slot {
-    /// The reason the fleet refused a report of `generation` after `since`, if it did.
-    fn refusal_of(&self, generation: u64, since: Instant) -> Option<String> {
-        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        refused
-            .as_ref()
-            .filter(|(g, _, at)| *g == generation && *at >= since)
-            .map(|(_, r, _)| r.clone())
-    }
-}
-
-#[derive(Clone)]
-struct Entry {
-    token: Token,
-    /// When Redis last confirmed (or was last tried for) this entry.
-    checked_at: Instant,
-    /// Subscription session the entry was read in.
-    session: u64,
-    /// A newer generation was announced: revalidate before serving, but keep
-    /// the token as a fallback while Redis is unreachable.
-    stale: bool,
-}
-
-fn unavailable(id: &str, reason: &str) -> ClientError {
-    ClientError::Unavailable {
-        id: id.to_owned(),
-        reason: reason.to_owned(),
-    }
 }
 
 impl TokenClient {
@@ -318,12 +228,12 @@ impl TokenClient {
     /// The token of `id` from the local cache only, if it may be served
     /// without asking Redis. Never blocks.
     pub fn cached(&self, id: &str) -> Option<Token> {
-        let slots = self.inner.slots.load();
-        let entry = slots.get(id)?.entry.load();
-        let entry = entry.as_ref()?;
-        self.inner
-            .fresh(entry, Instant::now())
-            .then(|| entry.token.clone())
+        self.inner.cached(Slot::AccessToken, id)
+    }
+
+    /// Any credential's value from the local cache only (see [`Self::cached`]).
+    pub fn cached_value(&self, cref: &CredentialRef) -> Option<Token> {
+        self.inner.cached(cref.slot, cref.id.as_str())
     }
 
     /// The current token of credential `id`: from the cache when it may be
@@ -341,15 +251,46 @@ impl TokenClient {
             match hit {
                 Some(token) => Ok(token),
                 // Boxed so the hit path's future stays small.
-                None => Box::pin(self.miss(id)).await,
+                None => Box::pin(self.miss(Slot::AccessToken, id)).await,
             }
         }
     }
 
-    async fn miss(&self, id: &str) -> Result<Token, ClientError> {
-        let slot = self.inner.slot(id)?;
+    /// The current `ticket` of `id` (a JS-SDK ticket the fleet shares), like
+    /// [`Self::access_token`].
+    pub async fn ticket(&self, id: &str, ticket: TicketType) -> Result<Token, ClientError> {
+        let slot = Slot::Ticket(ticket);
+        match self.inner.cached(slot, id) {
+            Some(t) => Ok(t),
+            None => Box::pin(self.miss(slot, id)).await,
+        }
+    }
+
+    /// The current value of any credential.
+    pub async fn value(&self, cref: &CredentialRef) -> Result<Token, ClientError> {
+        match self.cached_value(cref) {
+            Some(t) => Ok(t),
+            None => Box::pin(self.miss(cref.slot, cref.id.as_str())).await,
+        }
+    }
+
+    /// A `wx.config` signature of `url` with `id`'s jsapi ticket, computed
+    /// here: the ticket never leaves this process. `now` is the unix time in
+    /// seconds the page will send as `timestamp`.
+    pub async fn jsapi_signature(
+        &self,
+        id: &str,
+        url: &str,
+        now: u64,
+    ) -> Result<Signed, ClientError> {
+        let ticket = self.ticket(id, TicketType::Jsapi).await?;
+        Ok(jsapi::sign(ticket.value(), now, url))
+    }
+
+    async fn miss(&self, slot: Slot, id: &str) -> Result<Token, ClientError> {
+        let line = self.inner.line(slot, id)?;
         self.inner
-            .newer_than(&slot, None, self.inner.settings.token_wait)
+            .newer_than(&line, None, self.inner.settings.token_wait)
             .await
     }
 
@@ -361,9 +302,20 @@ impl TokenClient {
         generation: u64,
         timeout: Duration,
     ) -> Result<Token, ClientError> {
-        let slot = self.inner.slot(id)?;
+        let cref = CredentialRef::token(wxtoken_common::CredentialId::parse(id)?);
+        self.wait_for_newer_value(&cref, generation, timeout).await
+    }
+
+    /// [`Self::wait_for_newer`] for any credential.
+    pub async fn wait_for_newer_value(
+        &self,
+        cref: &CredentialRef,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Token, ClientError> {
+        let line = self.inner.line(cref.slot, cref.id.as_str())?;
         self.inner
-            .newer_than(&slot, Some(generation), timeout)
+            .newer_than(&line, Some(generation), timeout)
             .await
     }
 
@@ -372,14 +324,25 @@ impl TokenClient {
     /// it ([`Invalidation::Reported`]; follow with [`Self::wait_for_verdict`]).
     /// The cached entry is kept: a token WeChat accepts stays in service.
     pub async fn invalidate(&self, id: &str, token: &str) -> Result<Invalidation, ClientError> {
-        let slot = self.inner.slot(id)?;
+        let cref = CredentialRef::token(wxtoken_common::CredentialId::parse(id)?);
+        self.report(&cref, token).await
+    }
+
+    /// [`Self::invalidate`] for any credential (e.g. a ticket a page's
+    /// `wx.config` refused).
+    pub async fn report(
+        &self,
+        cref: &CredentialRef,
+        value: &str,
+    ) -> Result<Invalidation, ClientError> {
+        let line = self.inner.line(cref.slot, cref.id.as_str())?;
         // A verdict on this report arrives after this moment; an older
         // refusal (of an earlier report of the same generation) is not one.
-        *slot.reported_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *line.reported_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let mut conn = self.inner.conn().await?;
-        keyspace::invalidate(&mut conn, &self.inner.keys, &slot.id, token)
+        keyspace::report(&mut conn, &line.keys, value)
             .await
-            .map_err(|e| unavailable(slot.id.as_str(), &format!("redis: {e}")))
+            .map_err(|e| unavailable(&cref.to_string(), &format!("redis: {e}")))
     }
 
     /// After [`Invalidation::Reported`] of `generation`: waits until the
@@ -393,28 +356,41 @@ impl TokenClient {
         generation: u64,
         timeout: Duration,
     ) -> Result<Verdict, ClientError> {
-        let slot = self.inner.slot(id)?;
-        let since = slot
+        let cref = CredentialRef::token(wxtoken_common::CredentialId::parse(id)?);
+        self.wait_for_verdict_on(&cref, generation, timeout).await
+    }
+
+    /// [`Self::wait_for_verdict`] for any credential.
+    pub async fn wait_for_verdict_on(
+        &self,
+        cref: &CredentialRef,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Verdict, ClientError> {
+        let line = self.inner.line(cref.slot, cref.id.as_str())?;
+        let since = line
             .reported_at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .unwrap_or_else(Instant::now);
         let deadline = Instant::now() + timeout;
-        let mut announced = slot.announced.subscribe();
+        let mut announced = line.announced.subscribe();
         loop {
-            if let Some(reason) = slot.refusal_of(generation, since) {
-                let token = self.access_token(id).await.ok();
+            if let Some(reason) = line.refusal_of(generation, since) {
+                let token = self.value(cref).await.ok();
                 return Ok(Verdict::Refused { reason, token });
             }
-            match self.inner.fill(&slot).await {
+            match self.inner.fill(&line).await {
                 Ok(Some(t)) if t.generation() > generation => return Ok(Verdict::Replaced(t)),
                 Ok(_) => {}
-                Err(e) => debug!(id, error = %e, "waiting for the verdict on a report"),
+                Err(e) => {
+                    debug!(credential = %cref, error = %e, "waiting for the verdict on a report")
+                }
             }
             let now = Instant::now();
             if now >= deadline {
                 return Err(ClientError::NoNewerToken {
-                    id: id.to_owned(),
+                    id: cref.to_string(),
                     generation,
                     waited: timeout,
                 });
@@ -429,283 +405,17 @@ impl TokenClient {
 
 /// How the fleet answered a report ([`TokenClient::wait_for_verdict`]).
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum Verdict {
-    /// A newer token is stored: use it.
+    /// A newer value is stored: use it.
     Replaced(Token),
     /// No refresh followed the report. `reason` is `token_valid` (WeChat
-    /// accepts the reported token: the error the caller saw was not about
-    /// the token) or `reserve` (the budget left today is kept for scheduled
-    /// refreshes); `token` is the current one, if any.
+    /// accepts the reported value: the error the caller saw was not about
+    /// it) or `reserve` (the budget left today is kept for scheduled
+    /// refreshes); `token` is the current value, if any.
     Refused {
         reason: String,
         token: Option<Token>,
     },
-}
-
-impl Inner {
-    /// A pooled connection (bounded by the pool's wait and create timeouts).
-    async fn conn(&self) -> Result<PooledConn, ClientError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| unavailable("-", &e.to_string()))
-    }
-
-    fn fresh(&self, e: &Entry, now: Instant) -> bool {
-        if e.stale || now + self.settings.expiry_margin >= e.token.expires_at() {
-            return false;
-        }
-        let session = self.session.load(Ordering::Acquire);
-        (session != 0 && e.session == session)
-            || now.duration_since(e.checked_at) < self.settings.max_staleness
-    }
-
-    /// The slot of `id`, created on first use.
-    fn slot(&self, id: &str) -> Result<Arc<Slot>, ClientError> {
-        if let Some(slot) = self.slots.load().get(id) {
-            return Ok(slot.clone());
-        }
-        let id = CredentialId::parse(id)?;
-        let _w = self.slots_write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.slots.load_full();
-        if let Some(slot) = current.get(id.as_str()) {
-            return Ok(slot.clone());
-        }
-        let slot = Arc::new(Slot {
-            id: id.clone(),
-            entry: ArcSwapOption::empty(),
-            min_generation: AtomicU64::new(0),
-            announced: watch::channel(0).0,
-            fill: tokio::sync::Mutex::new(()),
-            last_request: Mutex::new(None),
-            refused: Mutex::new(None),
-            reported_at: Mutex::new(None),
-        });
-        let mut next = HashMap::clone(&current);
-        next.insert(id, slot.clone());
-        self.slots.store(Arc::new(next));
-        Ok(slot)
-    }
-
-    /// Returns a servable token (newer than `generation` if given), reading
-    /// Redis and waiting for events as needed, at most `wait`.
-    async fn newer_than(
-        &self,
-        slot: &Arc<Slot>,
-        generation: Option<u64>,
-        wait: Duration,
-    ) -> Result<Token, ClientError> {
-        let wanted = |t: &Token| generation.is_none_or(|g| t.generation() > g);
-        // The common miss: one read, no waiting, nothing subscribed.
-        if let Ok(Some(t)) = self.fill(slot).await
-            && wanted(&t)
-        {
-            return Ok(t);
-        }
-        let deadline = Instant::now() + wait;
-        // Subscribe before re-reading, so an event between the read and the
-        // wait cannot be missed.
-        let mut announced = slot.announced.subscribe();
-        let mut connection = self.connection.subscribe();
-        loop {
-            match self.fill(slot).await {
-                Ok(Some(t)) if wanted(&t) => return Ok(t),
-                Ok(Some(_)) => {}
-                Ok(None) => self.request_refresh(slot).await,
-                Err(e) if generation.is_none() => return Err(e),
-                Err(e) => debug!(id = %slot.id, error = %e, "waiting for a newer token"),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(match generation {
-                    Some(g) => ClientError::NoNewerToken {
-                        id: slot.id.to_string(),
-                        generation: g,
-                        waited: wait,
-                    },
-                    None => unavailable(
-                        slot.id.as_str(),
-                        "no token is stored and none arrived in time (is a coordinator running?)",
-                    ),
-                });
-            }
-            // Woken by the event; re-read now and then in case it was missed.
-            let poll = if self.session.load(Ordering::Acquire) != 0 {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_millis(200)
-            };
-            tokio::select! {
-                _ = announced.changed() => {}
-                _ = connection.changed() => {}
-                _ = tokio::time::sleep((deadline - now).min(poll)) => {}
-            }
-        }
-    }
-
-    /// One coalesced read of `slot` from Redis, unless the cache is fresh.
-    /// `Ok(None)`: no token stored.
-    async fn fill(&self, slot: &Slot) -> Result<Option<Token>, ClientError> {
-        let _one_at_a_time = slot.fill.lock().await;
-        let cached = slot.entry.load_full();
-        if let Some(e) = &cached
-            && self.fresh(e, Instant::now())
-        {
-            return Ok(Some(e.token.clone()));
-        }
-        for _ in 0..3 {
-            let session = self.session.load(Ordering::Acquire);
-            let sent = Instant::now();
-            // The connection's own response and connect timeouts bound this.
-            let mut conn = match self.conn().await {
-                Ok(conn) => conn,
-                Err(e) => return self.fallback(slot, cached, &e.to_string()),
-            };
-            let stored = match keyspace::read_token(&mut conn, &self.keys, &slot.id).await {
-                Ok(stored) => stored,
-                Err(e) => return self.fallback(slot, cached, &format!("redis: {e}")),
-            };
-            let Some(stored) = stored else {
-                slot.entry.store(None);
-                return Ok(None);
-            };
-            if stored.generation < slot.min_generation.load(Ordering::Acquire) {
-                // This read raced an event announcing a newer token: read again.
-                continue;
-            }
-            let token = Token::new(&stored.value, sent + stored.ttl, stored.generation);
-            let entry = Entry {
-                token: token.clone(),
-                checked_at: sent,
-                session,
-                stale: false,
-            };
-            slot.entry.store(Some(Arc::new(entry.clone())));
-            if stored.generation < slot.min_generation.load(Ordering::Acquire) {
-                // An event arrived between the check above and the store.
-                slot.entry.store(Some(Arc::new(Entry {
-                    stale: true,
-                    ..entry
-                })));
-            }
-            return Ok(
-                (Instant::now() + self.settings.expiry_margin < token.expires_at())
-                    .then_some(token),
-            );
-        }
-        Ok(None)
-    }
-
-    /// Redis failed: serve the cached token until its real expiry.
-    fn fallback(
-        &self,
-        slot: &Slot,
-        cached: Option<Arc<Entry>>,
-        reason: &str,
-    ) -> Result<Option<Token>, ClientError> {
-        let now = Instant::now();
-        match cached {
-            Some(e) if now + self.settings.expiry_margin < e.token.expires_at() => {
-                debug!(id = %slot.id, reason, "redis unreachable; serving the cached token");
-                // Do not ask again on every call: trust it for another max_staleness.
-                slot.entry.store(Some(Arc::new(Entry {
-                    checked_at: now,
-                    session: 0,
-                    ..Entry::clone(&e)
-                })));
-                Ok(Some(e.token.clone()))
-            }
-            _ => Err(unavailable(slot.id.as_str(), reason)),
-        }
-    }
-
-    /// Asks the fleet for a token (at most once a second per credential).
-    async fn request_refresh(&self, slot: &Slot) {
-        let due = {
-            let mut last = slot.last_request.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
-        if !due {
-            return;
-        }
-        let event = Event::RefreshRequested {
-            generation: 0,
-            reason: Some("no_token".into()),
-            force: false,
-        };
-        let published = match self.conn().await {
-            Ok(mut conn) => keyspace::publish(&mut conn, &self.keys, &slot.id, &event)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        };
-        if !published {
-            warn!(id = %slot.id, "could not ask the fleet for a token");
-        }
-    }
-}
-
-impl EventSink for Inner {
-    fn on_event(&self, id: &CredentialId, event: Event) {
-        let Some(slot) = self.slots.load().get(id.as_str()).cloned() else {
-            return;
-        };
-        match event {
-            Event::Refreshed { generation, .. } => {
-                slot.min_generation.fetch_max(generation, Ordering::AcqRel);
-                if let Some(e) = slot.entry.load_full()
-                    && e.token.generation() < generation
-                {
-                    slot.entry.store(Some(Arc::new(Entry {
-                        stale: true,
-                        ..Entry::clone(&e)
-                    })));
-                }
-                slot.announced.send_replace(generation);
-                // Prefetch, so the next reader hits the cache.
-                if let (Some(me), Ok(rt)) =
-                    (self.me.upgrade(), tokio::runtime::Handle::try_current())
-                {
-                    rt.spawn(async move {
-                        let _ = me.fill(&slot).await;
-                    });
-                }
-            }
-            Event::Invalidated { generation } => {
-                slot.min_generation
-                    .fetch_max(generation + 1, Ordering::AcqRel);
-                if slot
-                    .entry
-                    .load()
-                    .as_ref()
-                    .is_some_and(|e| e.token.generation() <= generation)
-                {
-                    slot.entry.store(None);
-                }
-                slot.announced.send_modify(|_| {});
-            }
-            Event::ReportRefused { generation, reason } => {
-                *slot.refused.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((generation, reason, Instant::now()));
-                slot.announced.send_modify(|_| {});
-            }
-            _ => {}
-        }
-    }
-
-    fn on_connection(&self, state: ConnectionState) {
-        let session = match state {
-            ConnectionState::Up { session } => session,
-            ConnectionState::Down => 0,
-        };
-        self.session.store(session, Ordering::Release);
-        self.connection.send_replace(state);
-    }
 }
 
 #[cfg(test)]

@@ -15,14 +15,15 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use wxtoken_common::wire::Event;
-use wxtoken_common::{CredentialId, Keys};
+use wxtoken_common::{CredentialRef, Keys};
 
 use crate::connect::ClientSource;
 
 /// Receives what the subscription sees. Called from the subscription task:
 /// implementations must not block.
 pub trait EventSink: Send + Sync + 'static {
-    fn on_event(&self, id: &CredentialId, event: Event);
+    /// An event of `cref` (the id of the channel, the slot the payload names).
+    fn on_event(&self, cref: &CredentialRef, event: Event);
     fn on_connection(&self, state: ConnectionState);
 }
 
@@ -183,9 +184,10 @@ async fn follow(
                 let Some(msg) = msg else { return Err("stream closed".into()) };
                 let channel = msg.get_channel_name();
                 let Some(id) = keys.id_of_events_channel(channel) else { continue };
-                match Event::parse(msg.get_payload_bytes()) {
-                    Some(event) => sink.on_event(&id, event),
-                    None => debug!(%id, "ignored an unparsable event"),
+                let payload = msg.get_payload_bytes();
+                match (Event::parse(payload), Event::slot_of(payload)) {
+                    (Some(event), Some(slot)) => sink.on_event(&CredentialRef { id, slot }, event),
+                    _ => debug!(%id, "ignored an unparsable event"),
                 }
             }
             _ = ping.tick() => {
@@ -216,9 +218,9 @@ impl std::fmt::Debug for FanOut {
 }
 
 impl EventSink for FanOut {
-    fn on_event(&self, id: &CredentialId, event: Event) {
+    fn on_event(&self, cref: &CredentialRef, event: Event) {
         for sink in &self.0 {
-            sink.on_event(id, event.clone());
+            sink.on_event(cref, event.clone());
         }
     }
 

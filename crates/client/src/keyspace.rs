@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use wxtoken_common::wire::Event;
-use wxtoken_common::{CredentialId, Keys, meta};
+use wxtoken_common::{CredentialId, CredentialRef, Keys, SlotKeys, meta};
 
 /// Helpers every wxtoken script shares (`num`, `token_pttl`).
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
@@ -66,11 +66,18 @@ pub async fn read_token<C: ConnectionLike>(
     keys: &Keys,
     id: &CredentialId,
 ) -> redis::RedisResult<Option<StoredToken>> {
-    let token_key = keys.access_token(id);
+    read_value(conn, &keys.credential(id)).await
+}
+
+/// [`read_token`] for any credential (an access token or a ticket).
+pub async fn read_value<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &SlotKeys,
+) -> redis::RedisResult<Option<StoredToken>> {
     let (value, pttl, generation): (Option<String>, i64, Option<String>) = redis::pipe()
-        .get(&token_key)
-        .pttl(&token_key)
-        .hget(keys.meta(id), meta::GENERATION)
+        .get(&keys.value)
+        .pttl(&keys.value)
+        .hget(&keys.meta, meta::GENERATION)
         .query_async(conn)
         .await?;
     Ok(match value {
@@ -109,12 +116,22 @@ pub async fn invalidate<C: ConnectionLike>(
     id: &CredentialId,
     bad_token: &str,
 ) -> redis::RedisResult<Invalidation> {
+    report(conn, &keys.credential(id), bad_token).await
+}
+
+/// [`invalidate`] for any credential (a ticket a JS-SDK page found invalid).
+pub async fn report<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &SlotKeys,
+    bad_value: &str,
+) -> redis::RedisResult<Invalidation> {
     let (what, generation): (String, u64) = INVALIDATE
-        .key(keys.access_token(id))
-        .key(keys.meta(id))
-        .key(keys.events(id))
-        .key(keys.report(id))
-        .arg(bad_token)
+        .key(&keys.value)
+        .key(&keys.meta)
+        .key(&keys.events)
+        .key(&keys.report)
+        .arg(bad_value)
+        .arg(keys.slot.name().unwrap_or(""))
         .invoke_async(conn)
         .await?;
     Ok(match what.as_str() {
@@ -124,16 +141,17 @@ pub async fn invalidate<C: ConnectionLike>(
     })
 }
 
-/// Publishes `event` on `id`'s channel; returns how many subscribers got it.
+/// Publishes `event` on `cref`'s channel (with its `slot`, unless it is the
+/// access token); returns how many subscribers got it.
 pub async fn publish<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
-    id: &CredentialId,
+    cref: &CredentialRef,
     event: &Event,
 ) -> redis::RedisResult<u64> {
     redis::cmd("PUBLISH")
-        .arg(keys.events(id))
-        .arg(event.to_json())
+        .arg(keys.events(&cref.id))
+        .arg(event.to_json_in(cref.slot))
         .query_async(conn)
         .await
 }

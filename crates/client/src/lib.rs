@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod client;
 pub mod connect;
 mod error;

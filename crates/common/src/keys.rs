@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::{CredentialId, QuotaDay};
+use crate::{CredentialId, CredentialRef, QuotaDay, QuotaPeriod, Slot, TicketType};
 
 /// The default key prefix (`[redis] key_prefix`).
 pub const DEFAULT_PREFIX: &str = "wxtoken";
@@ -121,17 +121,61 @@ impl Keys {
         CredentialId::parse(id).ok()
     }
 
-    /// Every key of one credential, built once (scripts take them as KEYS).
+    /// Every key of one credential's access token, built once (scripts take
+    /// them as KEYS). Part I's names: `P:{ID}:access_token`, `P:{ID}:meta`, ….
     pub fn credential(&self, id: &CredentialId) -> CredentialKeys {
-        CredentialKeys {
-            access_token: self.access_token(id),
-            meta: self.meta(id),
-            lock: self.lock(id),
-            fence: self.fence(id),
-            epoch: self.epoch(id),
-            events: self.events(id),
-            quota_base: self.key(id, "quota:"),
+        self.slot(&CredentialRef::token(id.clone()))
+    }
+
+    /// Every key of one credential (id + slot). The access token keeps Part
+    /// I's names; a ticket lives at `P:{ID}:ticket:jsapi` with `:meta`,
+    /// `:lock`, `:fence`, `:epoch`, `:report`, `:quota:…` beside it (SPEC
+    /// §8). All share the id's hash tag and its events channel.
+    pub fn slot(&self, cref: &CredentialRef) -> SlotKeys {
+        let id = &cref.id;
+        match cref.slot.name() {
+            None => SlotKeys {
+                slot: cref.slot,
+                value: self.access_token(id),
+                meta: self.meta(id),
+                lock: self.lock(id),
+                fence: self.fence(id),
+                epoch: self.epoch(id),
+                report: self.report(id),
+                events: self.events(id),
+                quota_base: self.key(id, "quota:"),
+            },
+            Some(slot) => {
+                let base = self.key(id, slot);
+                SlotKeys {
+                    slot: cref.slot,
+                    meta: format!("{base}:meta"),
+                    lock: format!("{base}:lock"),
+                    fence: format!("{base}:fence"),
+                    epoch: format!("{base}:epoch"),
+                    report: format!("{base}:report"),
+                    events: self.events(id),
+                    quota_base: format!("{base}:quota:"),
+                    value: base,
+                }
+            }
         }
+    }
+
+    /// `P:{corp.CORPID}:quota:TYPE:YYYYMMDDHH` — a WeCom corp's hourly ticket
+    /// count across all its agents (SPEC §8), under the corp's own hash tag.
+    /// `None` when `corp.CORPID` is not a valid id.
+    pub fn corp_quota(
+        &self,
+        corpid: &str,
+        ticket: TicketType,
+        period: &QuotaPeriod,
+    ) -> Option<String> {
+        let tag = CredentialId::parse(&format!("corp.{corpid}")).ok()?;
+        Some(self.key(
+            &tag,
+            &format!("quota:{}:{}", ticket.as_str(), period.key_suffix()),
+        ))
     }
 }
 
@@ -149,22 +193,41 @@ impl Default for Keys {
     }
 }
 
-/// The key names of one credential, precomputed so hot paths do not format.
+/// The key names of one credential (id + slot), precomputed so hot paths do
+/// not format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialKeys {
-    pub access_token: String,
+pub struct SlotKeys {
+    pub slot: Slot,
+    /// The value: the access token or the ticket. `GET` + `PTTL` is all a
+    /// plain reader needs.
+    pub value: String,
     pub meta: String,
     pub lock: String,
     pub fence: String,
     pub epoch: String,
+    pub report: String,
+    /// The id's events channel, shared by its slots (events say `slot`).
     pub events: String,
     quota_base: String,
 }
 
-impl CredentialKeys {
-    /// `P:{ID}:quota:YYYYMMDD`.
+/// Part I's name for the keys of a credential.
+pub type CredentialKeys = SlotKeys;
+
+impl SlotKeys {
+    /// `P:{ID}:quota:YYYYMMDD` (a ticket's: `P:{ID}:ticket:jsapi:quota:…`).
     pub fn quota(&self, day: QuotaDay) -> String {
         format!("{}{}", self.quota_base, day.key_suffix())
+    }
+
+    /// The counter of one period (a day or an hour).
+    pub fn quota_in(&self, period: &QuotaPeriod) -> String {
+        format!("{}{}", self.quota_base, period.key_suffix())
+    }
+
+    /// `…:quota:verify:YYYYMMDD` — token checks for reports that day.
+    pub fn verify_quota(&self, day: QuotaDay) -> String {
+        format!("{}verify:{}", self.quota_base, day.key_suffix())
     }
 }
 
@@ -192,6 +255,17 @@ mod tests {
         assert_eq!(k.credential(&i).quota(day), k.quota(&i, day));
         assert_eq!(k.events_pattern(), "wxtoken:{*}:events");
         assert_eq!(k.report(&i), "wxtoken:{shop}:report");
+        let t = k.slot(&CredentialRef::ticket(i.clone(), TicketType::Jsapi));
+        assert_eq!(t.value, "wxtoken:{shop}:ticket:jsapi");
+        assert_eq!(t.meta, "wxtoken:{shop}:ticket:jsapi:meta");
+        assert_eq!(t.lock, "wxtoken:{shop}:ticket:jsapi:lock");
+        assert_eq!(t.quota(day), "wxtoken:{shop}:ticket:jsapi:quota:20231115");
+        assert_eq!(t.events, "wxtoken:{shop}:events");
+        let hour = crate::Window::Hour.at(1_700_000_000_000, Default::default());
+        assert_eq!(
+            k.corp_quota("ww0123", TicketType::Jsapi, &hour).as_deref(),
+            Some("wxtoken:{corp.ww0123}:quota:jsapi:2023111506")
+        );
         assert_eq!(
             k.verify_quota(&i, day),
             "wxtoken:{shop}:quota:verify:20231115"
@@ -230,7 +304,9 @@ mod tests {
             let i = id(&raw);
             let day = QuotaDay::from_unix_ms(0, Default::default());
             let c = k.credential(&i);
-            for key in [&c.access_token, &c.meta, &c.lock, &c.fence, &c.epoch, &c.events, &c.quota(day)] {
+            let t = k.slot(&CredentialRef::ticket(i.clone(), TicketType::Jsapi));
+            for key in [&c.value, &c.meta, &c.lock, &c.fence, &c.epoch, &c.events, &c.report, &c.quota(day),
+                        &t.value, &t.meta, &t.lock, &t.fence, &t.epoch, &t.report, &t.quota(day)] {
                 prop_assert_eq!(hash_tag(key), Some(raw.as_str()));
                 let head = format!("{}:{{", prefix);
                 prop_assert!(key.starts_with(&head));
@@ -243,8 +319,8 @@ mod tests {
             prop_assume!(a != b);
             let k = Keys::default();
             let (ka, kb) = (k.credential(&id(&a)), k.credential(&id(&b)));
-            let all_a = [&ka.access_token, &ka.meta, &ka.lock, &ka.fence, &ka.epoch, &ka.events];
-            let all_b = [&kb.access_token, &kb.meta, &kb.lock, &kb.fence, &kb.epoch, &kb.events];
+            let all_a = [&ka.value, &ka.meta, &ka.lock, &ka.fence, &ka.epoch, &ka.events];
+            let all_b = [&kb.value, &kb.meta, &kb.lock, &kb.fence, &kb.epoch, &kb.events];
             for x in all_a {
                 prop_assert!(!all_b.contains(&x));
             }

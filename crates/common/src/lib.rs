@@ -10,13 +10,16 @@
 //! timestamps in, so every rule here is a pure function that tests can pin down.
 
 mod class;
+mod credential;
 mod id;
+pub mod jsapi;
 mod keys;
 pub mod meta;
 mod quota;
 pub mod wire;
 
 pub use class::{ErrorClass, classify_fetch_errcode, is_token_rejected};
+pub use credential::{CredentialRef, Slot, TicketType, UnknownTicketType};
 pub use id::{CredentialId, InvalidId};
-pub use keys::{CredentialKeys, DEFAULT_PREFIX, InvalidPrefix, Keys};
-pub use quota::{QuotaDay, QuotaOffset};
+pub use keys::{CredentialKeys, DEFAULT_PREFIX, InvalidPrefix, Keys, SlotKeys};
+pub use quota::{QuotaDay, QuotaOffset, QuotaPeriod, Window};

@@ -107,6 +107,85 @@ impl QuotaDay {
     }
 }
 
+/// How long a quota counter counts: a quota day, or a clock hour (WeCom's
+/// hourly ticket caps) at the same offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Day,
+    Hour,
+}
+
+/// One counting period of a [`Window`]: its key suffix and its bounds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QuotaPeriod {
+    window: Window,
+    start_ms: i64,
+    suffix: String,
+    offset: QuotaOffset,
+}
+
+impl Window {
+    /// The period of this window that contains `unix_ms`.
+    pub fn at(self, unix_ms: i64, offset: QuotaOffset) -> QuotaPeriod {
+        let day = QuotaDay::from_unix_ms(unix_ms, offset);
+        match self {
+            Window::Day => QuotaPeriod {
+                window: self,
+                start_ms: day.start_unix_ms(),
+                suffix: day.key_suffix(),
+                offset,
+            },
+            Window::Hour => {
+                let hour = (unix_ms - day.start_unix_ms()).div_euclid(3_600_000);
+                QuotaPeriod {
+                    window: self,
+                    start_ms: day.start_unix_ms() + hour * 3_600_000,
+                    suffix: format!("{}{hour:02}", day.key_suffix()),
+                    offset,
+                }
+            }
+        }
+    }
+
+    pub fn length_ms(self) -> i64 {
+        match self {
+            Window::Day => 86_400_000,
+            Window::Hour => 3_600_000,
+        }
+    }
+}
+
+impl QuotaPeriod {
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// `YYYYMMDD` or `YYYYMMDDHH` (local time at the offset).
+    pub fn key_suffix(&self) -> &str {
+        &self.suffix
+    }
+
+    pub fn start_unix_ms(&self) -> i64 {
+        self.start_ms
+    }
+
+    /// When the next period starts (when a refusal lifts).
+    pub fn end_unix_ms(&self) -> i64 {
+        self.start_ms + self.window.length_ms()
+    }
+
+    /// The period just before this one.
+    pub fn previous(&self) -> QuotaPeriod {
+        self.window.at(self.start_ms - 1, self.offset)
+    }
+}
+
+impl fmt::Debug for QuotaPeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QuotaPeriod({})", self.suffix)
+    }
+}
+
 impl fmt::Debug for QuotaDay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "QuotaDay({})", self.key_suffix())
@@ -147,6 +226,21 @@ mod tests {
         for bad in ["8", "+8:00", "+25:00", "+08:61", "", "UTC+8"] {
             assert!(QuotaOffset::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hours_are_local_clock_hours() {
+        let off = QuotaOffset::default();
+        let p = Window::Hour.at(SHANGHAI_MIDNIGHT + 3 * 3_600_000 + 5, off);
+        assert_eq!(p.key_suffix(), "2023111603");
+        assert_eq!(p.start_unix_ms(), SHANGHAI_MIDNIGHT + 3 * 3_600_000);
+        assert_eq!(p.end_unix_ms(), SHANGHAI_MIDNIGHT + 4 * 3_600_000);
+        assert_eq!(p.previous().key_suffix(), "2023111602");
+        let first = Window::Hour.at(SHANGHAI_MIDNIGHT, off);
+        assert_eq!(first.previous().key_suffix(), "2023111523");
+        let day = Window::Day.at(SHANGHAI_MIDNIGHT, off);
+        assert_eq!(day.key_suffix(), "20231116");
+        assert_eq!(day.previous().key_suffix(), "20231115");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ErrorClass;
+use crate::{ErrorClass, Slot};
 
 /// A message on `P:{ID}:events`. Never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,33 @@ impl Event {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The payload for `slot`'s credential: `to_json` plus `"slot"` unless it
+    /// is the access token (whose events stay byte for byte Part I's).
+    pub fn to_json_in(&self, slot: Slot) -> String {
+        let Some(name) = slot.name() else {
+            return self.to_json();
+        };
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.insert("slot".into(), serde_json::Value::from(name));
+                serde_json::Value::Object(map).to_string()
+            }
+            _ => self.to_json(),
+        }
+    }
+
+    /// The slot a payload names (`"slot"`; absent: the access token).
+    /// `None` for a slot this build does not know.
+    pub fn slot_of(payload: &[u8]) -> Option<Slot> {
+        #[derive(Deserialize)]
+        struct SlotField {
+            #[serde(default)]
+            slot: Option<String>,
+        }
+        let field: SlotField = serde_json::from_slice(payload).ok()?;
+        Slot::parse(field.slot.as_deref())
+    }
 }
 
 /// `GET /v1/apps/{id}/access_token` reply.
@@ -101,6 +128,59 @@ impl fmt::Debug for AccessTokenResponse {
     }
 }
 
+/// `GET /v1/apps/{id}/tickets/{type}` reply.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketResponse {
+    pub ticket: String,
+    /// Whole seconds left, rounded down.
+    pub expires_in: u64,
+    /// Unix ms of expiry.
+    pub expires_at: u64,
+    pub generation: u64,
+}
+
+impl fmt::Debug for TicketResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TicketResponse")
+            .field("ticket", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// A JS-SDK config signature as `wx.config` (and `wx.agentConfig`) takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsapiConfig {
+    /// The appid (WeCom: the corpid) the page passes to `wx.config`.
+    pub app_id: String,
+    pub timestamp: u64,
+    pub nonce_str: String,
+    pub signature: String,
+}
+
+/// `wx.agentConfig`'s fields (WeCom): the corp, the agent and a signature
+/// made with the agent's `agent_config` ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    pub corpid: String,
+    pub agentid: u64,
+    pub timestamp: u64,
+    pub nonce_str: String,
+    pub signature: String,
+}
+
+/// `POST /v1/apps/{id}/jsapi_signature` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureResponse {
+    #[serde(flatten)]
+    pub config: JsapiConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_config: Option<AgentConfig>,
+}
+
 /// Every API error body: `{"error":{"code":"snake_case","message":"…"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
@@ -123,12 +203,25 @@ pub struct LastError {
     pub class: Option<ErrorClass>,
 }
 
-/// One credential's status, without its token (`wxtoken status --json`, `GET /v1/apps`).
+/// One credential's status, without its value (`wxtoken status --json`,
+/// `GET /v1/apps`, `GET /v1/credentials`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppStatus {
     pub id: String,
+    /// The appid (WeCom: the corpid).
     pub appid: String,
+    /// The upstream API (`token`, `stable_token`, `getticket`, `gettoken`, …).
     pub api: String,
+    /// `app_token`, `jsapi_ticket`, `wx_card_ticket`, `wecom_token`,
+    /// `wecom_jsapi_ticket`, `wecom_agent_config_ticket`.
+    #[serde(default = "app_token")]
+    pub kind: String,
+    /// Absent for an access token; `ticket:jsapi`, … for a ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// The WeCom agent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agentid: Option<u64>,
     /// Whether a token is stored now.
     pub has_token: bool,
     pub generation: Option<u64>,
@@ -139,8 +232,13 @@ pub struct AppStatus {
     pub fetched_by: Option<String>,
     pub source: Option<String>,
     pub last_error: Option<LastError>,
+    /// Upstream calls in the current quota period (`quota_window`: a quota
+    /// day, or for WeCom tickets the last two clock hours).
     pub quota_used_today: u64,
+    /// The budget of that period.
     pub daily_budget: u64,
+    #[serde(default = "day")]
+    pub quota_window: String,
     /// Replica id of the refresh in progress, if any.
     pub locked_by: Option<String>,
     /// What became of readers' reports of rejected tokens (invariant 7).
@@ -149,6 +247,14 @@ pub struct AppStatus {
     /// Operator force requests (`wxtoken refresh --force`) so far.
     #[serde(default)]
     pub force_requests: u64,
+}
+
+fn app_token() -> String {
+    "app_token".into()
+}
+
+fn day() -> String {
+    "day".into()
 }
 
 /// Reports that led to no refresh, as `status` shows them.
@@ -244,6 +350,30 @@ mod tests {
                 reason: None,
                 force: false
             })
+        );
+    }
+
+    #[test]
+    fn ticket_events_say_their_slot() {
+        let e = Event::Invalidated { generation: 3 };
+        let json = e.to_json_in(Slot::Ticket(crate::TicketType::Jsapi));
+        assert_eq!(
+            json,
+            r#"{"event":"invalidated","generation":3,"slot":"ticket:jsapi"}"#
+        );
+        assert_eq!(Event::parse(json.as_bytes()), Some(e.clone()));
+        assert_eq!(
+            Event::slot_of(json.as_bytes()),
+            Some(Slot::Ticket(crate::TicketType::Jsapi))
+        );
+        assert_eq!(e.to_json_in(Slot::AccessToken), e.to_json());
+        assert_eq!(
+            Event::slot_of(e.to_json().as_bytes()),
+            Some(Slot::AccessToken)
+        );
+        assert_eq!(
+            Event::slot_of(br#"{"event":"x","slot":"ticket:nope"}"#),
+            None
         );
     }
 

@@ -22,7 +22,7 @@ use std::{fmt, fs};
 use secrecy::SecretString;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
-use wxtoken_common::{CredentialId, QuotaOffset};
+use wxtoken_common::{CredentialId, QuotaOffset, TicketType};
 
 pub use env::Env;
 pub use secret::{RedisUrl, SecretRef};
@@ -55,6 +55,8 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub upstream: UpstreamConfig,
     pub apps: Vec<AppConfig>,
+    /// `[[wecom]]`: WeCom (企业微信) agents whose tokens the fleet keeps.
+    pub wecom: Vec<WecomConfig>,
     /// `[http] api_keys` read at load time with the same environment as the
     /// app secrets; empty when none are configured (the JSON API is closed).
     #[serde(skip)]
@@ -161,6 +163,15 @@ pub struct RefreshConfig {
     pub loss_check_interval: Duration,
     /// Upstream calls per credential per quota day for the whole fleet.
     pub daily_budget: u64,
+    /// `getticket` calls per app and ticket type per quota day, fleet-wide
+    /// (WeChat: "very limited"; the fleet needs about 12).
+    pub ticket_daily_budget: u64,
+    /// WeCom ticket fetches per agent and ticket type in any hour, fleet-wide
+    /// (WeCom: at most 100 per agent).
+    pub wecom_ticket_hourly_per_agent: u64,
+    /// WeCom ticket fetches per corp and ticket type in any hour, across all
+    /// its agents, fleet-wide (WeCom: at most 400 per corp).
+    pub wecom_ticket_hourly_per_corp: u64,
     /// The part of `daily_budget` that only scheduled refreshes may spend:
     /// a refresh triggered by a report stops this many calls short, so a
     /// flood of reports can never leave the fleet unable to renew on time.
@@ -209,6 +220,8 @@ pub struct RefreshConfig {
 pub struct UpstreamConfig {
     /// An http(s) URL without a trailing slash.
     pub base_url: String,
+    /// WeCom's API host (qyapi.weixin.qq.com), likewise.
+    pub wecom_base_url: String,
 }
 
 /// One `[[apps]]` entry, with its secret resolved.
@@ -223,6 +236,27 @@ pub struct AppConfig {
     #[serde(rename = "secret")]
     pub secret_ref: SecretRef,
     pub api: UpstreamApi,
+    /// JS-SDK tickets the fleet keeps for this app (`jsapi`, `wx_card`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tickets: Vec<TicketType>,
+}
+
+/// One `[[wecom]]` entry (SPEC §8), with its secret resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct WecomConfig {
+    pub id: CredentialId,
+    pub corpid: String,
+    /// The agent the secret belongs to (absent for e.g. the contacts secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agentid: Option<u64>,
+    /// The resolved agent secret; never serialized, `Debug` shows `[REDACTED]`.
+    #[serde(skip)]
+    pub secret: SecretString,
+    #[serde(rename = "secret")]
+    pub secret_ref: SecretRef,
+    /// Tickets the fleet keeps (`jsapi`: the corp ticket, `agent_config`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tickets: Vec<TicketType>,
 }
 
 /// Which WeChat endpoint issues this app's token (SPEC §1).
@@ -295,9 +329,14 @@ impl RefreshConfig {
         self.scheduled_reserve.unwrap_or(self.daily_budget / 10)
     }
 
-    /// What a report-triggered refresh may spend of the day's budget.
-    pub fn report_budget(&self) -> u64 {
-        self.daily_budget.saturating_sub(self.reserve())
+    /// The reserve of a credential whose budget is `budget` (a ticket's
+    /// `ticket_daily_budget`, …): the configured reserve scaled to it.
+    pub fn reserve_of(&self, budget: u64) -> u64 {
+        if budget == self.daily_budget {
+            return self.reserve();
+        }
+        let share = self.reserve() as f64 / self.daily_budget.max(1) as f64;
+        (budget as f64 * share).ceil() as u64
     }
 
     /// How long before expiry a `stable_token` credential refreshes: inside
@@ -392,6 +431,9 @@ impl Default for RefreshConfig {
             poll_interval: Duration::from_secs(30),
             loss_check_interval: Duration::from_secs(5),
             daily_budget: 1800,
+            ticket_daily_budget: 100,
+            wecom_ticket_hourly_per_agent: 100,
+            wecom_ticket_hourly_per_corp: 400,
             scheduled_reserve: None,
             report_refresh_interval: Duration::from_secs(60),
             verify_interval: Duration::from_secs(120),
@@ -410,6 +452,7 @@ impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             base_url: "https://api.weixin.qq.com".to_owned(),
+            wecom_base_url: "https://qyapi.weixin.qq.com".to_owned(),
         }
     }
 }

@@ -1,14 +1,19 @@
 //! wxtoken coordinator: keeps WeChat credentials fresh for a fleet.
 //!
-//! Module map: `config` (TOML + env → [`config::Config`]), `store` (every Redis
-//! operation and script), `upstream` (the only code that calls WeChat),
+//! Module map: `config` (TOML + env → [`config::Config`]), `kind` (what
+//! differs between credential kinds: app tokens, JS-SDK tickets, WeCom),
+//! `catalog` (the credentials one replica keeps), `store` (every Redis
+//! operation and script), `upstream` (the HTTP client that calls WeChat),
 //! `refresher` (the refresh step and its policy loop), `wake` (events →
-//! per-credential wake-ups), `replica` (wires one replica together and runs it
-//! until shutdown). See ARCHITECTURE.md.
+//! per-credential wake-ups), `http` (the API, WeChat-compatible endpoints,
+//! health, metrics), `status`, `metrics`, `replica` (wires one replica
+//! together and runs it until shutdown), `cli`. See ARCHITECTURE.md.
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod kind;
 pub mod metrics;
 pub mod refresher;
 pub mod replica;

@@ -14,6 +14,8 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use wxtoken_common::CredentialId;
 
+use crate::kind::Credential;
+
 pub const REFRESH_TOTAL: &str = "wxtoken_refresh_total";
 pub const UPSTREAM_SECONDS: &str = "wxtoken_upstream_request_duration_seconds";
 pub const LOCK_TOTAL: &str = "wxtoken_lock_attempts_total";
@@ -87,27 +89,36 @@ fn app_label(app: &CredentialId) -> String {
     }
 }
 
-pub fn refresh(app: &CredentialId, outcome: &'static str) {
-    counter!(REFRESH_TOTAL, "app" => app_label(app), "outcome" => outcome).increment(1);
+/// The `app` (credential id) and `kind` labels of a credential's series.
+fn labels(cred: &Credential) -> (String, &'static str) {
+    (app_label(&cred.cref.id), cred.kind.name())
+}
+
+pub fn refresh(cred: &Credential, outcome: &'static str) {
+    let (app, kind) = labels(cred);
+    counter!(REFRESH_TOTAL, "app" => app, "kind" => kind, "outcome" => outcome).increment(1);
 }
 
 /// A report that led to no refresh, by reason: `token_valid` (WeChat
-/// accepted the token), `recently_verified`, `spacing` (deferred: a
+/// accepted the value), `recently_verified`, `spacing` (deferred: a
 /// report-triggered refresh happened within `report_refresh_interval`),
 /// `reserve` (the budget left is the scheduled refreshes'), or — counted by
 /// the HTTP API, which sees the script's answer — `token_valid_cached`.
-pub fn report_refused(app: &CredentialId, reason: &'static str) {
-    counter!(REPORT_REFUSALS_TOTAL, "app" => app_label(app), "reason" => reason).increment(1);
+pub fn report_refused(cred: &Credential, reason: &'static str) {
+    let (app, kind) = labels(cred);
+    counter!(REPORT_REFUSALS_TOTAL, "app" => app, "kind" => kind, "reason" => reason).increment(1);
 }
 
-/// A reported token shown to WeChat: `accepted`, `rejected` or `unknown`.
-pub fn token_check(app: &CredentialId, result: &'static str) {
-    counter!(TOKEN_CHECKS_TOTAL, "app" => app_label(app), "result" => result).increment(1);
+/// A reported value shown to WeChat: `accepted`, `rejected` or `unknown`.
+pub fn token_check(cred: &Credential, result: &'static str) {
+    let (app, kind) = labels(cred);
+    counter!(TOKEN_CHECKS_TOTAL, "app" => app, "kind" => kind, "result" => result).increment(1);
 }
 
-/// A fresh token replaced because an operator forced it.
-pub fn forced_refresh(app: &CredentialId) {
-    counter!(FORCED_REFRESHES_TOTAL, "app" => app_label(app)).increment(1);
+/// A fresh value replaced because an operator forced it.
+pub fn forced_refresh(cred: &Credential) {
+    let (app, kind) = labels(cred);
+    counter!(FORCED_REFRESHES_TOTAL, "app" => app, "kind" => kind).increment(1);
 }
 
 /// A guess at an app secret that was not answered, by `scope`
@@ -141,22 +152,27 @@ pub fn lock(acquired: bool) {
     counter!(LOCK_TOTAL, "result" => result).increment(1);
 }
 
-pub fn quota_used(app: &CredentialId, used: u64) {
+pub fn quota_used(cred: &Credential, used: u64) {
     if !per_app() {
         return;
     }
-    gauge!(QUOTA_USED, "app" => app.to_string()).set(used as f64);
+    let (app, kind) = labels(cred);
+    gauge!(QUOTA_USED, "app" => app, "kind" => kind).set(used as f64);
 }
 
-pub fn token_ttl(app: &CredentialId, ttl: Option<Duration>) {
+pub fn token_ttl(cred: &Credential, ttl: Option<Duration>) {
     if !per_app() {
         return;
     }
-    gauge!(TOKEN_TTL, "app" => app.to_string()).set(ttl.map_or(0.0, |t| t.as_secs_f64()));
+    let (app, kind) = labels(cred);
+    gauge!(TOKEN_TTL, "app" => app, "kind" => kind).set(ttl.map_or(0.0, |t| t.as_secs_f64()));
 }
 
-pub fn invalidation(app: &CredentialId, result: &'static str) {
-    counter!(INVALIDATIONS_TOTAL, "app" => app_label(app), "result" => result).increment(1);
+/// Reports and invalidations, by `result` (`reported`, `token_valid`,
+/// `already_replaced`, `verified_report`, `parent_rejected`, `force_refresh`).
+pub fn invalidation(cred: &Credential, result: &'static str) {
+    let (app, kind) = labels(cred);
+    counter!(INVALIDATIONS_TOTAL, "app" => app, "kind" => kind, "result" => result).increment(1);
 }
 
 pub fn http(route: String, status: u16, took: Duration) {

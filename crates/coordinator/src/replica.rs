@@ -1,5 +1,6 @@
 //! `replica`: wires one coordinator replica together — store, upstream,
-//! event subscription, one refresh loop per credential — and runs it until
+//! the catalog of credentials (every kind), the read cache, the event
+//! subscription, one refresh loop per credential — and runs it until
 //! shutdown (SPEC §5: on SIGTERM stop taking locks, release held ones, exit
 //! within 5 s).
 //!
@@ -17,11 +18,12 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use wxtoken_client::TokenClient;
 use wxtoken_client::events::{EventSink, EventSubscription, FanOut, SubscriptionConfig};
-use wxtoken_common::{CredentialId, Keys};
+use wxtoken_common::Keys;
 
-use crate::config::{AppConfig, Config, ConfigError};
+use crate::catalog::Catalog;
+use crate::config::{Config, ConfigError};
 use crate::http::{self, HttpState};
-use crate::refresher::{Refresher, run_credential};
+use crate::refresher::{MAX_CONCURRENT_REFRESHES, Refresher, run_credential};
 use crate::store::{self, TokenStore, connect_pool};
 use crate::upstream::Upstream;
 use crate::wake::Wakers;
@@ -56,7 +58,8 @@ pub fn default_replica_id(config: &Config) -> String {
 #[derive(Debug)]
 pub struct ReplicaHandle {
     refresher: Arc<Refresher>,
-    apps: Vec<Arc<AppConfig>>,
+    /// Every credential this replica keeps (all kinds), shared with its HTTP API.
+    catalog: Arc<Catalog>,
     /// The read path the HTTP API serves from: the client library's cache,
     /// fed by this replica's one event subscription.
     client: TokenClient,
@@ -66,31 +69,11 @@ pub struct ReplicaHandle {
 }
 
 impl ReplicaHandle {
-    /// Starts a replica: one event subscription and one loop per `[[apps]]`.
+    /// Starts a replica: one event subscription and one loop per credential.
     pub async fn start(config: &Config, replica_id: String) -> anyhow::Result<Self> {
         let store = build_store(config)?;
-        let upstream = Upstream::new(&config.upstream.base_url, config.refresh.upstream_timeout)
-            .context("upstream.base_url")?;
-        let refresher = Arc::new(Refresher::new(
-            store.clone(),
-            upstream,
-            config.refresh.clone(),
-            replica_id,
-        ));
-        let wakers = Wakers::new();
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut loops = JoinSet::new();
-        let apps: Vec<Arc<AppConfig>> = config.apps.iter().cloned().map(Arc::new).collect();
-        for app in &apps {
-            let wake = wakers.register(&app.id);
-            loops.spawn(run_credential(
-                refresher.clone(),
-                app.clone(),
-                wake,
-                wakers.events_up(),
-                shutdown_rx.clone(),
-            ));
-        }
+        let upstream = Upstream::new(config.refresh.upstream_timeout, MAX_CONCURRENT_REFRESHES)
+            .context("upstream")?;
         let client = TokenClient::builder(config.redis.url.expose_secret())
             .target(store::target(&config.redis))
             .key_prefix(&config.redis.key_prefix)
@@ -100,6 +83,27 @@ impl ReplicaHandle {
             .subscribe(false)
             .build()
             .context("redis.url")?;
+        let refresher = Arc::new(Refresher::new(
+            store.clone(),
+            upstream,
+            client.clone(),
+            config.refresh.clone(),
+            replica_id,
+        ));
+        let wakers = Wakers::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        let catalog = Arc::new(Catalog::from_config(config));
+        for cred in catalog.iter() {
+            let wake = wakers.register(&cred.cref);
+            loops.spawn(run_credential(
+                refresher.clone(),
+                cred.clone(),
+                wake,
+                wakers.events_up(),
+                shutdown_rx.clone(),
+            ));
+        }
         loops.spawn(watch_for_data_loss(
             store.clone(),
             wakers.clone(),
@@ -113,10 +117,10 @@ impl ReplicaHandle {
             SubscriptionConfig::default(),
             Arc::new(FanOut(sinks)),
         );
-        info!(replica = %refresher.replica_id(), apps = config.apps.len(), "replica started");
+        info!(replica = %refresher.replica_id(), credentials = catalog.len(), "replica started");
         Ok(Self {
             refresher,
-            apps,
+            catalog,
             client,
             shutdown,
             loops,
@@ -132,9 +136,9 @@ impl ReplicaHandle {
         self.refresher.store()
     }
 
-    /// The configuration of credential `id`, if this replica serves it.
-    pub fn app(&self, id: &CredentialId) -> Option<Arc<AppConfig>> {
-        self.apps.iter().find(|a| a.id == *id).cloned()
+    /// Every credential this replica keeps.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// The replica's read path (cache + events), shared with its HTTP API.
@@ -146,6 +150,7 @@ impl ReplicaHandle {
     pub fn http_state(&self, config: &Config) -> Result<HttpState, ConfigError> {
         HttpState::new(
             config,
+            self.catalog.clone(),
             self.client.clone(),
             self.store().clone(),
             self.refresher.ttls().clone(),
@@ -174,16 +179,18 @@ impl ReplicaHandle {
             self.loops.abort_all();
             while self.loops.join_next().await.is_some() {}
         }
-        for (id, owner) in self.refresher.held_locks().drain() {
+        for (cref, owner) in self.refresher.held_locks().drain() {
             match tokio::time::timeout(
                 Duration::from_secs(1),
-                self.refresher.store().release(&id, &owner),
+                self.refresher.store().release(&cref, &owner),
             )
             .await
             {
-                Ok(Ok(true)) => info!(%id, "released refresh lock on shutdown"),
+                Ok(Ok(true)) => info!(credential = %cref, "released refresh lock on shutdown"),
                 Ok(Ok(false)) => {}
-                _ => warn!(%id, "could not release refresh lock on shutdown; it expires by itself"),
+                _ => {
+                    warn!(credential = %cref, "could not release refresh lock on shutdown; it expires by itself")
+                }
             }
         }
         info!(replica = %self.refresher.replica_id(), "replica stopped");
@@ -198,8 +205,8 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     crate::metrics::install();
-    crate::metrics::set_per_app(config.apps.len() <= config.http.per_app_metrics_limit);
     let replica = ReplicaHandle::start(config, replica_id).await?;
+    crate::metrics::set_per_app(replica.catalog().len() <= config.http.per_app_metrics_limit);
     let state = replica.http_state(config)?;
     let (stop_http, http_stopped) = watch::channel(false);
     let mut servers = JoinSet::new();

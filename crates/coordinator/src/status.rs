@@ -1,22 +1,30 @@
 //! The status of a credential as operators see it (`wxtoken status`,
-//! `GET /v1/apps`): its config joined with what Redis holds. Never the token.
+//! `GET /v1/apps`, `GET /v1/credentials`): what its kind says it is, joined
+//! with what Redis holds. Never the value.
 
+use wxtoken_common::Window;
 use wxtoken_common::wire::{AppStatus, ReportStatus};
 
-use crate::config::{AppConfig, UpstreamApi};
+use crate::config::RefreshConfig;
+use crate::kind::Credential;
 use crate::store::{StoreError, TokenStore};
 
-/// The status of one credential as `status --json` and `GET /v1/apps` show it.
-pub async fn app_status(
+/// The status of one credential.
+pub async fn credential_status(
     store: &TokenStore,
-    app: &AppConfig,
-    budget: u64,
+    cred: &Credential,
+    settings: &RefreshConfig,
 ) -> Result<AppStatus, StoreError> {
-    let s = store.status(&app.id).await?;
+    let limits = cred.kind.limits(settings);
+    let about = cred.kind.describe();
+    let s = store.status(&cred.cref, limits.window).await?;
     Ok(AppStatus {
-        id: app.id.to_string(),
-        appid: app.appid.clone(),
-        api: api_name(app.api).into(),
+        id: cred.cref.id.to_string(),
+        appid: about.owner,
+        api: about.api.into(),
+        kind: cred.kind.name().into(),
+        slot: cred.cref.slot.name().map(str::to_owned),
+        agentid: about.agentid,
         has_token: s.token_ttl.is_some(),
         generation: s.generation,
         ttl_ms: s
@@ -28,7 +36,11 @@ pub async fn app_status(
         source: s.source,
         last_error: s.last_error,
         quota_used_today: s.quota_used_today,
-        daily_budget: budget,
+        daily_budget: limits.budget,
+        quota_window: match limits.window {
+            Window::Day => "day".into(),
+            Window::Hour => "hour".into(),
+        },
         locked_by: s.locked_by,
         reports: ReportStatus {
             refused: s.reports_refused,
@@ -38,11 +50,4 @@ pub async fn app_status(
         },
         force_requests: s.force_requests,
     })
-}
-
-pub fn api_name(api: UpstreamApi) -> &'static str {
-    match api {
-        UpstreamApi::Token => "token",
-        UpstreamApi::StableToken => "stable_token",
-    }
 }

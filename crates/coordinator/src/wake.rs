@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use wxtoken_client::events::{ConnectionState, EventSink};
-use wxtoken_common::CredentialId;
+use wxtoken_common::CredentialRef;
 use wxtoken_common::wire::Event;
 
 /// What a loop is woken with.
@@ -44,7 +44,7 @@ pub struct Refreshed {
 pub struct Wakers {
     /// Written only at start-up (one entry per configured credential), read on
     /// every event: an `RwLock` keeps event dispatch from contending.
-    loops: RwLock<HashMap<CredentialId, watch::Sender<WakeSignal>>>,
+    loops: RwLock<HashMap<CredentialRef, watch::Sender<WakeSignal>>>,
     events_up: watch::Sender<bool>,
 }
 
@@ -57,10 +57,10 @@ impl Wakers {
     }
 
     /// Registers a credential; its loop keeps the receiver.
-    pub fn register(&self, id: &CredentialId) -> watch::Receiver<WakeSignal> {
+    pub fn register(&self, cref: &CredentialRef) -> watch::Receiver<WakeSignal> {
         let (tx, rx) = watch::channel(WakeSignal::default());
         if let Ok(mut loops) = self.loops.write() {
-            loops.insert(id.clone(), tx);
+            loops.insert(cref.clone(), tx);
         }
         rx
     }
@@ -88,7 +88,7 @@ impl Wakers {
 }
 
 impl EventSink for Wakers {
-    fn on_event(&self, id: &CredentialId, event: Event) {
+    fn on_event(&self, cref: &CredentialRef, event: Event) {
         let (requested, refreshed) = match event {
             Event::Refreshed {
                 generation, ttl_ms, ..
@@ -103,7 +103,7 @@ impl EventSink for Wakers {
             _ => (true, None),
         };
         if let Ok(loops) = self.loops.read()
-            && let Some(tx) = loops.get(id)
+            && let Some(tx) = loops.get(cref)
         {
             Self::wake(tx, requested, refreshed);
         }

@@ -20,7 +20,7 @@ use wechat_sim::Faults;
 use wxtoken_client::connect::ClientSource;
 use wxtoken_client::events::{ConnectionState, EventSink, EventSubscription, SubscriptionConfig};
 use wxtoken_common::wire::Event;
-use wxtoken_common::{CredentialId, Keys};
+use wxtoken_common::{CredentialId, CredentialRef, Keys};
 use wxtoken_testkit::{FaultProxy, ProxyMode};
 
 pub use report::{ReaderReport, Report};
@@ -141,7 +141,7 @@ struct Committed {
 }
 
 impl EventSink for Committed {
-    fn on_event(&self, _id: &CredentialId, event: Event) {
+    fn on_event(&self, _cref: &CredentialRef, event: Event) {
         if matches!(event, Event::Refreshed { .. }) {
             let _ = self.tx.send(());
         }
@@ -418,7 +418,13 @@ async fn report_flood(fleet: &Fleet) {
                     generation: t.generation,
                 },
             ] {
-                let _ = wxtoken_client::keyspace::publish(&mut c, &keys, &id, &e).await;
+                let _ = wxtoken_client::keyspace::publish(
+                    &mut c,
+                    &keys,
+                    &CredentialRef::token(id.clone()),
+                    &e,
+                )
+                .await;
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use wechat_sim::TokenState;
 use wxtoken_client::wechat::Api;
 use wxtoken_client::{ClientError, TokenClient};
-use wxtoken_coordinator::store::{Commit, LockOwner, TokenStore};
+use wxtoken_coordinator::store::{Commit, CommitArgs, LockOwner, TokenStore};
 use wxtoken_e2e::{APPID, Fleet, ID, Timing};
 use wxtoken_testkit::{FaultProxy, ProxyMode};
 
@@ -108,7 +108,7 @@ async fn two_hundred_readers_across_twenty_refreshes_never_use_a_rejected_token(
 /// Acts as a coordinator: lock, begin, commit a made-up token; returns the
 /// generation and the instant the commit returned.
 async fn commit(store: &TokenStore, n: u64) -> (u64, Instant) {
-    let id = wxtoken_common::CredentialId::parse(ID).unwrap();
+    let id = wxtoken_common::CredentialRef::token(wxtoken_common::CredentialId::parse(ID).unwrap());
     let owner = LockOwner::new("timer");
     assert!(
         store
@@ -123,10 +123,7 @@ async fn commit(store: &TokenStore, n: u64) -> (u64, Instant) {
             &id,
             &grant,
             &owner,
-            &token,
-            Duration::from_secs(60),
-            "timer",
-            "token",
+            &CommitArgs::token(&token, Duration::from_secs(60), "timer", "token"),
         )
         .await
         .unwrap();

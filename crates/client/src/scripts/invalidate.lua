@@ -4,7 +4,9 @@
 -- accepts is not invalid, and whoever can run this script must not be able
 -- to empty the key or spend the fleet's upstream budget.
 -- KEYS[1] access_token, KEYS[2] meta, KEYS[3] events channel, KEYS[4] report
--- ARGV[1] the token a WeChat API rejected
+-- (for a ticket: the ticket, its meta and report keys, and the id's channel)
+-- ARGV[1] the token a WeChat API rejected; ARGV[2] (optional) the slot, e.g.
+-- `ticket:jsapi` (absent or empty: the access token)
 -- Returns one of
 --   {'reported', generation}: the stored token is that token; a coordinator
 --     checks it and publishes `invalidated` + `refreshed` (WeChat rejects it)
@@ -31,8 +33,12 @@ if num(m[2]) == gen and num(m[3]) > now_ms then
   return {'token_valid', gen}
 end
 local gen_s = string.format('%d', gen)
+local slot = ''
+if ARGV[2] and string.find(ARGV[2], '^ticket:[a-z_]+$') then
+  slot = ',"slot":"' .. ARGV[2] .. '"'
+end
 if redis.pcall('GET', KEYS[4]) ~= gen_s then
   redis.call('SET', KEYS[4], gen_s, 'PX', 60000)
-  redis.call('PUBLISH', KEYS[3], '{"event":"reported","generation":' .. gen_s .. '}')
+  redis.call('PUBLISH', KEYS[3], '{"event":"reported","generation":' .. gen_s .. slot .. '}')
 end
 return {'reported', gen}

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use wechat_sim::{SimConfig, SimHandle, TokenState};
 use wxtoken_client::events::{ConnectionState, EventSink, EventSubscription, SubscriptionConfig};
 use wxtoken_common::wire::Event;
-use wxtoken_common::{CredentialId, Keys};
+use wxtoken_common::{CredentialRef, Keys};
 
 use crate::config::{Config, Env};
 use crate::replica::{ReplicaHandle, build_store};
@@ -42,7 +42,7 @@ pub struct DemoArgs {
 struct Forward(mpsc::UnboundedSender<Event>);
 
 impl EventSink for Forward {
-    fn on_event(&self, _id: &CredentialId, event: Event) {
+    fn on_event(&self, _cref: &CredentialRef, event: Event) {
         let _ = self.0.send(event);
     }
     fn on_connection(&self, _state: ConnectionState) {}
@@ -133,7 +133,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .saturating_sub(every)
         .max(Duration::from_secs(1));
     let end = args.token_ttl.saturating_sub(every) * args.lifetimes + Duration::from_secs(2);
-    let id = config.apps[0].id.clone();
+    let id = CredentialRef::token(config.apps[0].id.clone());
     let (mut reads_ok, mut reads_bad) = (0_u64, 0_u64);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let ctrl_c = tokio::signal::ctrl_c();
@@ -158,7 +158,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 }
             }
             _ = tick.tick() => {
-                if let Ok(Some(token)) = store.read_token(&id).await {
+                if let Ok(Some(token)) = store.read_value(&id).await {
                     match sim.token_state(&token.value) {
                         TokenState::Valid => reads_ok += 1,
                         _ => reads_bad += 1,

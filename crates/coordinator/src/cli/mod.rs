@@ -50,31 +50,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the current token of a credential (from Redis).
+    /// Print the current value of a credential (from Redis): `ID` (its
+    /// access token), `ID/ticket:jsapi` or `ID --ticket jsapi`.
     Get {
         id: String,
+        /// A ticket of ID instead of its access token.
+        #[arg(long)]
+        ticket: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Report a token as rejected by WeChat: a replica checks it with WeChat
+    /// Report a value as rejected by WeChat: a replica checks it with WeChat
     /// and refreshes only if WeChat rejects it.
     Invalidate {
         id: String,
         #[arg(long)]
+        ticket: Option<String>,
+        /// The rejected value (a token, or with --ticket a ticket).
+        #[arg(long)]
         token: String,
     },
     /// Ask the fleet to refresh a credential now. `--force` replaces even a
-    /// fresh token (counted, and logged with who asked).
+    /// fresh value (counted, and logged with who asked).
     Refresh {
         id: String,
+        #[arg(long)]
+        ticket: Option<String>,
         #[arg(long)]
         force: bool,
         /// Who asks, for the log and `force_by` (default: $USER@host).
         #[arg(long, requires = "force")]
         by: Option<String>,
     },
-    /// Lift a credential's back-off and today's quota count (after fixing the cause).
-    Reset { id: String },
+    /// Lift a credential's back-off and its current quota count (after fixing the cause).
+    Reset {
+        id: String,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
     /// A self-contained local run: simulator + 3 replicas + your Redis, short TTLs.
     Demo(demo::DemoArgs),
     /// Exit 0 if the local replica's `/healthz` answers (for container HEALTHCHECKs).
@@ -129,12 +142,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Status { json } => ops::status(&config, *json).await,
-        Command::Get { id, json } => ops::get(&config, id, *json).await,
-        Command::Invalidate { id, token } => ops::invalidate(&config, id, token).await,
-        Command::Refresh { id, force, by } => {
-            ops::refresh(&config, id, *force, by.as_deref()).await
+        Command::Get { id, ticket, json } => ops::get(&config, id, ticket.as_deref(), *json).await,
+        Command::Invalidate { id, ticket, token } => {
+            ops::invalidate(&config, id, ticket.as_deref(), token).await
         }
-        Command::Reset { id } => ops::reset(&config, id).await,
+        Command::Refresh {
+            id,
+            ticket,
+            force,
+            by,
+        } => ops::refresh(&config, id, ticket.as_deref(), *force, by.as_deref()).await,
+        Command::Reset { id, ticket } => ops::reset(&config, id, ticket.as_deref()).await,
         Command::Healthcheck { url } => ops::healthcheck(&config, url.as_deref()).await,
         Command::Demo(_) => Ok(()),
     };

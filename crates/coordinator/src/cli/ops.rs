@@ -5,14 +5,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use wxtoken_client::keyspace::Invalidation;
-use wxtoken_common::CredentialId;
 use wxtoken_common::wire::{AccessTokenResponse, Event};
+use wxtoken_common::{CredentialId, Slot, TicketType};
 
-use crate::config::{AppConfig, Config, ConfigError};
+use crate::catalog::Catalog;
+use crate::config::{Config, ConfigError};
+use crate::kind::Credential;
 use crate::replica::{build_store, default_replica_id, run_until};
-use crate::status::app_status;
+use crate::status::credential_status;
 use crate::store::TokenStore;
 
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
@@ -42,18 +46,52 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn find_app<'a>(config: &'a Config, id: &str) -> Result<&'a AppConfig, ConfigError> {
-    let parsed = CredentialId::parse(id).map_err(|e| ConfigError::new("id", e.to_string()))?;
-    config.apps.iter().find(|a| a.id == parsed).ok_or_else(|| {
-        let known: Vec<&str> = config.apps.iter().map(|a| a.id.as_str()).collect();
-        ConfigError::new(
+/// The credential `id` names (`shop`, or `shop/ticket:jsapi`), or `id`'s
+/// `ticket` when given: an unknown one is a usage error naming the known ids.
+fn find(config: &Config, id: &str, ticket: Option<&str>) -> Result<Arc<Credential>, ConfigError> {
+    let (raw, slot) = match (id.split_once('/'), ticket) {
+        (Some((raw, slot)), None) => {
+            let slot = Slot::parse(Some(slot)).ok_or_else(|| {
+                ConfigError::new(
+                    "id",
+                    format!("{slot:?} is not a slot; write ID/ticket:jsapi"),
+                )
+            })?;
+            (raw, slot)
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "id",
+                "give the ticket either as ID/ticket:TYPE or --ticket, not both",
+            ));
+        }
+        (None, Some(t)) => {
+            let t: TicketType = t.parse().map_err(|e: wxtoken_common::UnknownTicketType| {
+                ConfigError::new("ticket", e.to_string())
+            })?;
+            (id, Slot::Ticket(t))
+        }
+        (None, None) => (id, Slot::AccessToken),
+    };
+    let parsed = CredentialId::parse(raw).map_err(|e| ConfigError::new("id", e.to_string()))?;
+    let catalog = Catalog::from_config(config);
+    match catalog.find(parsed.as_str(), slot) {
+        Some(c) => Ok(c.clone()),
+        None if catalog.family(parsed.as_str()).is_some() => Err(ConfigError::new(
+            "ticket",
+            format!(
+                "{raw} keeps no {} (see `tickets` in its config entry)",
+                slot.name().unwrap_or("access token")
+            ),
+        )),
+        None => Err(ConfigError::new(
             "id",
             format!(
-                "no credential {id:?} in the config; known: {}",
-                known.join(", ")
+                "no credential {raw:?} in the config; known: {}",
+                catalog.ids().join(", ")
             ),
-        )
-    })
+        )),
+    }
 }
 
 async fn connected_store(config: &Config) -> anyhow::Result<TokenStore> {
@@ -65,16 +103,16 @@ async fn connected_store(config: &Config) -> anyhow::Result<TokenStore> {
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let store = connected_store(config).await?;
     let mut rows = Vec::new();
-    for app in &config.apps {
-        rows.push(app_status(&store, app, config.refresh.daily_budget).await?);
+    for cred in Catalog::from_config(config).iter() {
+        rows.push(credential_status(&store, cred, &config.refresh).await?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<20} {:<20} {:<12} {:>6} {:>10} {:<24} {:>11}  LAST ERROR",
-        "ID", "APPID", "API", "GEN", "TTL", "FETCHED BY", "QUOTA"
+        "{:<28} {:<26} {:<20} {:>6} {:>10} {:<24} {:>11}  LAST ERROR",
+        "CREDENTIAL", "KIND", "APPID", "GEN", "TTL", "FETCHED BY", "QUOTA"
     );
     for r in rows {
         let ttl = r.ttl_ms.map_or("-".into(), |ms| {
@@ -84,27 +122,40 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             let class = e.class.map(|c| c.to_string()).unwrap_or_default();
             format!("{} {} ({class})", e.code, e.message)
         });
+        let name = match &r.slot {
+            Some(slot) => format!("{}/{slot}", r.id),
+            None => r.id.clone(),
+        };
+        let per = if r.quota_window == "hour" { "/h" } else { "" };
         println!(
-            "{:<20} {:<20} {:<12} {:>6} {:>10} {:<24} {:>11}  {}",
-            r.id,
+            "{:<28} {:<26} {:<20} {:>6} {:>10} {:<24} {:>11}  {}",
+            name,
+            r.kind,
             r.appid,
-            r.api,
             r.generation.map_or("-".into(), |g| g.to_string()),
             ttl,
             r.fetched_by.unwrap_or_else(|| "-".into()),
-            format!("{}/{}", r.quota_used_today, r.daily_budget),
+            format!("{}/{}{per}", r.quota_used_today, r.daily_budget),
             error
         );
     }
     Ok(())
 }
 
-pub async fn get(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
-    let app = find_app(config, id)?;
+pub async fn get(
+    config: &Config,
+    id: &str,
+    ticket: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let cred = find(config, id, ticket)?;
     let store = connected_store(config).await?;
     let now = store.redis_time_ms().await?;
-    let Some(token) = store.read_token(&app.id).await? else {
-        anyhow::bail!("no token stored for {id} (is a coordinator running? see `wxtoken status`)");
+    let Some(token) = store.read_value(&cred.cref).await? else {
+        anyhow::bail!(
+            "nothing stored for {} (is a coordinator running? see `wxtoken status`)",
+            cred.cref
+        );
     };
     if json {
         let body = AccessTokenResponse {
@@ -113,25 +164,38 @@ pub async fn get(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
             generation: token.generation,
             access_token: token.value,
         };
-        println!("{}", serde_json::to_string(&body)?);
+        let mut v = serde_json::to_value(&body)?;
+        if cred.cref.slot != Slot::AccessToken
+            && let Some(map) = v.as_object_mut()
+            && let Some(value) = map.remove("access_token")
+        {
+            map.insert("ticket".into(), value);
+        }
+        println!("{v}");
     } else {
         println!("{}", token.value);
     }
     Ok(())
 }
 
-pub async fn invalidate(config: &Config, id: &str, token: &str) -> anyhow::Result<()> {
-    let app = find_app(config, id)?;
+pub async fn invalidate(
+    config: &Config,
+    id: &str,
+    ticket: Option<&str>,
+    value: &str,
+) -> anyhow::Result<()> {
+    let cred = find(config, id, ticket)?;
     let store = connected_store(config).await?;
-    match store.invalidate(&app.id, token).await? {
+    let name = &cred.cref;
+    match store.report(&cred.cref, value).await? {
         Invalidation::Reported { generation } => println!(
-            "reported generation {generation}: a replica checks it with WeChat and refreshes only if WeChat rejects it (`wxtoken refresh {id} --force` replaces it regardless)"
+            "reported generation {generation}: a replica checks it with WeChat and refreshes only if WeChat rejects it (`wxtoken refresh {name} --force` replaces it regardless)"
         ),
         Invalidation::TokenValid { generation } => println!(
-            "generation {generation} was checked with WeChat moments ago and is accepted; nothing to do (`wxtoken refresh {id} --force` replaces it regardless)"
+            "generation {generation} was checked with WeChat moments ago and is accepted; nothing to do (`wxtoken refresh {name} --force` replaces it regardless)"
         ),
         Invalidation::AlreadyReplaced { generation } => println!(
-            "that token is no longer stored (current generation {generation}); nothing to do"
+            "that value is no longer stored (current generation {generation}); nothing to do"
         ),
         _ => println!("reported"),
     }
@@ -141,30 +205,32 @@ pub async fn invalidate(config: &Config, id: &str, token: &str) -> anyhow::Resul
 pub async fn refresh(
     config: &Config,
     id: &str,
+    ticket: Option<&str>,
     force: bool,
     by: Option<&str>,
 ) -> anyhow::Result<()> {
-    let app = find_app(config, id)?;
+    let cred = find(config, id, ticket)?;
+    let name = &cred.cref;
     let store = connected_store(config).await?;
     let (generation, receivers) = if force {
         let by = by.map_or_else(operator, str::to_owned);
-        let (generation, count, heard) = store.force_request(&app.id, &by).await?;
-        tracing::info!(%id, generation, by = %by, count, "forced refresh requested");
+        let (generation, count, heard) = store.force_request(&cred.cref, &by).await?;
+        tracing::info!(credential = %name, generation, by = %by, count, "forced refresh requested");
         println!(
-            "forced refresh of {id} requested by {by} (replaces generation {generation}; force request #{count} for {id})"
+            "forced refresh of {name} requested by {by} (replaces generation {generation}; force request #{count} for {name})"
         );
         (generation, heard)
     } else {
-        let generation = store.peek(&app.id).await?.generation;
+        let generation = store.peek(&cred.cref).await?.generation;
         let event = Event::RefreshRequested {
             generation,
             reason: Some("operator".into()),
             force: false,
         };
-        (generation, store.publish(&app.id, &event).await?)
+        (generation, store.publish(&cred.cref, &event).await?)
     };
     println!(
-        "refresh requested for {id} (generation {generation}, force={force}); {receivers} replica(s) listening"
+        "refresh requested for {name} (generation {generation}, force={force}); {receivers} replica(s) listening"
     );
     if receivers == 0 {
         anyhow::bail!(
@@ -188,12 +254,14 @@ fn operator() -> String {
     format!("{user}@{host}")
 }
 
-pub async fn reset(config: &Config, id: &str) -> anyhow::Result<()> {
-    let app = find_app(config, id)?;
+pub async fn reset(config: &Config, id: &str, ticket: Option<&str>) -> anyhow::Result<()> {
+    let cred = find(config, id, ticket)?;
     let store = connected_store(config).await?;
-    let cleared = store.reset_gate(&app.id).await?;
+    let window = cred.kind.limits(&config.refresh).window;
+    let cleared = store.reset_gate(&cred.cref, window).await?;
     println!(
-        "back-off lifted and today's quota count ({cleared}) cleared for {id}; a refresh was requested"
+        "back-off lifted and the current quota count ({cleared}) cleared for {}; a refresh was requested",
+        cred.cref
     );
     Ok(())
 }

@@ -275,7 +275,132 @@ const MALFORMED: &[(&str, &str)] = &[
         "APP | id = 'a' | APP | id = 'b' | api = 'stable_token' | APP | id = 'b'",
     ),
     ("apps[1].appid", "APP | APP | id = 'twin'"),
+    // Tickets and WeCom (issue 13).
+    ("apps[0].tickets", "APP | tickets = 'jsapi'"),
+    ("apps[0].tickets[0]", "APP | tickets = ['card']"),
+    ("apps[0].tickets[0]", "APP | tickets = ['agent_config']"),
+    ("apps[0].tickets[1]", "APP | tickets = ['jsapi', 'jsapi']"),
+    (
+        "wecom[0].corpid",
+        "[[wecom]] | id = 'hr' | corpid = 'ww 1' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[0].corpid",
+        "[[wecom]] | id = 'hr' | corpid = '' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[0].id",
+        "[[wecom]] | id = 'h:r' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[0].id",
+        "[[wecom]] | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[0].secret",
+        "[[wecom]] | id = 'hr' | corpid = 'ww1' | secret = { env = 'NOPE' }",
+    ),
+    (
+        "wecom[0].agentid",
+        "[[wecom]] | id = 'hr' | corpid = 'ww1' | agentid = 'x' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[0].agentid",
+        "[[wecom]] | id = 'hr' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' } | tickets = ['agent_config']",
+    ),
+    (
+        "wecom[0].tickets[0]",
+        "[[wecom]] | id = 'hr' | corpid = 'ww1' | agentid = 1 | secret = { env = 'SHOP_SECRET' } | tickets = ['wx_card']",
+    ),
+    (
+        "wecom[0].colour",
+        "[[wecom]] | id = 'hr' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' } | colour = 1",
+    ),
+    (
+        "wecom[0].id",
+        "APP | id = 'hr' | [[wecom]] | id = 'hr' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[1].id",
+        "[[wecom]] | id = 'hr' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' } | [[wecom]] | id = 'hr' | corpid = 'ww2' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "wecom[1].secret",
+        "[[wecom]] | id = 'a' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' } | [[wecom]] | id = 'b' | corpid = 'ww1' | secret = { env = 'SHOP_SECRET' }",
+    ),
+    (
+        "upstream.wecom_base_url",
+        "[upstream] | wecom_base_url = 'qyapi' | APP",
+    ),
+    (
+        "refresh.ticket_daily_budget",
+        "[refresh] | ticket_daily_budget = 0 | APP",
+    ),
+    (
+        "refresh.wecom_ticket_hourly_per_agent",
+        "[refresh] | wecom_ticket_hourly_per_agent = 101 | APP",
+    ),
+    (
+        "refresh.wecom_ticket_hourly_per_corp",
+        "[refresh] | wecom_ticket_hourly_per_corp = 401 | APP",
+    ),
+    (
+        "refresh.scheduled_reserve",
+        "[refresh] | scheduled_reserve = 1800 | APP",
+    ),
+    (
+        "refresh.verify_interval",
+        "[refresh] | verify_interval = '0s' | APP",
+    ),
+    (
+        "http.header_read_timeout",
+        "[http] | header_read_timeout = '0s' | APP",
+    ),
+    ("http.max_connections", "[http] | max_connections = 0 | APP"),
 ];
+
+#[test]
+fn tickets_and_wecom_agents_parse() {
+    let text = "[[apps]]\nid = 'shop'\nappid = 'wx0123456789abcdef'\nsecret = { env = 'SHOP_SECRET' }\ntickets = ['jsapi', 'wx_card']\n\
+        [[wecom]]\nid = 'hr-portal'\ncorpid = 'ww0123456789abcdef'\nagentid = 1000002\nsecret = { env = 'HR' }\ntickets = ['jsapi', 'agent_config']\n\
+        [[wecom]]\nid = 'contacts'\ncorpid = 'ww0123456789abcdef'\nsecret = { env = 'CONTACTS' }\n";
+    let c = parse(
+        text,
+        &[("HR", "hr-secret"), ("CONTACTS", "contacts-secret")],
+    )
+    .unwrap();
+    use wxtoken_common::TicketType;
+    assert_eq!(c.apps[0].tickets, [TicketType::Jsapi, TicketType::WxCard]);
+    assert_eq!(c.wecom.len(), 2);
+    assert_eq!(c.wecom[0].agentid, Some(1_000_002));
+    assert_eq!(
+        c.wecom[0].tickets,
+        [TicketType::Jsapi, TicketType::AgentConfig]
+    );
+    assert_eq!(c.wecom[1].agentid, None);
+    assert_eq!(c.upstream.wecom_base_url, "https://qyapi.weixin.qq.com");
+    assert!(!format!("{c:?}").contains("hr-secret"));
+    assert!(!c.redacted_toml().contains("hr-secret"));
+    let names: Vec<String> = crate::kind::credentials(&c)
+        .iter()
+        .map(|k| format!("{} {}", k.cref, k.kind.name()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "contacts wecom_token",
+            "hr-portal wecom_token",
+            "hr-portal/ticket:jsapi wecom_jsapi_ticket",
+            "hr-portal/ticket:agent_config wecom_agent_config_ticket",
+            "shop app_token",
+            "shop/ticket:jsapi jsapi_ticket",
+            "shop/ticket:wx_card wx_card_ticket",
+        ]
+    );
+    // A WeCom-only config needs no [[apps]].
+    let only = "[[wecom]]\nid = 'hr'\ncorpid = 'ww1'\nsecret = { env = 'HR' }\n";
+    assert_eq!(parse(only, &[("HR", "x")]).unwrap().wecom.len(), 1);
+}
 
 #[test]
 fn malformed_configs_name_their_key() {

@@ -7,12 +7,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde::Deserialize;
-use wxtoken_common::{CredentialId, Keys};
+use wxtoken_common::{CredentialId, Keys, TicketType};
 
 use super::{
     AppConfig, Config, ConfigError, Env, HttpConfig, RedisConfig, RedisMode, RefreshConfig,
-    SecretRef, UpstreamApi, UpstreamConfig,
+    SecretRef, UpstreamApi, UpstreamConfig, WecomConfig,
 };
 
 /// The file as written: sections default when absent, apps still unresolved.
@@ -24,6 +25,7 @@ pub(super) struct ConfigFile {
     refresh: RefreshConfig,
     upstream: UpstreamConfig,
     apps: Vec<AppEntry>,
+    wecom: Vec<WecomEntry>,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +36,20 @@ struct AppEntry {
     secret: SecretRef,
     #[serde(default)]
     api: UpstreamApi,
+    #[serde(default)]
+    tickets: Vec<TicketType>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WecomEntry {
+    id: String,
+    corpid: String,
+    #[serde(default)]
+    agentid: Option<u64>,
+    secret: SecretRef,
+    #[serde(default)]
+    tickets: Vec<TicketType>,
 }
 
 /// `Err(ConfigError { key, message })` unless `ok`.
@@ -61,15 +77,18 @@ impl ConfigFile {
             refresh,
             mut upstream,
             apps,
+            wecom,
         } = self;
         redis.validate()?;
         http.validate()?;
         refresh.validate()?;
-        upstream.base_url = validate_base_url(&upstream.base_url)?;
+        upstream.base_url = validate_base_url(&upstream.base_url, "upstream.base_url")?;
+        upstream.wecom_base_url =
+            validate_base_url(&upstream.wecom_base_url, "upstream.wecom_base_url")?;
         check(
-            !apps.is_empty(),
+            !apps.is_empty() || !wecom.is_empty(),
             "apps",
-            "no [[apps]] configured: add at least one credential",
+            "no [[apps]] or [[wecom]] configured: add at least one credential",
         )?;
         let mut resolved: Vec<AppConfig> = Vec::with_capacity(apps.len());
         for (i, entry) in apps.into_iter().enumerate() {
@@ -102,6 +121,29 @@ impl ConfigFile {
             }
             resolved.push(app);
         }
+        let mut agents: Vec<WecomConfig> = Vec::with_capacity(wecom.len());
+        for (i, entry) in wecom.into_iter().enumerate() {
+            let agent = entry.resolve(i, env)?;
+            let key = format!("wecom[{i}].id");
+            if let Some(j) = resolved.iter().position(|a| a.id == agent.id) {
+                let msg = format!("id `{}` is already used by apps[{j}]", agent.id);
+                return Err(ConfigError::new(key, msg));
+            }
+            if let Some(j) = agents.iter().position(|a| a.id == agent.id) {
+                let msg = format!("id `{}` is already used by wecom[{j}]", agent.id);
+                return Err(ConfigError::new(key, msg));
+            }
+            let same_secret = |a: &WecomConfig| {
+                a.corpid == agent.corpid && a.secret.expose_secret() == agent.secret.expose_secret()
+            };
+            if let Some(j) = agents.iter().position(same_secret) {
+                let msg = format!(
+                    "corpid and secret are those of wecom[{j}]: one (corp, secret) has one token; use one entry"
+                );
+                return Err(ConfigError::new(format!("wecom[{i}].secret"), msg));
+            }
+            agents.push(agent);
+        }
         let api_keys = http.api_keys_in(env)?;
         Ok(Config {
             redis,
@@ -109,6 +151,7 @@ impl ConfigFile {
             refresh,
             upstream,
             apps: resolved,
+            wecom: agents,
             api_keys,
         })
     }
@@ -137,14 +180,88 @@ impl AppEntry {
             .secret
             .resolve(env)
             .map_err(|m| ConfigError::new(key("secret"), m))?;
+        let tickets = unique_tickets(
+            &self.tickets,
+            &key("tickets"),
+            &[TicketType::Jsapi, TicketType::WxCard],
+        )?;
         Ok(AppConfig {
             id,
             appid: self.appid,
             secret,
             secret_ref: self.secret,
             api: self.api,
+            tickets,
         })
     }
+}
+
+impl WecomEntry {
+    fn resolve(self, i: usize, env: &Env) -> Result<WecomConfig, ConfigError> {
+        let key = |field: &str| format!("wecom[{i}].{field}");
+        let id = CredentialId::parse(&self.id)
+            .map_err(|e| ConfigError::new(key("id"), e.to_string()))?;
+        let corpid_ok = !self.corpid.is_empty()
+            && self.corpid.len() <= 58
+            && self
+                .corpid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        check(
+            corpid_ok,
+            &key("corpid"),
+            "must be 1-58 characters of [A-Za-z0-9_-] (WeCom corpids look like ww0123456789abcdef)",
+        )?;
+        let tickets = unique_tickets(
+            &self.tickets,
+            &key("tickets"),
+            &[TicketType::Jsapi, TicketType::AgentConfig],
+        )?;
+        check(
+            self.agentid.is_some() || !tickets.contains(&TicketType::AgentConfig),
+            &key("agentid"),
+            "an agent_config ticket belongs to an agent: set agentid (the secret must be that agent's)",
+        )?;
+        let secret = self
+            .secret
+            .resolve(env)
+            .map_err(|m| ConfigError::new(key("secret"), m))?;
+        Ok(WecomConfig {
+            id,
+            corpid: self.corpid,
+            agentid: self.agentid,
+            secret,
+            secret_ref: self.secret,
+            tickets,
+        })
+    }
+}
+
+/// The ticket list of an entry: each at most once, each one the kind has.
+fn unique_tickets(
+    tickets: &[TicketType],
+    key: &str,
+    allowed: &[TicketType],
+) -> Result<Vec<TicketType>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, t) in tickets.iter().enumerate() {
+        let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
+        check(
+            allowed.contains(t),
+            &format!("{key}[{i}]"),
+            format_args!(
+                "`{t}` is not a ticket of this kind; allowed: {}",
+                names.join(", ")
+            ),
+        )?;
+        check(
+            !out.contains(t),
+            &format!("{key}[{i}]"),
+            format_args!("`{t}` is listed twice"),
+        )?;
+        out.push(*t);
+    }
+    Ok(out)
 }
 
 impl RedisConfig {
@@ -238,6 +355,21 @@ impl RefreshConfig {
             "must be at most 1h: tokens live 2h, a larger lead refreshes so often it burns the daily quota",
         )?;
         check(
+            (1..=100_000).contains(&self.ticket_daily_budget),
+            "refresh.ticket_daily_budget",
+            "must be between 1 and 100000 (WeChat's getticket quota is \"very limited\"; the fleet needs about 12 a day)",
+        )?;
+        check(
+            (1..=100).contains(&self.wecom_ticket_hourly_per_agent),
+            "refresh.wecom_ticket_hourly_per_agent",
+            "must be between 1 and 100 (WeCom refuses more than 100 ticket fetches per agent per hour)",
+        )?;
+        check(
+            (1..=400).contains(&self.wecom_ticket_hourly_per_corp),
+            "refresh.wecom_ticket_hourly_per_corp",
+            "must be between 1 and 400 (WeCom refuses more than 400 ticket fetches per corp per hour)",
+        )?;
+        check(
             (1..=100_000).contains(&self.daily_budget),
             "refresh.daily_budget",
             "must be between 1 and 100000 (WeChat allows 2000 cgi-bin/token calls a day; 1800 leaves headroom)",
@@ -273,17 +405,17 @@ impl RefreshConfig {
     }
 }
 
-fn validate_base_url(raw: &str) -> Result<String, ConfigError> {
-    let bad = |why: String| ConfigError::new("upstream.base_url", why);
+fn validate_base_url(raw: &str, key: &str) -> Result<String, ConfigError> {
+    let bad = |why: String| ConfigError::new(key, why);
     let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("{raw:?} is not a URL ({e})")))?;
     check(
         matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
-        "upstream.base_url",
+        key,
         format_args!("{raw:?} must be an http:// or https:// URL with a host"),
     )?;
     check(
         url.query().is_none() && url.fragment().is_none(),
-        "upstream.base_url",
+        key,
         "must not have a query or fragment",
     )?;
     Ok(raw.trim_end_matches('/').to_owned())
@@ -292,6 +424,17 @@ fn validate_base_url(raw: &str) -> Result<String, ConfigError> {
 /// A value of the wrong shape or an unknown key, as serde reported it; an
 /// unknown key also names the section it was found in.
 pub(super) fn shape_error(key: String, message: &str) -> ConfigError {
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let key = if key.is_empty() || key == "." {
+            field.to_owned()
+        } else {
+            format!("{key}.{field}")
+        };
+        return ConfigError::new(key, message);
+    }
     if !message.starts_with("unknown field") {
         return ConfigError::new(key, message);
     }

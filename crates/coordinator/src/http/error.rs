@@ -21,6 +21,16 @@ pub enum ApiFailure {
     ApiClosed,
     InvalidId(String),
     AppNotFound(String),
+    /// A ticket type that does not exist (`type` in the path).
+    InvalidTicketType(String),
+    /// The id exists but the fleet does not keep this ticket for it.
+    TicketNotConfigured {
+        id: String,
+        ticket: String,
+    },
+    /// The id is of another kind than the route serves (a WeCom agent's id
+    /// on an official account's route, or the reverse).
+    WrongKind(String),
     InvalidJson(String),
     InvalidRequest(String),
     PayloadTooLarge,
@@ -62,6 +72,15 @@ impl ApiFailure {
                 "app_not_found",
                 format!("no credential {id:?} is configured"),
             ),
+            InvalidTicketType(m) => (StatusCode::BAD_REQUEST, "invalid_ticket_type", m.clone()),
+            TicketNotConfigured { id, ticket } => (
+                StatusCode::NOT_FOUND,
+                "ticket_not_configured",
+                format!(
+                    "{id} has no {ticket} ticket configured (add it to `tickets` in its config entry)"
+                ),
+            ),
+            WrongKind(m) => (StatusCode::BAD_REQUEST, "wrong_kind", m.clone()),
             InvalidJson(m) => (StatusCode::BAD_REQUEST, "invalid_json", m.clone()),
             InvalidRequest(m) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -154,6 +173,12 @@ mod tests {
             ApiFailure::ApiClosed,
             ApiFailure::InvalidId("x".into()),
             ApiFailure::AppNotFound("x".into()),
+            ApiFailure::InvalidTicketType("x".into()),
+            ApiFailure::TicketNotConfigured {
+                id: "x".into(),
+                ticket: "jsapi".into(),
+            },
+            ApiFailure::WrongKind("x".into()),
             ApiFailure::InvalidJson("x".into()),
             ApiFailure::InvalidRequest("x".into()),
             ApiFailure::PayloadTooLarge,

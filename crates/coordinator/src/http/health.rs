@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<HttpState>) -> Result<Json<serde_json::Value>, ApiFailure> {
     match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
-            serde_json::json!({ "status": "ready", "apps": state.apps.len() }),
+            serde_json::json!({ "status": "ready", "credentials": state.catalog.len() }),
         )),
         Ok(Err(e)) => Err(ApiFailure::RedisUnavailable(e.to_string())),
         Err(_) => Err(ApiFailure::RedisUnavailable("ping timed out".into())),
@@ -27,26 +27,26 @@ pub async fn readyz(State(state): State<HttpState>) -> Result<Json<serde_json::V
 }
 
 pub async fn metrics(State(state): State<HttpState>) -> Response {
-    let apps = if crate::metrics::per_app() {
-        &state.apps[..]
-    } else {
-        &[]
-    };
-    for app in apps {
-        // From memory: the read cache, else what the refresh loop knows.
-        // Redis only for a credential no loop has looked at yet (start-up).
-        let ttl = match state.client.cached(app.id.as_str()) {
-            Some(t) => Some(t.ttl()),
-            None => match state.ttls.ttl(&app.id) {
-                Some(known) => known,
-                None => tokio::time::timeout(Duration::from_millis(500), state.store.peek(&app.id))
+    if crate::metrics::per_app() {
+        for cred in state.catalog.iter() {
+            // From memory: the read cache, else what the refresh loop knows.
+            // Redis only for a credential no loop has looked at yet (start-up).
+            let ttl = match state.client.cached_value(&cred.cref) {
+                Some(t) => Some(t.ttl()),
+                None => match state.ttls.ttl(&cred.cref) {
+                    Some(known) => known,
+                    None => tokio::time::timeout(
+                        Duration::from_millis(500),
+                        state.store.peek(&cred.cref),
+                    )
                     .await
                     .ok()
                     .and_then(Result::ok)
                     .and_then(|p| p.token_ttl),
-            },
-        };
-        crate::metrics::token_ttl(&app.id, ttl);
+                },
+            };
+            crate::metrics::token_ttl(cred, ttl);
+        }
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

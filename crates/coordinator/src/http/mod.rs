@@ -1,5 +1,7 @@
-//! `http`: the coordinator's HTTP API (SPEC §6) — the JSON token API (`v1`),
-//! WeChat-compatible endpoints (`compat`), health and metrics (`health`).
+//! `http`: the coordinator's HTTP API (SPEC §6, §8) — the JSON API for
+//! tokens (`v1`) and tickets and JS-SDK signatures (`tickets`),
+//! WeChat-compatible endpoints (`compat`: WeChat's and WeCom's own paths),
+//! health and metrics (`health`).
 //!
 //! Handlers read through the replica's [`TokenClient`] (the same cache and
 //! event stream as the client library, not a second copy) and never call
@@ -13,8 +15,10 @@ mod compat;
 pub mod error;
 mod guess;
 mod health;
+mod json;
 mod listener;
 mod observe;
+mod tickets;
 mod v1;
 
 use std::sync::Arc;
@@ -27,9 +31,9 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use wxtoken_client::TokenClient;
-use wxtoken_common::CredentialId;
 
-use crate::config::{AppConfig, Config, ConfigError, UpstreamApi};
+use crate::catalog::Catalog;
+use crate::config::{AppConfig, Config, ConfigError, UpstreamApi, WecomConfig};
 use crate::store::TokenStore;
 use error::ApiFailure;
 
@@ -45,13 +49,17 @@ pub struct HttpState(Arc<Shared>);
 pub struct Shared {
     pub client: TokenClient,
     pub store: TokenStore,
+    /// Every credential the replica keeps: what the routes resolve ids against.
+    pub catalog: Arc<Catalog>,
+    /// The app and WeCom entries, for the compatible endpoints that
+    /// authenticate by the app's (or agent's) own secret.
     pub apps: Vec<Arc<AppConfig>>,
+    pub wecom: Vec<Arc<WecomConfig>>,
     /// Resolved once at start-up; `SecretString` so they never print.
     pub api_keys: Vec<SecretString>,
     pub token_wait: Duration,
     pub request_timeout: Duration,
     pub body_limit: usize,
-    pub daily_budget: u64,
     /// For `expires_in` of the WeChat-compatible endpoints (see `compat`).
     pub refresh: crate::config::RefreshConfig,
     pub metrics: PrometheusHandle,
@@ -89,6 +97,7 @@ impl HttpState {
     /// Builds the state from the config (reads the API key file or variable).
     pub fn new(
         config: &Config,
+        catalog: Arc<Catalog>,
         client: TokenClient,
         store: TokenStore,
         ttls: Arc<crate::refresher::TtlBook>,
@@ -96,12 +105,13 @@ impl HttpState {
         Ok(Self(Arc::new(Shared {
             client,
             store,
+            catalog,
             apps: config.apps.iter().cloned().map(Arc::new).collect(),
+            wecom: config.wecom.iter().cloned().map(Arc::new).collect(),
             api_keys: config.api_keys.clone(),
             token_wait: config.http.token_wait,
             request_timeout: config.http.request_timeout,
             body_limit: config.http.body_limit,
-            daily_budget: config.refresh.daily_budget,
             refresh: config.refresh.clone(),
             metrics: crate::metrics::install(),
             ttls,
@@ -111,15 +121,6 @@ impl HttpState {
                 config.http.secret_failures_per_minute_per_app,
             ),
         })))
-    }
-
-    /// How long before expiry the fleet refreshes a credential of this API.
-    pub fn refresh_lead(&self, api: UpstreamApi) -> std::time::Duration {
-        self.refresh.lead_for(api)
-    }
-
-    pub fn app(&self, id: &CredentialId) -> Option<Arc<AppConfig>> {
-        self.apps.iter().find(|a| a.id == *id).cloned()
     }
 
     /// The credential serving `appid`, preferring one that uses `prefer`.
@@ -138,16 +139,27 @@ impl HttpState {
 pub fn router(state: HttpState, with_metrics: bool) -> Router {
     let mut r = Router::new()
         .route("/v1/apps", get(v1::list_apps))
+        .route("/v1/credentials", get(v1::list_credentials))
         .route("/v1/apps/{id}/access_token", get(v1::access_token))
         .route(
             "/v1/apps/{id}/access_token/invalidate",
             post(v1::invalidate),
         )
+        .route("/v1/apps/{id}/tickets/{type}", get(tickets::ticket))
+        .route(
+            "/v1/apps/{id}/tickets/{type}/invalidate",
+            post(tickets::invalidate),
+        )
+        .route("/v1/apps/{id}/jsapi_signature", post(tickets::signature))
         .route("/cgi-bin/token", get(compat::token))
         .route(
             "/cgi-bin/stable_token",
             post(compat::stable_token).get(compat::stable_token_get),
         )
+        .route("/cgi-bin/ticket/getticket", get(compat::getticket))
+        .route("/cgi-bin/gettoken", get(compat::wecom_gettoken))
+        .route("/cgi-bin/get_jsapi_ticket", get(compat::wecom_jsapi_ticket))
+        .route("/cgi-bin/ticket/get", get(compat::wecom_agent_ticket))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if with_metrics {

@@ -23,15 +23,29 @@ use crate::metrics::{HTTP_SECONDS, HTTP_TOTAL};
 /// The router's patterns and their metric labels: `{id}` → `:id`, because
 /// braces in label values are legal but trip common exposition parsers. A
 /// pattern missing here still gets the right label, computed per request.
-pub(super) const ROUTES: [(&str, &str); 8] = [
+pub(super) const ROUTES: [(&str, &str); 16] = [
     ("/v1/apps", "/v1/apps"),
+    ("/v1/credentials", "/v1/credentials"),
     ("/v1/apps/{id}/access_token", "/v1/apps/:id/access_token"),
     (
         "/v1/apps/{id}/access_token/invalidate",
         "/v1/apps/:id/access_token/invalidate",
     ),
+    ("/v1/apps/{id}/tickets/{type}", "/v1/apps/:id/tickets/:type"),
+    (
+        "/v1/apps/{id}/tickets/{type}/invalidate",
+        "/v1/apps/:id/tickets/:type/invalidate",
+    ),
+    (
+        "/v1/apps/{id}/jsapi_signature",
+        "/v1/apps/:id/jsapi_signature",
+    ),
     ("/cgi-bin/token", "/cgi-bin/token"),
     ("/cgi-bin/stable_token", "/cgi-bin/stable_token"),
+    ("/cgi-bin/ticket/getticket", "/cgi-bin/ticket/getticket"),
+    ("/cgi-bin/gettoken", "/cgi-bin/gettoken"),
+    ("/cgi-bin/get_jsapi_ticket", "/cgi-bin/get_jsapi_ticket"),
+    ("/cgi-bin/ticket/get", "/cgi-bin/ticket/get"),
     ("/healthz", "/healthz"),
     ("/readyz", "/readyz"),
     ("/metrics", "/metrics"),

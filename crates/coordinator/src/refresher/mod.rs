@@ -1,210 +1,58 @@
 //! `refresher`: one credential's refresh, as a testable step
 //! ([`Refresher::try_refresh`] → [`RefreshOutcome`]) and a thin policy loop
-//! around it (`policy`).
+//! around it (`policy`), for any credential kind.
 //!
 //! The step is SPEC §5's protocol: lock, begin (fence + read again), gate,
-//! quota, fetch, fenced commit, release. It never sleeps and never loops;
-//! when to call it again is the policy's business. Only the step calls
-//! `upstream`, and only while holding the credential's lock with quota taken
-//! (invariant 1); tokens reach Redis only through `store::commit` (invariant 2).
+//! quota (the kind's period and budget, and a shared limit when it has one),
+//! fetch, fenced commit, release. It never sleeps and never loops; when to
+//! call it again is the policy's business. Only the step calls a kind's
+//! fetch, and only while holding the credential's lock with quota taken
+//! (invariant 1); values reach Redis only through `store::commit`
+//! (invariant 2). A report becomes a fetch only through `report.rs`
+//! (invariant 7). The step never names a kind: what differs comes from the
+//! [`Kind`](crate::kind::Kind).
 
 mod backoff;
+mod books;
+mod outcome;
 mod policy;
+mod report;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, warn};
-use wxtoken_common::{CredentialId, ErrorClass};
+use wxtoken_client::TokenClient;
+use wxtoken_common::{CredentialRef, ErrorClass, QuotaPeriod};
 
 pub use backoff::Backoff;
+pub use books::{HeldLocks, TtlBook};
+pub use outcome::{Mode, RefreshOutcome, Refusal};
 pub use policy::{Plan, plan, run_credential};
 
-use crate::config::{AppConfig, RefreshConfig, UpstreamApi};
+use crate::config::RefreshConfig;
+use crate::kind::{Credential, Digest, FetchCx, Fetched, Judgement, sha1_hex};
 use crate::store::{
-    Claim, ClaimMode, Commit, FailureRecord, Gate, Grant, LockOwner, QuotaTake, ReportCheck,
+    Claim, ClaimArgs, Commit, CommitArgs, FailureRecord, Gate, Grant, LockOwner, QuotaTake,
     StoreError, TokenStore, Verdict,
 };
-use crate::upstream::{Check, FetchError, Upstream};
+use crate::upstream::{FetchError, Upstream};
 
-/// When the step may call upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Only if the token is missing or has at most `within` left (the
-    /// policy's `refresh_ahead + jitter`, so the step and the plan agree).
-    Due { within: Duration },
-    /// Even if the token looks fresh, when an operator's force request is
-    /// recorded for the stored generation (`store::force_request`); without
-    /// one, as `Due`. With `stable_token`, `force_refresh` is sent.
-    Forced { within: Duration },
-    /// A reader reported `generation` as rejected by WeChat: check it with
-    /// WeChat, and refresh only if WeChat rejects it (or cannot say), at
-    /// most once per `report_refresh_interval` and never into the
-    /// scheduled reserve. Otherwise as `Due`.
-    Report { within: Duration, generation: u64 },
-}
-
-impl Mode {
-    fn within(self) -> Duration {
-        match self {
-            Self::Due { within } | Self::Forced { within } | Self::Report { within, .. } => within,
-        }
-    }
-
-    fn claim(self, s: &RefreshConfig) -> ClaimMode {
-        match self {
-            Self::Due { .. } => ClaimMode::Due,
-            Self::Forced { .. } => ClaimMode::Force,
-            Self::Report { generation, .. } => ClaimMode::Report {
-                generation,
-                spacing: s.report_refresh_interval,
-            },
-        }
-    }
-}
-
-/// Why a report led to no refresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// WeChat accepted the reported token just now.
-    TokenValid,
-    /// WeChat accepted it moments ago (`verify_interval`): not asked again.
-    RecentlyVerified,
-    /// The budget left today is the scheduled refreshes' reserve.
-    Reserve,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TokenValid => "token_valid",
-            Self::RecentlyVerified => "recently_verified",
-            Self::Reserve => "reserve",
-        }
-    }
-}
-
-/// What one `try_refresh` did.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum RefreshOutcome {
-    /// This replica fetched and stored a new token.
-    Refreshed { generation: u64, ttl: Duration },
-    /// After taking the lock the stored token was fresh: nothing to do.
-    StillFresh { ttl: Duration },
-    /// Another replica holds the lock.
-    LockedElsewhere { lock_ttl: Option<Duration> },
-    /// The fleet-wide back-off forbids calling upstream for `wait` more.
-    Gated { wait: Duration },
-    /// The fleet's daily budget is spent; no call made.
-    OverBudget { used: u64 },
-    /// Upstream failed; the fleet is gated accordingly.
-    Failed {
-        class: ErrorClass,
-        error: FetchError,
-    },
-    /// The fetched token was not stored: a newer one was (`Stale`), Redis lost
-    /// its data (`EpochChanged`) or it had no life left.
-    NotStored(Commit),
-    /// The lock lapsed (or is about to) before upstream was called: no call made.
-    LockLost,
-    /// `stable_token` normal mode returned the token already stored: nothing
-    /// to commit; the fleet waits until WeChat's renew window opens.
-    Unchanged { ttl: Duration },
-    /// A report of the stored token led to no refresh.
-    ReportRefused { reason: Refusal },
-    /// A report of a token WeChat rejects (or that could not be checked)
-    /// came within `report_refresh_interval` of the last report-triggered
-    /// refresh: the refresh waits `wait`.
-    ReportDeferred { wait: Duration },
-}
-
-impl RefreshOutcome {
-    /// The `outcome` label of `wxtoken_refresh_total`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Refreshed { .. } => "refreshed",
-            Self::StillFresh { .. } => "still_fresh",
-            Self::LockedElsewhere { .. } => "locked_elsewhere",
-            Self::Gated { .. } => "gated",
-            Self::OverBudget { .. } => "over_budget",
-            Self::Failed { class, .. } => match class {
-                ErrorClass::Retryable => "failed_retryable",
-                ErrorClass::RateLimited => "failed_rate_limited",
-                ErrorClass::QuotaExhausted => "failed_quota_exhausted",
-                _ => "failed_fatal",
-            },
-            Self::NotStored(_) => "not_stored",
-            Self::LockLost => "lock_lost",
-            Self::Unchanged { .. } => "unchanged",
-            Self::ReportRefused { .. } => "report_refused",
-            Self::ReportDeferred { .. } => "report_deferred",
-        }
-    }
-}
-
-/// What each refresh loop last knew of its token's life, for `/metrics`:
-/// a scrape must not cost a Redis round trip per credential (with 10 000
-/// credentials and a 15 s scrape interval that would be 40 000 commands a
-/// minute per replica).
-#[derive(Debug, Default)]
-pub struct TtlBook(std::sync::RwLock<HashMap<CredentialId, Option<Instant>>>);
-
-impl TtlBook {
-    /// The token of `id` has `ttl` left now (`None`: there is none).
-    pub fn note(&self, id: &CredentialId, ttl: Option<Duration>) {
-        let expires = ttl.map(|t| Instant::now() + t);
-        if let Ok(mut m) = self.0.write() {
-            match m.get_mut(id) {
-                Some(e) => *e = expires,
-                None => {
-                    m.insert(id.clone(), expires);
-                }
-            }
-        }
-    }
-
-    /// `None` when nothing is known yet; `Some(None)` when there is no token.
-    pub fn ttl(&self, id: &CredentialId) -> Option<Option<Duration>> {
-        let m = self.0.read().ok()?;
-        let e = m.get(id)?;
-        Some(e.and_then(|at| at.checked_duration_since(Instant::now())))
-    }
-}
-
-/// Locks this replica holds now, so shutdown can release them even if the
-/// task that took one was cancelled mid-fetch. A std `Mutex`: it is never
-/// held across an `.await`.
-#[derive(Debug, Default, Clone)]
-pub struct HeldLocks(Arc<Mutex<HashMap<CredentialId, LockOwner>>>);
-
-impl HeldLocks {
-    fn insert(&self, id: &CredentialId, owner: &LockOwner) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(id.clone(), owner.clone());
-        }
-    }
-    fn remove(&self, id: &CredentialId) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(id);
-        }
-    }
-    /// Takes every entry (for shutdown).
-    pub fn drain(&self) -> Vec<(CredentialId, LockOwner)> {
-        self.0
-            .lock()
-            .map(|mut m| m.drain().collect())
-            .unwrap_or_default()
-    }
-}
+/// Refresh steps (and peeks) one replica runs at once. After a data loss every
+/// credential is due together: 10 000 simultaneous upstream calls would open
+/// as many connections to WeChat from one address (and as many buffers in
+/// this process); 64 in flight refill 10 000 credentials in seconds.
+pub const MAX_CONCURRENT_REFRESHES: usize = 64;
 
 /// The per-replica refresh machinery shared by every credential's loop.
 #[derive(Debug)]
 pub struct Refresher {
     store: TokenStore,
     upstream: Upstream,
+    /// The replica's read path: a ticket's fetch reads its parent token here
+    /// (the cache, kept current by events) rather than from Redis.
+    client: TokenClient,
     settings: RefreshConfig,
     backoff: Backoff,
     replica_id: String,
@@ -216,16 +64,21 @@ pub struct Refresher {
     ttls: Arc<TtlBook>,
 }
 
-/// Refresh steps (and peeks) one replica runs at once. After a data loss every
-/// credential is due together: 10 000 simultaneous upstream calls would open
-/// as many connections to WeChat from one address (and as many buffers in
-/// this process); 64 in flight refill 10 000 credentials in seconds.
-pub const MAX_CONCURRENT_REFRESHES: usize = 64;
+/// How the lock holder goes on after the claim: the quota it took and why.
+struct Proceed {
+    take: QuotaTake,
+    /// A report triggered this refresh (commit starts the report spacing).
+    reported: bool,
+    /// A value reported dead that the kind checks by fetching again: a
+    /// fetch returning it proves it valid.
+    compare_with: Option<SecretString>,
+}
 
 impl Refresher {
     pub fn new(
         store: TokenStore,
         upstream: Upstream,
+        client: TokenClient,
         settings: RefreshConfig,
         replica_id: String,
     ) -> Self {
@@ -237,6 +90,7 @@ impl Refresher {
         Self {
             store,
             upstream,
+            client,
             settings,
             backoff,
             replica_id,
@@ -259,7 +113,7 @@ impl Refresher {
         &self.replica_id
     }
 
-    /// What the loops last knew of each token's life.
+    /// What the loops last knew of each value's life.
     pub fn ttls(&self) -> &Arc<TtlBook> {
         &self.ttls
     }
@@ -268,32 +122,27 @@ impl Refresher {
         &self.held
     }
 
-    /// One refresh attempt for `app` (SPEC §5).
+    /// One refresh attempt for `cred` (SPEC §5).
     pub async fn try_refresh(
         &self,
-        app: &AppConfig,
+        cred: &Credential,
         mode: Mode,
     ) -> Result<RefreshOutcome, StoreError> {
-        let id = &app.id;
+        let cref = &cred.cref;
         let owner = LockOwner::new(&self.replica_id);
-        let day = self.store.quota_day(self.redis_now_ms().await?);
-        let claim = self
-            .store
-            .claim(
-                id,
-                &owner,
-                self.settings.lock_ttl,
-                mode.within(),
-                mode.claim(&self.settings),
-                self.settings.daily_budget,
-                day,
-            )
-            .await?;
-        let (grant, verdict) = match claim {
+        let limits = cred.kind.limits(&self.settings);
+        let args = ClaimArgs {
+            lock_ttl: self.settings.lock_ttl,
+            within: mode.within(),
+            mode: mode.claim(&self.settings),
+            budget: limits.budget,
+            period: self.store.period(limits.window, self.redis_now_ms().await?),
+        };
+        let (grant, verdict) = match self.store.claim(cref, &owner, &args).await? {
             Claim::Locked { lock_ttl } => {
                 crate::metrics::lock(false);
                 let outcome = RefreshOutcome::LockedElsewhere { lock_ttl };
-                crate::metrics::refresh(id, outcome.label());
+                crate::metrics::refresh(cred, outcome.label());
                 return Ok(outcome);
             }
             Claim::Granted { grant, verdict } => (grant, verdict),
@@ -301,21 +150,21 @@ impl Refresher {
         crate::metrics::lock(true);
         let locked_at = Instant::now();
         self.note_redis_time(&grant);
-        self.held.insert(id, &owner);
+        self.held.insert(cref, &owner);
         let outcome = self
-            .with_lock(app, mode, &owner, locked_at, grant, verdict)
+            .with_lock(cred, mode, &owner, locked_at, grant, verdict)
             .await;
         // `commit` releases on its own; every other path releases here.
         let released = match &outcome {
             Ok(RefreshOutcome::Refreshed { .. }) | Ok(RefreshOutcome::NotStored(_)) => Ok(true),
-            _ => self.store.release(id, &owner).await,
+            _ => self.store.release(cref, &owner).await,
         };
         if let Err(e) = released {
-            warn!(%id, error = %e, "could not release the refresh lock; it expires by itself");
+            warn!(credential = %cref, error = %e, "could not release the refresh lock; it expires by itself");
         }
-        self.held.remove(id);
+        self.held.remove(cref);
         if let Ok(o) = &outcome {
-            crate::metrics::refresh(id, o.label());
+            crate::metrics::refresh(cred, o.label());
         }
         outcome
     }
@@ -329,31 +178,31 @@ impl Refresher {
         self.slots.acquire().await.ok()
     }
 
-    /// [`Self::try_refresh`] in a box: the step's (~12 KB) future exists only
-    /// while it runs, not in every sleeping loop.
+    /// [`Self::try_refresh`] in a box: the step's future exists only while
+    /// it runs, not in every sleeping loop.
     pub async fn refresh(
         &self,
         _slot: tokio::sync::SemaphorePermit<'_>,
-        app: &AppConfig,
+        cred: &Credential,
         mode: Mode,
     ) -> Result<RefreshOutcome, StoreError> {
-        Box::pin(self.try_refresh(app, mode)).await
+        Box::pin(self.try_refresh(cred, mode)).await
     }
 
     /// `peek` under the same bound as refresh steps: after a data loss or at
     /// start every credential's loop peeks at once, and each Redis call in
     /// flight holds ~11 KB (110 MB for 10 000 credentials, which the
     /// allocator then keeps).
-    pub async fn peek(&self, id: &CredentialId) -> Result<crate::store::Peek, StoreError> {
+    pub async fn peek(&self, cref: &CredentialRef) -> Result<crate::store::Peek, StoreError> {
         let Ok(_slot) = self.slots.acquire().await else {
             return Err(StoreError::Reply("replica shutting down".into()));
         };
-        Box::pin(self.store.peek(id)).await
+        Box::pin(self.store.peek(cref)).await
     }
 
     /// Redis' clock now, estimated from the last grant and this replica's
     /// monotonic clock (asked once at start); only used to name the quota
-    /// day, which `claim` checks against Redis' own clock.
+    /// period, which `claim` checks against Redis' own clock.
     async fn redis_now_ms(&self) -> Result<u64, StoreError> {
         let known = self.redis_clock.lock().ok().and_then(|c| *c);
         if let Some((ms, at)) = known {
@@ -374,28 +223,27 @@ impl Refresher {
 
     async fn with_lock(
         &self,
-        app: &AppConfig,
+        cred: &Credential,
         mode: Mode,
         owner: &LockOwner,
         locked_at: Instant,
         grant: Grant,
         verdict: Verdict,
     ) -> Result<RefreshOutcome, StoreError> {
-        let id = &app.id;
-        let day = self.store.quota_day(grant.now_ms);
-        let take = match verdict {
+        let cref = &cred.cref;
+        let limits = cred.kind.limits(&self.settings);
+        let period = self.store.period(limits.window, grant.now_ms);
+        let plan = match verdict {
             Verdict::Fresh => {
                 let ttl = grant.token_ttl.unwrap_or_default();
-                debug!(%id, ?ttl, "token already fresh after taking the lock");
+                debug!(credential = %cref, ?ttl, "value already fresh after taking the lock");
                 return Ok(RefreshOutcome::StillFresh { ttl });
             }
             Verdict::Gated => return Ok(RefreshOutcome::Gated { wait: grant.gate }),
-            Verdict::Taken { used } => QuotaTake::Taken { used },
-            Verdict::OverBudget { used } => QuotaTake::OverBudget { used },
+            Verdict::Taken { used } => Proceed::due(QuotaTake::Taken { used }),
+            Verdict::OverBudget { used } => Proceed::due(QuotaTake::OverBudget { used }),
             Verdict::WrongDay => {
-                self.store
-                    .take_quota(id, day, self.settings.daily_budget)
-                    .await?
+                Proceed::due(self.store.take_quota(cref, &period, limits.budget).await?)
             }
             Verdict::Report(check) => {
                 let Mode::Report { generation, .. } = mode else {
@@ -403,221 +251,271 @@ impl Refresher {
                         ttl: grant.token_ttl.unwrap_or_default(),
                     });
                 };
-                match self.judge_report(id, &grant, generation, check).await? {
-                    Ok(take) => take,
+                match self.judge_report(cred, &grant, generation, check).await? {
+                    Ok(plan) => plan,
                     Err(outcome) => return Ok(outcome),
                 }
             }
         };
         if grant.forced {
-            crate::metrics::forced_refresh(id);
-            let by = self.store.force_requester(id).await.unwrap_or_default();
-            info!(%id, by = %by, "refreshing a fresh token: an operator forced it");
+            crate::metrics::forced_refresh(cred);
+            let by = self.store.force_requester(cref).await.unwrap_or_default();
+            info!(credential = %cref, by = %by, "refreshing a fresh value: an operator forced it");
         }
-        if let QuotaTake::Taken { used } = take {
-            crate::metrics::quota_used(id, used);
+        match plan.take {
+            QuotaTake::Taken { used } => crate::metrics::quota_used(cred, used),
+            QuotaTake::OverBudget { used } => {
+                let gate = Gate::Until(u64::try_from(period.end_unix_ms()).unwrap_or(u64::MAX));
+                self.over_budget(cref, limits.budget, used, gate).await?;
+                return Ok(RefreshOutcome::OverBudget { used });
+            }
         }
-        if let QuotaTake::OverBudget { used } = take {
-            let record = FailureRecord {
-                code: "daily_budget".into(),
-                message: format!(
-                    "fleet daily budget of {} upstream calls is spent",
-                    self.settings.daily_budget
-                ),
-                class: ErrorClass::QuotaExhausted,
-                gate: Gate::Until(u64::try_from(day.next_start_unix_ms()).unwrap_or(u64::MAX)),
-                counts: false,
-            };
-            self.store.record_failure(id, &record).await?;
-            warn!(%id, used, budget = self.settings.daily_budget, "daily budget spent; no upstream calls until the next quota day");
-            return Ok(RefreshOutcome::OverBudget { used });
+        if let Some(shared) = &limits.shared {
+            let shared_period = self.store.period(shared.window, grant.now_ms);
+            let taken = self
+                .store
+                .take_corp_quota(&shared.corpid, shared.ticket, &shared_period, shared.budget)
+                .await?;
+            if let QuotaTake::OverBudget { used } = taken {
+                // Nothing was called: the credential's own unit goes back.
+                self.store.give_back(cref, &period).await?;
+                let until = u64::try_from(shared_period.end_unix_ms()).unwrap_or(u64::MAX);
+                let record = FailureRecord {
+                    code: "corp_cap".into(),
+                    message: format!(
+                        "corp {}'s {} limit of {} fetches per hour (all agents) is reached",
+                        shared.corpid, shared.ticket, shared.budget
+                    ),
+                    class: ErrorClass::RateLimited,
+                    gate: Gate::Until(until),
+                    counts: false,
+                };
+                self.store.record_failure(cref, &record).await?;
+                warn!(credential = %cref, used, "the corp's hourly ticket limit is reached");
+                return Ok(RefreshOutcome::OverBudget { used });
+            }
         }
         // A replica stalled since it took the lock must not call upstream: the
         // lock may already be someone else's, and a token WeChat issues after
         // theirs would kill theirs five minutes later.
-        if locked_at.elapsed() + self.settings.upstream_timeout >= self.settings.lock_ttl {
-            warn!(%id, "lock nearly expired before the upstream call; not calling");
+        if self.lock_nearly_gone(locked_at) {
+            warn!(credential = %cref, "lock nearly expired before the upstream call; not calling");
             return Ok(RefreshOutcome::LockLost);
         }
-        let force = grant.forced && app.api == UpstreamApi::StableToken;
-        let started = Instant::now();
-        let result = self.upstream.fetch(app, force).await;
-        crate::metrics::upstream(api_label(app.api), started.elapsed());
-        let fetched = match result {
-            Ok(fetched) => fetched,
-            Err(error) => return self.failed(id, &grant, error).await,
+        let force = grant.forced;
+        let mut fetched = match self.fetch(cred, force, locked_at, &period).await {
+            Ok(f) => f,
+            Err(error) => return self.failed(cref, &grant, error).await,
         };
-        let mut ttl = fetched.expires_in.saturating_sub(started.elapsed());
-        let mut token = fetched.token;
-        let mut source = match app.api {
-            UpstreamApi::Token => "token",
-            UpstreamApi::StableToken => "stable_token",
-        };
-        if app.api == UpstreamApi::StableToken && !force {
-            let (stored, invalidated) = self.store.stable_check(id).await?;
-            let digest = sha1_smol::Sha1::from(token.expose_secret()).hexdigest();
-            if invalidated.as_deref() == Some(digest.as_str()) {
-                // Normal mode handed back the token a reader reported invalid:
-                // only force_refresh gets a new one (SPEC §5), within quota.
-                warn!(%id, "stable_token returned the token reported invalid; forcing a refresh");
-                if let QuotaTake::OverBudget { used } = self
-                    .store
-                    .take_quota(id, day, self.settings.daily_budget)
-                    .await?
-                {
-                    return Ok(RefreshOutcome::OverBudget { used });
-                }
-                let started = Instant::now();
-                let result = self.upstream.fetch(app, true).await;
-                crate::metrics::upstream(api_label(app.api), started.elapsed());
-                match result {
-                    Ok(forced) => {
-                        ttl = forced.expires_in.saturating_sub(started.elapsed());
-                        token = forced.token;
-                        source = "stable_token_force";
+        if let Some(reported) = &plan.compare_with
+            && fetched.value.expose_secret() == reported.expose_secret()
+        {
+            // Fetched again, WeChat handed out the reported value: it is valid.
+            return self
+                .refuse(cred, grant.generation, Refusal::TokenValid, true)
+                .await;
+        }
+        if cred.kind.judges() {
+            let (stored, invalidated) = self.store.digest(cref).await?;
+            let digest = Digest {
+                stored_sha1: stored.as_deref().map(sha1_hex),
+                invalidated_sha1: invalidated,
+            };
+            match cred.kind.judge(&fetched, &digest) {
+                Judgement::Commit => {}
+                Judgement::Force if !force => {
+                    // Normal mode handed back the value a reader reported
+                    // dead: only force_refresh gets a new one (SPEC §5).
+                    warn!(credential = %cref, "the reported dead value came back; forcing a refresh");
+                    if let QuotaTake::OverBudget { used } =
+                        self.store.take_quota(cref, &period, limits.budget).await?
+                    {
+                        return Ok(RefreshOutcome::OverBudget { used });
                     }
-                    Err(error) => return self.failed(id, &grant, error).await,
+                    fetched = match self.fetch(cred, true, locked_at, &period).await {
+                        Ok(f) => f,
+                        Err(error) => return self.failed(cref, &grant, error).await,
+                    };
                 }
-            } else if stored.as_deref() == Some(token.expose_secret()) {
-                let wait = (ttl / 2).max(Duration::from_secs(1));
-                let record = FailureRecord {
-                    code: "stable_token_unchanged".into(),
-                    message: "stable_token returned the stored token; stable_renew_window is larger than WeChat's".into(),
-                    class: ErrorClass::Retryable,
-                    gate: Gate::For(wait),
-                    counts: false,
-                };
-                self.store.record_failure(id, &record).await?;
-                warn!(%id, ?ttl, "stable_token returned the stored token; waiting for the renew window");
-                return Ok(RefreshOutcome::Unchanged { ttl });
+                Judgement::Force => {}
+                Judgement::Unchanged => {
+                    let ttl = fetched.expires_in;
+                    let wait = (ttl / 2).max(Duration::from_secs(1));
+                    let record = FailureRecord {
+                        code: "unchanged".into(),
+                        message: "WeChat returned the stored value; stable_renew_window is larger than WeChat's".into(),
+                        class: ErrorClass::Retryable,
+                        gate: Gate::For(wait),
+                        counts: false,
+                    };
+                    self.store.record_failure(cref, &record).await?;
+                    warn!(credential = %cref, ?ttl, "WeChat returned the stored value; waiting for its renew window");
+                    return Ok(RefreshOutcome::Unchanged { ttl });
+                }
             }
         }
-        let commit = self
-            .store
-            .commit(id, &grant, owner, &token, ttl, &self.replica_id, source)
+        self.commit(cred, &grant, owner, &fetched, plan.reported)
+            .await
+    }
+
+    /// The kind's fetch, with the parent's current value when it has one.
+    /// When WeChat says the parent is bad (a getticket's 40001), the parent
+    /// is dropped, the fleet's next one awaited, and the fetch retried once
+    /// (with one more quota unit).
+    async fn fetch(
+        &self,
+        cred: &Credential,
+        force: bool,
+        locked_at: Instant,
+        period: &QuotaPeriod,
+    ) -> Result<Fetched, FetchError> {
+        let parent = match cred.kind.parent() {
+            Some(p) => Some((self.parent_value(&p, None).await?, p)),
+            None => None,
+        };
+        let first = self
+            .fetch_once(cred, parent.as_ref().map(|(t, _)| t), force)
+            .await;
+        let (Err(FetchError::ParentRejected { errcode }), Some((token, parent_ref))) =
+            (&first, &parent)
+        else {
+            return first;
+        };
+        let dead = SecretString::from(token.value().to_owned());
+        warn!(credential = %cred.cref, parent = %parent_ref, errcode, "WeChat rejected the parent token; replacing it");
+        if let Err(e) = self.store.drop_token(parent_ref, &dead, false).await {
+            return Err(FetchError::ParentUnavailable(format!("dropping it: {e}")));
+        }
+        crate::metrics::invalidation(cred, "parent_rejected");
+        let budget = self.settings.lock_ttl.saturating_sub(locked_at.elapsed());
+        let wait = budget.saturating_sub(self.settings.upstream_timeout * 2);
+        let fresh = self
+            .parent_value(parent_ref, Some((token.generation(), wait)))
             .await?;
-        Ok(match commit {
+        let limits = cred.kind.limits(&self.settings);
+        match self
+            .store
+            .take_quota(&cred.cref, period, limits.budget)
+            .await
+        {
+            Ok(QuotaTake::Taken { .. }) => {}
+            Ok(QuotaTake::OverBudget { .. }) => return first,
+            Err(e) => return Err(FetchError::ParentUnavailable(e.to_string())),
+        }
+        if self.lock_nearly_gone(locked_at) {
+            return first;
+        }
+        self.fetch_once(cred, Some(&fresh), force).await
+    }
+
+    /// The parent's value: the current one, or one newer than a generation
+    /// (waiting at most the given time).
+    async fn parent_value(
+        &self,
+        parent: &CredentialRef,
+        newer: Option<(u64, Duration)>,
+    ) -> Result<wxtoken_client::Token, FetchError> {
+        let token = match newer {
+            None => self.client.value(parent).await,
+            Some((generation, wait)) => {
+                self.client
+                    .wait_for_newer_value(parent, generation, wait)
+                    .await
+            }
+        };
+        token.map_err(|e| FetchError::ParentUnavailable(e.to_string()))
+    }
+
+    async fn fetch_once(
+        &self,
+        cred: &Credential,
+        parent: Option<&wxtoken_client::Token>,
+        force: bool,
+    ) -> Result<Fetched, FetchError> {
+        let parent = parent.map(|t| SecretString::from(t.value().to_owned()));
+        let started = Instant::now();
+        let result = cred
+            .kind
+            .fetch(FetchCx {
+                upstream: &self.upstream,
+                parent: parent.as_ref(),
+                force,
+            })
+            .await;
+        crate::metrics::upstream(cred.kind.api(), started.elapsed());
+        result.map(|mut f| {
+            f.expires_in = f.expires_in.saturating_sub(started.elapsed());
+            f
+        })
+    }
+
+    fn lock_nearly_gone(&self, locked_at: Instant) -> bool {
+        locked_at.elapsed() + self.settings.upstream_timeout >= self.settings.lock_ttl
+    }
+
+    async fn commit(
+        &self,
+        cred: &Credential,
+        grant: &Grant,
+        owner: &LockOwner,
+        fetched: &Fetched,
+        reported: bool,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let cref = &cred.cref;
+        let args = CommitArgs {
+            value: &fetched.value,
+            ttl: fetched.expires_in,
+            fetched_by: &self.replica_id,
+            source: fetched.source,
+            life: cred.kind.life(),
+            recheck: self.settings.backoff_max,
+            reported,
+        };
+        let ttl = fetched.expires_in;
+        Ok(match self.store.commit(cref, grant, owner, &args).await? {
             Commit::Stored { generation, .. } => {
-                info!(%id, generation, replica = %self.replica_id, ttl_s = ttl.as_secs(), "refreshed");
+                info!(credential = %cref, generation, replica = %self.replica_id, ttl_s = ttl.as_secs(), "refreshed");
                 RefreshOutcome::Refreshed { generation, ttl }
             }
+            Commit::Same { .. } => {
+                debug!(credential = %cref, "WeChat handed out the stored value again");
+                RefreshOutcome::Unchanged {
+                    ttl: grant.token_ttl.unwrap_or_default(),
+                }
+            }
             other => {
-                warn!(%id, outcome = ?other, "fetched token was not stored");
+                warn!(credential = %cref, outcome = ?other, "fetched value was not stored");
                 RefreshOutcome::NotStored(other)
             }
         })
     }
 
-    /// A reader reported the stored, fresh token: refresh only if that is
-    /// justified (invariant 7). `Ok(take)`: quota was taken (outside the
-    /// scheduled reserve) and the dead token dropped, go on and fetch;
-    /// `Err(outcome)`: no refresh now.
-    async fn judge_report(
+    async fn over_budget(
         &self,
-        id: &CredentialId,
-        grant: &Grant,
-        generation: u64,
-        check: ReportCheck,
-    ) -> Result<Result<QuotaTake, RefreshOutcome>, StoreError> {
-        let s = &self.settings;
-        if check.verified {
-            crate::metrics::report_refused(id, Refusal::RecentlyVerified.as_str());
-            return Ok(Err(RefreshOutcome::ReportRefused {
-                reason: Refusal::RecentlyVerified,
-            }));
-        }
-        let day = self.store.quota_day(grant.now_ms);
-        // 1. Ask WeChat, within the day's check budget. A token WeChat
-        //    accepts is not invalid, whoever says so.
-        let verdict = match self
-            .store
-            .take_verify_quota(id, day, s.verify_daily_budget)
-            .await?
-        {
-            QuotaTake::Taken { .. } => {
-                let started = Instant::now();
-                let checked = self.upstream.check_token(&check.token).await;
-                crate::metrics::upstream("get_api_domain_ip", started.elapsed());
-                crate::metrics::token_check(id, checked.label());
-                Some(checked)
-            }
-            QuotaTake::OverBudget { used } => {
-                warn!(%id, used, "token check budget spent today; judging the report without asking WeChat");
-                None
-            }
+        cref: &CredentialRef,
+        budget: u64,
+        used: u64,
+        gate: Gate,
+    ) -> Result<(), StoreError> {
+        let record = FailureRecord {
+            code: "daily_budget".into(),
+            message: format!("fleet budget of {budget} upstream calls is spent for this period"),
+            class: ErrorClass::QuotaExhausted,
+            gate,
+            counts: false,
         };
-        match &verdict {
-            Some(Check::Accepted) => {
-                self.store
-                    .refuse_report(
-                        id,
-                        generation,
-                        Refusal::TokenValid.as_str(),
-                        Some(s.verify_interval),
-                    )
-                    .await?;
-                crate::metrics::report_refused(id, Refusal::TokenValid.as_str());
-                info!(%id, generation, "report refused: WeChat accepts the reported token");
-                return Ok(Err(RefreshOutcome::ReportRefused {
-                    reason: Refusal::TokenValid,
-                }));
-            }
-            Some(Check::Rejected { errcode }) => {
-                info!(%id, generation, errcode, "WeChat rejects the reported token");
-            }
-            Some(Check::Unknown(e)) => {
-                warn!(%id, generation, error = %e, "could not check the reported token; a capped refresh follows");
-            }
-            None => {}
-        }
-        // 2. At most one report-triggered refresh per interval, fleet-wide.
-        if !check.spacing.is_zero() {
-            crate::metrics::report_refused(id, "spacing");
-            debug!(%id, wait = ?check.spacing, "report-triggered refresh deferred by the spacing");
-            return Ok(Err(RefreshOutcome::ReportDeferred {
-                wait: check.spacing,
-            }));
-        }
-        if !grant.gate.is_zero() {
-            return Ok(Err(RefreshOutcome::Gated { wait: grant.gate }));
-        }
-        // 3. Never into the reserve kept for scheduled refreshes.
-        let take = self.store.take_quota(id, day, s.report_budget()).await?;
-        if let QuotaTake::OverBudget { used } = take {
-            self.store
-                .refuse_report(id, generation, Refusal::Reserve.as_str(), None)
-                .await?;
-            crate::metrics::report_refused(id, Refusal::Reserve.as_str());
-            warn!(%id, used, reserve = s.reserve(), "report refused: the rest of today's budget is the scheduled refreshes' reserve");
-            return Ok(Err(RefreshOutcome::ReportRefused {
-                reason: Refusal::Reserve,
-            }));
-        }
-        // 4. Readers wait for the new token rather than use the dead one.
-        self.store.drop_token(id, &check.token, true).await?;
-        crate::metrics::invalidation(id, "verified_report");
-        Ok(Ok(take))
+        self.store.record_failure(cref, &record).await?;
+        warn!(credential = %cref, used, budget, "budget spent; no upstream calls until the next period");
+        Ok(())
     }
 
     async fn failed(
         &self,
-        id: &CredentialId,
+        cref: &CredentialRef,
         grant: &Grant,
         error: FetchError,
     ) -> Result<RefreshOutcome, StoreError> {
         let class = error.class();
-        self.record(id, grant, &error, class).await?;
-        warn!(%id, %class, code = %error.code(), error = %error, "upstream fetch failed");
-        Ok(RefreshOutcome::Failed { class, error })
-    }
-
-    async fn record(
-        &self,
-        id: &CredentialId,
-        grant: &Grant,
-        error: &FetchError,
-        class: ErrorClass,
-    ) -> Result<(), StoreError> {
         let day = self.store.quota_day(grant.now_ms);
         let gate = self.backoff.gate(
             class,
@@ -633,13 +531,18 @@ impl Refresher {
             gate,
             counts: true,
         };
-        self.store.record_failure(id, &record).await.map(|_| ())
+        self.store.record_failure(cref, &record).await?;
+        warn!(credential = %cref, %class, code = %error.code(), error = %error, "upstream fetch failed");
+        Ok(RefreshOutcome::Failed { class, error })
     }
 }
 
-pub(crate) fn api_label(api: UpstreamApi) -> &'static str {
-    match api {
-        UpstreamApi::Token => "token",
-        UpstreamApi::StableToken => "stable_token",
+impl Proceed {
+    fn due(take: QuotaTake) -> Self {
+        Self {
+            take,
+            reported: false,
+            compare_with: None,
+        }
     }
 }

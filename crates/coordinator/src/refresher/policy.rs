@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{Mode, RefreshOutcome, Refresher};
-use crate::config::{AppConfig, RefreshConfig};
+use crate::config::RefreshConfig;
+use crate::kind::Credential;
 use crate::store::{Peek, Pending};
 use crate::wake::WakeSignal;
 
@@ -26,7 +27,7 @@ pub enum Plan {
 }
 
 /// Decides from a `peek`. `lead` is how long before expiry this credential
-/// refreshes ([`RefreshConfig::lead_for`]); `jitter` (< lead / 10, re-drawn every
+/// refreshes (its kind's lead); `jitter` (< lead / 10, re-drawn every
 /// generation) spreads replicas so one wakes first and the rest find the
 /// token fresh; `events_up` false caps sleeps at `poll_interval`. A pending
 /// force request or report is acted on at once (unless gated or locked).
@@ -129,14 +130,14 @@ fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
 /// the new token's life from its `refreshed` event.
 pub async fn run_credential(
     refresher: Arc<Refresher>,
-    app: Arc<AppConfig>,
+    cred: Arc<Credential>,
     mut wake: watch::Receiver<WakeSignal>,
     mut events_up: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let id = &app.id;
+    let id = &cred.cref;
     let s = refresher.settings().clone();
-    let lead = s.lead_for(app.api);
+    let lead = cred.kind.lead(&s);
     let mut jitter = draw_jitter(lead);
     let mut seen_generation = 0;
     // What the last peek found pending besides the token's age: a planned
@@ -224,7 +225,7 @@ pub async fn run_credential(
                 };
                 let Some(slot) = slot else { break };
                 let outcome = tokio::select! {
-                    o = refresher.refresh(slot, &app, mode) => o,
+                    o = refresher.refresh(slot, &cred, mode) => o,
                     _ = shutdown.changed() => break,
                 };
                 match outcome {

@@ -3,8 +3,9 @@
 -- one unit of the daily quota. Also run as plain `begin` by a holder that
 -- took the lock with lock.lua (ARGV[3] empty).
 -- KEYS[1] lock, KEYS[2] epoch, KEYS[3] fence, KEYS[4] meta, KEYS[5] access_token,
--- KEYS[6] quota counter of the day [ARGV[8], ARGV[9]) (unix ms, Redis clock;
--- claim only: plain begin passes five keys and ARGV[1..4])
+-- KEYS[6] quota counter of the period [ARGV[8], ARGV[9]) (unix ms, Redis
+-- clock), KEYS[7] (optional, with ARGV[12] = '1') the previous period's
+-- counter, counted too (claim only: plain begin passes five keys and ARGV[1..4])
 -- ARGV[1] owner, ARGV[2] candidate epoch (used only when none exists),
 -- ARGV[3] lock ttl ms ('' = the lock must already hold ARGV[1]),
 -- ARGV[4] due-within ms ('' = report only: no freshness verdict, no quota),
@@ -14,7 +15,7 @@
 -- reader reported),
 -- ARGV[6] daily budget, ARGV[7] quota key ttl ms, ARGV[10] reported generation,
 -- ARGV[11] report_refresh_interval ms (the least time between two
--- report-triggered refreshes)
+-- report-triggered refreshes), ARGV[12] '1' when KEYS[7] is given
 -- Returns {'locked', lock_pttl} when another attempt holds the lock,
 -- {'lost'} when ARGV[3] is '' and the lock no longer holds this owner, else
 -- {'ok', epoch, fence, now_ms, token_pttl, generation, gate_ms, failures,
@@ -22,7 +23,8 @@
 -- a fresh token due, else 0; verdict is 'none' (report only), 'fresh' (no refresh
 -- needed), 'gated' (the back-off forbids upstream calls), 'ok' (quota taken;
 -- `used` is the day's count), 'over' (budget spent) or 'day' (KEYS[6] is not
--- today's counter by Redis' clock: the caller takes quota itself), or
+-- the current period's counter by Redis' clock: the caller takes quota
+-- itself), or
 -- 'report' (the reported generation is the stored, fresh one: no quota is
 -- taken; after `forced` the reply goes on with the token, 1 if a coordinator verified it
 -- with WeChat and that still stands (0 otherwise), and the ms until a
@@ -109,5 +111,7 @@ end
 if now_ms < tonumber(ARGV[8]) or now_ms >= tonumber(ARGV[9]) then
   return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'day', 0, forced}
 end
-local verdict, used = take_quota(KEYS[6], ARGV[6], ARGV[7])
+local previous = nil
+if ARGV[12] == '1' then previous = KEYS[7] end
+local verdict, used = take_quota(KEYS[6], ARGV[6], ARGV[7], previous)
 return {'ok', epoch, fence, now_ms, token, gen, gate, failures, verdict, used, forced}

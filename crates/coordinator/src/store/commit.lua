@@ -1,13 +1,23 @@
--- commit: the fenced write of a fetched token (SPEC §3).
--- KEYS[1] access_token, KEYS[2] meta, KEYS[3] epoch, KEYS[4] events, KEYS[5] lock
--- ARGV[1] epoch, ARGV[2] fence, ARGV[3] token, ARGV[4] ttl_ms,
+-- commit: the fenced write of a fetched value (SPEC §3).
+-- KEYS[1] value (access token or ticket), KEYS[2] meta, KEYS[3] epoch,
+-- KEYS[4] events, KEYS[5] lock
+-- ARGV[1] epoch, ARGV[2] fence, ARGV[3] value, ARGV[4] ttl_ms,
 -- ARGV[5] fetched_by, ARGV[6] source, ARGV[7] lock owner, ARGV[8] now (unix ms
--- by Redis' clock: the grant's TIME plus the holder's monotonic time since)
--- Stores the token only if the epoch is unchanged (Redis did not lose its data
--- since begin) and the fence is newer than the stored generation.
--- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} | {'stale', generation, 0}
--- | {'expired', generation, 0}. Releases the lock if this owner still holds it.
--- Junk a foreign writer left (see begin.lua) reads as nothing: a generation
+-- by Redis' clock: the grant's TIME plus the holder's monotonic time since),
+-- ARGV[9] life: 'reply' (ttl is the remaining life) or 'first_stored' (a
+-- value already stored keeps its life: WeChat re-issues the same ticket, and
+-- WeCom the same token, with a full expires_in), ARGV[10] the `slot` field
+-- of the event ('' for the access token, else ',"slot":"ticket:jsapi"'),
+-- ARGV[11] the life (ms) of a first-stored value found again after its
+-- counted life ended (its real remaining life is unknown), ARGV[12] '1' when
+-- a report triggered this refresh (starts the report spacing)
+-- Stores the value only if the epoch is unchanged (Redis did not lose its
+-- data since claim) and the fence is newer than the stored generation.
+-- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} |
+-- {'stale', generation, 0} | {'expired', generation, 0} |
+-- {'same', generation, expires_at_ms} (first_stored: that value is stored;
+-- nothing changed but a pending force request, which this ends). Releases the lock if this owner still holds it.
+-- Junk a foreign writer left (see claim.lua) reads as nothing: a generation
 -- that is not a whole number in [0, 2^53) as 0, a meta hash of the wrong
 -- type is replaced.
 local function release()
@@ -18,12 +28,12 @@ if redis.pcall('GET', KEYS[3]) ~= ARGV[1] then
   return {'epoch', 0, 0}
 end
 local fence = tonumber(ARGV[2])
-local stored = redis.pcall('HGET', KEYS[2], 'generation')
-if type(stored) == 'table' then
+local m = redis.pcall('HMGET', KEYS[2], 'generation', 'value_sha1', 'expires_at_ms')
+if m.err then
   redis.call('DEL', KEYS[2])
-  stored = false
+  m = {}
 end
-local gen = num(stored)
+local gen = num(m[1])
 if fence <= gen then
   release()
   return {'stale', gen, 0}
@@ -34,6 +44,21 @@ if (not ttl) or ttl <= 0 then
   return {'expired', gen, 0}
 end
 local now_ms = tonumber(ARGV[8]) or 0
+local sha = redis.sha1hex(ARGV[3])
+if ARGV[9] == 'first_stored' then
+  local current = redis.pcall('GET', KEYS[1])
+  if current == ARGV[3] then
+    -- WeChat hands out the stored value again: no other can be had now, so
+    -- a force request for it is done with.
+    redis.call('HDEL', KEYS[2], 'force_generation')
+    release()
+    return {'same', gen, num(m[3])}
+  end
+  if m[2] == sha then
+    -- Handed out again after the life it was counted: keep it only briefly.
+    ttl = math.min(ttl, tonumber(ARGV[11]))
+  end
+end
 local expires_at = now_ms + ttl
 local fence_s = string.format('%d', fence)
 local expires_s = string.format('%d', expires_at)
@@ -45,11 +70,15 @@ redis.call('HSET', KEYS[2],
   'fetched_at_ms', string.format('%d', now_ms),
   'fetched_by', ARGV[5],
   'source', ARGV[6],
+  'value_sha1', sha,
   'failures', '0',
   'next_attempt_at_ms', '0')
+if ARGV[12] == '1' then
+  redis.call('HSET', KEYS[2], 'report_refresh_at_ms', string.format('%d', now_ms))
+end
 redis.call('PUBLISH', KEYS[4],
   '{"event":"refreshed","generation":' .. fence_s .. ',"expires_at_ms":' .. expires_s
   .. ',"ttl_ms":' .. string.format('%d', ttl)
-  .. ',"fetched_by":' .. cjson.encode(ARGV[5]) .. '}')
+  .. ',"fetched_by":' .. cjson.encode(ARGV[5]) .. ARGV[10] .. '}')
 release()
 return {'ok', fence, expires_at}

@@ -4,7 +4,7 @@
 -- instead of using it, and publish `invalidated`.
 -- KEYS[1] access_token, KEYS[2] meta, KEYS[3] events
 -- ARGV[1] the dead token, ARGV[2] '1' when a report triggered this (starts
--- the report spacing), else '0'
+-- the report spacing), else '0', ARGV[3] the event's slot field
 -- Returns {'invalidated', generation} when the stored token was that token,
 -- else {'already_replaced', generation} (0 when none is stored).
 local current = redis.pcall('GET', KEYS[1])
@@ -19,7 +19,7 @@ if type(current) == 'string' and current == ARGV[1] then
     redis.call('HSET', KEYS[2], 'report_refresh_at_ms', string.format('%d', now_ms))
   end
   redis.call('PUBLISH', KEYS[3],
-    '{"event":"invalidated","generation":' .. string.format('%d', gen) .. '}')
+    '{"event":"invalidated","generation":' .. string.format('%d', gen) .. ARGV[3] .. '}')
   return {'invalidated', gen}
 end
 if type(current) ~= 'string' then gen = 0 end

@@ -4,7 +4,8 @@
 -- meta hash, which readers' ACL users cannot write, so only this request, not
 -- a `refresh_requested` event anybody can publish, makes a replica refresh
 -- a fresh token.
--- KEYS[1] meta, KEYS[2] events; ARGV[1] who asked (free text)
+-- KEYS[1] meta, KEYS[2] events; ARGV[1] who asked (free text), ARGV[2] the
+-- event's slot field
 -- Returns {generation, requests so far, subscribers that heard it}.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -21,5 +22,5 @@ redis.call('HSET', KEYS[1],
   'force_at_ms', string.format('%d', now_ms),
   'force_requests', string.format('%d', count))
 local heard = redis.call('PUBLISH', KEYS[2], '{"event":"refresh_requested","generation":'
-  .. string.format('%d', gen) .. ',"reason":"operator_force","force":true}')
+  .. string.format('%d', gen) .. ',"reason":"operator_force","force":true' .. ARGV[2] .. '}')
 return {gen, count, heard}

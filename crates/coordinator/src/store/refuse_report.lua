@@ -3,7 +3,8 @@
 -- KEYS[1] meta, KEYS[2] events, KEYS[3] report
 -- ARGV[1] reported generation, ARGV[2] reason ('token_valid', 'reserve'),
 -- ARGV[3] ms the verification stands ('' when WeChat was not asked: then no
--- verification is recorded)
+-- verification is recorded), ARGV[4] the event's slot field ('' or
+-- ',"slot":"ticket:jsapi"')
 -- Returns the count of refused reports. Only the lock holder runs this.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -21,5 +22,5 @@ if ARGV[3] ~= '' then
   redis.call('DEL', KEYS[3])
 end
 redis.call('PUBLISH', KEYS[2], '{"event":"report_refused","generation":' .. ARGV[1]
-  .. ',"reason":' .. cjson.encode(ARGV[2]) .. '}')
+  .. ',"reason":' .. cjson.encode(ARGV[2]) .. ARGV[4] .. '}')
 return refused

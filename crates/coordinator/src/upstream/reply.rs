@@ -1,11 +1,11 @@
-//! `upstream`: the WeChat token endpoints (`cgi-bin/token`, `cgi-bin/stable_token`)
-//! over reqwest, and the parser that turns any reply into a token or a
-//! classified [`FetchError`].
+//! Turning any reply WeChat (or a proxy in front of it) can send into a
+//! value and its life, or a classified [`FetchError`]: pure, so every odd
+//! reply is tested (proptests below).
 //!
-//! Only this module sends an appsecret anywhere. reqwest errors print their
-//! URL, and `cgi-bin/token` carries `secret=` in its query, so every error is
-//! stripped with `without_url()` before it leaves this module (SPEC §7).
-//! This module does not retry, lock or count quota: `refresher` does.
+//! Fields are read one by one from a JSON object, so a wrong type in one
+//! never hides a non-zero `errcode` in another: the errcode decides, and the
+//! caller's kind says what it means ([`Classify`]). An `errmsg` that echoes
+//! the request (and so a secret) is withheld.
 
 use std::fmt;
 use std::time::Duration;
@@ -14,13 +14,14 @@ use secrecy::{ExposeSecret, SecretString};
 use wxtoken_client::keyspace::is_plausible_token as plausible_token;
 use wxtoken_common::{ErrorClass, classify_fetch_errcode};
 
-use crate::config::{AppConfig, UpstreamApi};
+use super::FetchError;
 
-/// The most reply body we read; WeChat's token replies are ~200 bytes.
-const MAX_BODY: usize = 64 * 1024;
+/// How a kind reads an `errcode` of its fetch endpoint.
+pub type Classify = fn(i64) -> ErrorClass;
 
-/// A token WeChat issued.
+/// A value WeChat issued.
 pub struct Grant {
+    /// The access token or ticket.
     pub token: SecretString,
     /// `expires_in` as WeChat said it, counted from when it answered.
     pub expires_in: Duration,
@@ -35,222 +36,49 @@ impl fmt::Debug for Grant {
     }
 }
 
-/// Why a fetch failed. `Display` never contains a URL, secret or token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FetchError {
-    /// WeChat answered `{"errcode": N, "errmsg": …}` with N ≠ 0.
-    #[error("wechat errcode {errcode}: {errmsg}")]
-    Wechat { errcode: i64, errmsg: String },
-    #[error("upstream answered HTTP {status}")]
-    Status { status: u16 },
-    #[error("upstream timed out")]
-    Timeout,
-    #[error("could not reach upstream: {0}")]
-    Connect(String),
-    /// The body was not a token reply we could use (garbage, too large, no token).
-    #[error("unusable upstream reply: {0}")]
-    Body(String),
-}
-
-impl FetchError {
-    /// What the coordinator should do about it (SPEC §1).
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            Self::Wechat { errcode, .. } => classify_fetch_errcode(*errcode),
-            _ => ErrorClass::Retryable,
-        }
-    }
-
-    /// A short code for status and metrics: the errcode, or the failure kind.
-    pub fn code(&self) -> String {
-        match self {
-            Self::Wechat { errcode, .. } => errcode.to_string(),
-            Self::Status { status } => format!("http_{status}"),
-            Self::Timeout => "timeout".into(),
-            Self::Connect(_) => "connect".into(),
-            Self::Body(_) => "bad_reply".into(),
-        }
-    }
-
-    fn from_reqwest(e: reqwest::Error) -> Self {
-        let e = e.without_url();
-        if e.is_timeout() {
-            Self::Timeout
-        } else if e.is_connect() {
-            Self::Connect(e.to_string())
-        } else {
-            Self::Connect(format!("transport: {e}"))
-        }
-    }
-}
-
-/// The WeChat token API client for one base URL.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    http: reqwest::Client,
-    base_url: String,
-}
-
-impl Upstream {
-    /// `timeout` bounds the whole exchange (connect, send, read).
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("wxtoken/", env!("CARGO_PKG_VERSION")))
-            // At most MAX_CONCURRENT_REFRESHES calls are in flight; keep no
-            // more idle connections than that.
-            .pool_max_idle_per_host(crate::refresher::MAX_CONCURRENT_REFRESHES)
-            .build()
-            .map_err(FetchError::from_reqwest)?;
-        Ok(Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    /// Fetches a token for `app` with its configured API. `force_refresh`
-    /// only matters for `stable_token`.
-    pub async fn fetch(&self, app: &AppConfig, force_refresh: bool) -> Result<Grant, FetchError> {
-        let request = match app.api {
-            UpstreamApi::Token => self
-                .http
-                .get(format!("{}/cgi-bin/token", self.base_url))
-                .query(&[
-                    ("grant_type", "client_credential"),
-                    ("appid", app.appid.as_str()),
-                    ("secret", app.secret().expose_secret()),
-                ]),
-            UpstreamApi::StableToken => self
-                .http
-                .post(format!("{}/cgi-bin/stable_token", self.base_url))
-                .json(&serde_json::json!({
-                    "grant_type": "client_credential",
-                    "appid": app.appid,
-                    "secret": app.secret().expose_secret(),
-                    "force_refresh": force_refresh,
-                })),
-        };
-        let (status, body) = self.exchange(request).await?;
-        parse_reply(status, &body)
-            .map_err(|e| withhold_echo(e, &body, app.secret().expose_secret()))
-    }
-}
-
-/// What WeChat said when shown a token ([`Upstream::check_token`]).
-#[derive(Debug)]
-pub enum Check {
-    /// WeChat accepted it: the token is not invalid, whatever a reader saw.
-    Accepted,
-    /// WeChat rejected it: 40001 / 40014 (invalid, not latest) or 42001 (expired).
-    Rejected { errcode: i64 },
-    /// No verdict (timeout, -1, 5xx, garbage, the check's own quota): the
-    /// caller must not conclude either way.
-    Unknown(FetchError),
-}
-
-impl Check {
-    /// The `result` label of `wxtoken_token_checks_total`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Rejected { .. } => "rejected",
-            Self::Unknown(_) => "unknown",
-        }
-    }
-}
-
-impl Upstream {
-    /// Shows `token` to WeChat with the cheapest call that needs one,
-    /// `GET cgi-bin/get_api_domain_ip` (WeChat's API-domain IP list; it works
-    /// for official accounts, mini programs and WeCom, spends no
-    /// `cgi-bin/token` quota, and answers 40001/40014/42001 for a token that
-    /// is not the latest or expired). Its own daily quota is undocumented
-    /// (about 1000, by WeChat's community answers), so callers bound how
-    /// often they check (`[refresh] verify_interval`, `verify_daily_budget`).
-    pub async fn check_token(&self, token: &SecretString) -> Check {
-        let request = self
-            .http
-            .get(format!("{}/cgi-bin/get_api_domain_ip", self.base_url))
-            .query(&[("access_token", token.expose_secret())]);
-        let (status, body) = match self.exchange(request).await {
-            Ok(reply) => reply,
-            Err(e) => return Check::Unknown(e),
-        };
-        let object = match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ if !(200..300).contains(&status) => {
-                return Check::Unknown(FetchError::Status { status });
-            }
-            _ => return Check::Unknown(FetchError::Body("not a JSON object".into())),
-        };
-        match object.get("errcode").and_then(serde_json::Value::as_i64) {
-            Some(errcode) if wxtoken_common::is_token_rejected(errcode) => {
-                Check::Rejected { errcode }
-            }
-            Some(errcode) if errcode != 0 => Check::Unknown(FetchError::Wechat {
-                errcode,
-                errmsg: sanitize(
-                    object
-                        .get("errmsg")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or(""),
-                ),
-            }),
-            _ if object.contains_key("ip_list") => Check::Accepted,
-            _ => Check::Unknown(FetchError::Body("no ip_list".into())),
-        }
-    }
-
-    /// Sends `request` and reads the reply, at most [`MAX_BODY`] bytes.
-    async fn exchange(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Vec<u8>), FetchError> {
-        let mut response = request.send().await.map_err(FetchError::from_reqwest)?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(FetchError::from_reqwest)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(FetchError::Body(format!(
-                    "reply larger than {MAX_BODY} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    }
+/// Parses a token endpoint's reply (`access_token`, classified as SPEC §1).
+pub fn parse_reply(status: u16, body: &[u8]) -> Result<Grant, FetchError> {
+    parse_value(status, body, "access_token", classify_fetch_errcode)
 }
 
 /// Some gateways echo the request (query string included) in their error
 /// text: an errmsg from a reply that contains the appsecret is withheld, so
 /// the secret never reaches errors, logs or the meta hash.
-fn withhold_echo(error: FetchError, body: &[u8], secret: &str) -> FetchError {
+pub fn withhold_echo(error: FetchError, body: &[u8], secret: &SecretString) -> FetchError {
+    let secret = secret.expose_secret();
     match error {
-        FetchError::Wechat { errcode, errmsg }
-            if !secret.is_empty()
-                && (errmsg.contains(secret)
-                    || body.windows(secret.len()).any(|w| w == secret.as_bytes())) =>
+        FetchError::Wechat {
+            errcode,
+            errmsg,
+            class,
+        } if !secret.is_empty()
+            && (errmsg.contains(secret)
+                || body.windows(secret.len()).any(|w| w == secret.as_bytes())) =>
         {
             FetchError::Wechat {
                 errcode,
                 errmsg: "[errmsg withheld: the reply contained the appsecret]".into(),
+                class,
             }
         }
         other => other,
     }
 }
 
-/// Turns an HTTP status and body into a grant or a classified error. Pure,
-/// so every odd reply WeChat (or a proxy in front of it) can send is tested.
+/// Turns an HTTP status and body into the value in `field` (`access_token`,
+/// `ticket`) or an error classified by `classify`.
 ///
 /// Fields are read one by one from a JSON object, so a wrong type in one
-/// (an `errmsg` that is a number, an `access_token` that is an object) never
-/// hides a non-zero `errcode` in another: the errcode decides the class.
-/// Invalid UTF-8 is replaced, not fatal, for the same reason (a proxy that
-/// re-encodes `errmsg`); a replaced character never passes as a token.
-pub fn parse_reply(status: u16, body: &[u8]) -> Result<Grant, FetchError> {
+/// (an `errmsg` that is a number, a value that is an object) never hides a
+/// non-zero `errcode` in another: the errcode decides the class. Invalid
+/// UTF-8 is replaced, not fatal, for the same reason (a proxy that
+/// re-encodes `errmsg`); a replaced character never passes as a value.
+pub fn parse_value(
+    status: u16,
+    body: &[u8],
+    field_name: &str,
+    classify: Classify,
+) -> Result<Grant, FetchError> {
     let text = String::from_utf8_lossy(body);
     let object = match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(serde_json::Value::Object(map)) => Some(map),
@@ -267,6 +95,7 @@ pub fn parse_reply(status: u16, body: &[u8]) -> Result<Grant, FetchError> {
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or(""),
             ),
+            class: classify(errcode),
         });
     }
     if !(200..300).contains(&status) {
@@ -275,16 +104,16 @@ pub fn parse_reply(status: u16, body: &[u8]) -> Result<Grant, FetchError> {
     if object.is_none() {
         return Err(FetchError::Body("not a JSON object".into()));
     }
-    let Some(token) = field("access_token")
+    let Some(token) = field(field_name)
         .and_then(serde_json::Value::as_str)
         .filter(|t| !t.trim().is_empty())
     else {
-        return Err(FetchError::Body("no access_token".into()));
+        return Err(FetchError::Body(format!("no {field_name}")));
     };
     if !plausible_token(token) {
-        return Err(FetchError::Body(
-            "access_token is not a plausible token".into(),
-        ));
+        return Err(FetchError::Body(format!(
+            "{field_name} is not a plausible value"
+        )));
     }
     let expires_in = match field("expires_in") {
         Some(serde_json::Value::Number(n)) => n.as_i64(),
@@ -306,7 +135,7 @@ pub fn parse_reply(status: u16, body: &[u8]) -> Result<Grant, FetchError> {
 const MAX_EXPIRES_IN: i64 = 30 * 86_400;
 
 /// errmsg goes to logs and status: keep it short and printable.
-fn sanitize(s: &str) -> String {
+pub fn sanitize(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
@@ -409,10 +238,12 @@ mod tests {
     #[test]
     fn an_echoed_secret_is_withheld() {
         let body = br#"{"errcode":40164,"errmsg":"invalid ip, GET /cgi-bin/token?secret=S3CRET-42 rid: 1"}"#;
-        let e = withhold_echo(parse_reply(200, body).err().unwrap(), body, "S3CRET-42");
+        let secret = SecretString::from("S3CRET-42");
+        let e = withhold_echo(parse_reply(200, body).err().unwrap(), body, &secret);
         assert!(!format!("{e} {e:?}").contains("S3CRET-42"), "{e}");
         assert_eq!(e.class(), ErrorClass::Fatal);
-        let e = withhold_echo(parse_reply(200, body).err().unwrap(), body, "other");
+        let other = SecretString::from("other");
+        let e = withhold_echo(parse_reply(200, body).err().unwrap(), body, &other);
         assert!(e.to_string().contains("invalid ip"));
     }
 
@@ -675,7 +506,9 @@ mod tests {
             Err(e) => {
                 let shown = e.to_string();
                 match e {
-                    FetchError::Wechat { errcode, errmsg } => {
+                    FetchError::Wechat {
+                        errcode, errmsg, ..
+                    } => {
                         prop_assert_ne!(*errcode, 0);
                         prop_assert_eq!(e.class(), classify_fetch_errcode(*errcode));
                         prop_assert!(errmsg.chars().count() <= 200);

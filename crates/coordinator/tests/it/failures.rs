@@ -36,7 +36,11 @@ async fn a_wrong_secret_costs_one_fetch_per_fatal_cooldown_and_the_old_token_is_
     assert!(wrong >= 1, "the replicas did try");
     assert!(wrong <= 3, "{wrong} fetches in 8 s with a 3 s cooldown");
     assert_eq!(app.fetch_calls, 1 + wrong);
-    let status = fleet.store.status(&fleet.id()).await.unwrap();
+    let status = fleet
+        .store
+        .status(&fleet.id(), wxtoken_common::Window::Day)
+        .await
+        .unwrap();
     let last = status.last_error.expect("error recorded");
     assert_eq!(last.code, "40125");
     assert_eq!(last.class, Some(ErrorClass::Fatal));
@@ -106,7 +110,11 @@ async fn the_daily_budget_stops_upstream_calls_for_the_quota_day() {
         .await;
     tokio::time::sleep(cycle * 2).await;
     assert_eq!(fleet.app().fetch_calls, 3, "no call past the budget");
-    let status = fleet.store.status(&fleet.id()).await.unwrap();
+    let status = fleet
+        .store
+        .status(&fleet.id(), wxtoken_common::Window::Day)
+        .await
+        .unwrap();
     assert_eq!(status.quota_used_today, 3);
     let last = status.last_error.expect("budget error recorded");
     assert_eq!(last.code, "daily_budget");
@@ -133,7 +141,11 @@ async fn upstream_45009_gates_the_fleet_until_the_next_quota_day() {
     tokio::time::sleep(cycle * 2).await;
     let app = fleet.app();
     assert_eq!(app.fetch_calls, 3, "2 tokens, one 45009, then silence");
-    let status = fleet.store.status(&fleet.id()).await.unwrap();
+    let status = fleet
+        .store
+        .status(&fleet.id(), wxtoken_common::Window::Day)
+        .await
+        .unwrap();
     let last = status.last_error.expect("recorded");
     assert_eq!(
         (last.code.as_str(), last.class),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use wxtoken_coordinator::refresher::{Mode, RefreshOutcome};
-use wxtoken_coordinator::store::{Commit, LockOwner};
+use wxtoken_coordinator::store::{Commit, CommitArgs, LockOwner};
 use wxtoken_testkit::wait_until_async;
 
 use crate::fleet::{Fleet, Settings};
@@ -55,10 +55,7 @@ async fn a_refresher_stalled_past_its_lock_cannot_overwrite_the_newer_token() {
             &id,
             &grant_a,
             &a,
-            &late,
-            Duration::from_secs(60),
-            "stalled",
-            "token",
+            &CommitArgs::token(&late, Duration::from_secs(60), "stalled", "token"),
         )
         .await
         .unwrap();
@@ -97,10 +94,7 @@ async fn a_slow_refresher_nobody_overtook_still_stores_its_token() {
             &id,
             &grant,
             &a,
-            &token,
-            Duration::from_secs(60),
-            "slow",
-            "token",
+            &CommitArgs::token(&token, Duration::from_secs(60), "slow", "token"),
         )
         .await
         .unwrap();
@@ -129,10 +123,7 @@ async fn the_epoch_guard_refuses_writers_from_before_a_redis_restart() {
                 &id,
                 &grant,
                 &a,
-                &token,
-                Duration::from_secs(60),
-                "a",
-                "token",
+                &CommitArgs::token(&token, Duration::from_secs(60), "a", "token"),
             )
             .await
         {
@@ -152,10 +143,7 @@ async fn the_epoch_guard_refuses_writers_from_before_a_redis_restart() {
             &id,
             &grant,
             &a,
-            &token,
-            Duration::from_secs(60),
-            "a",
-            "token",
+            &CommitArgs::token(&token, Duration::from_secs(60), "a", "token"),
         )
         .await
         .unwrap();
@@ -184,7 +172,11 @@ async fn the_step_reports_still_fresh_and_locked_elsewhere() {
     let fleet = Fleet::start(Settings::default(), 1).await;
     fleet.wait_generation(1, Duration::from_secs(5)).await;
     let refresher = fleet.replicas[0].refresher().clone();
-    let app = fleet.replicas[0].app(&fleet.id()).expect("configured");
+    let app = fleet.replicas[0]
+        .catalog()
+        .get(&fleet.id())
+        .expect("configured")
+        .clone();
     let due = Mode::Due {
         within: fleet.settings.refresh_ahead,
     };

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wechat_sim::{AppStats, Faults, SimConfig, SimHandle};
 use wxtoken_client::keyspace::StoredToken;
-use wxtoken_common::CredentialId;
+use wxtoken_common::{CredentialId, CredentialRef};
 use wxtoken_coordinator::config::{Config, Env};
 use wxtoken_coordinator::replica::{ReplicaHandle, build_store};
 use wxtoken_coordinator::store::TokenStore;
@@ -15,6 +15,12 @@ pub const APPID: &str = "wx00000000000000a1";
 pub const SECRET: &str = "sim-secret-7f3a9c1e5b";
 pub const ID: &str = "shop";
 pub const API_KEY: &str = "it-api-key-x8Lq";
+pub const CORPID: &str = "ww000000000000c1";
+/// Two WeCom agents of `CORPID`: (credential id, agentid, secret).
+pub const AGENTS: [(&str, u64, &str); 2] = [
+    ("hr", 1_000_002, "wecom-hr-secret-Qp3"),
+    ("ops", 1_000_003, "wecom-ops-secret-Zx9"),
+];
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -35,6 +41,14 @@ pub struct Settings {
     /// Raw TOML lines appended to `[refresh]` / `[http]`.
     pub extra_refresh: String,
     pub extra_http: String,
+    /// The app's `tickets`.
+    pub tickets: &'static [&'static str],
+    /// Configure the WeCom agents of [`AGENTS`] with these `tickets`.
+    pub wecom: Option<&'static [&'static str]>,
+    /// Life of tickets in the simulator.
+    pub ticket_ttl: Duration,
+    /// WeCom's hourly caps in the simulator (per agent, per corp).
+    pub sim_wecom_caps: (u32, u32),
 }
 
 impl Default for Settings {
@@ -56,6 +70,10 @@ impl Default for Settings {
             verify_interval: Duration::from_millis(500),
             extra_refresh: String::new(),
             extra_http: String::new(),
+            tickets: &[],
+            wecom: None,
+            ticket_ttl: Duration::from_secs(4),
+            sim_wecom_caps: (100, 400),
         }
     }
 }
@@ -105,15 +123,18 @@ impl Fleet {
         wxtoken_testkit::init_tracing();
         wxtoken_coordinator::metrics::install();
         let redis = RedisServer::spawn();
-        let sim = wechat_sim::spawn(
-            SimConfig::new()
-                .app(APPID, SECRET)
-                .token_ttl(settings.token_ttl)
-                .overlap(settings.overlap)
-                .daily_quota(settings.sim_daily_quota),
-        )
-        .await
-        .expect("sim starts");
+        let mut sim_config = SimConfig::new()
+            .app(APPID, SECRET)
+            .token_ttl(settings.token_ttl)
+            .overlap(settings.overlap)
+            .daily_quota(settings.sim_daily_quota)
+            .ticket_ttl(settings.ticket_ttl)
+            .wecom_ticket_agent_hourly(settings.sim_wecom_caps.0)
+            .wecom_ticket_corp_hourly(settings.sim_wecom_caps.1);
+        for (_, agentid, secret) in AGENTS {
+            sim_config = sim_config.corp_agent(CORPID, Some(agentid), secret);
+        }
+        let sim = wechat_sim::spawn(sim_config).await.expect("sim starts");
         let prefix = random_prefix();
         let mut fleet = Self {
             redis,
@@ -182,6 +203,7 @@ impl Fleet {
             {extra_refresh}
             [upstream]
             base_url = "{base}"
+            wecom_base_url = "{wecom_base}"
             [http]
             api_keys = {{ env = "TEST_API_KEYS" }}
             token_wait = "1s"
@@ -193,6 +215,8 @@ impl Fleet {
             appid = "{APPID}"
             secret = {{ env = "TEST_SECRET" }}
             api = "{api}"
+            tickets = [{tickets}]
+            {wecom}
             "#,
             redis = redis_url,
             prefix = self.prefix,
@@ -210,11 +234,38 @@ impl Fleet {
             extra_refresh = s.extra_refresh,
             extra_http = s.extra_http,
             base = self.sim.base_url(),
+            wecom_base = self.sim.wecom_base_url(),
             api = s.api,
+            tickets = s
+                .tickets
+                .iter()
+                .map(|t| format!("\"{t}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            wecom = s.wecom.map_or_else(String::new, |tickets| {
+                let tickets = tickets
+                    .iter()
+                    .map(|t| format!("\"{t}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                AGENTS
+                    .iter()
+                    .map(|(id, agentid, _)| {
+                        format!(
+                            "[[wecom]]\nid = \"{id}\"\ncorpid = \"{CORPID}\"\nagentid = {agentid}\nsecret = {{ env = \"TEST_WECOM_{id}\" }}\ntickets = [{tickets}]\n"
+                        )
+                    })
+                    .collect::<String>()
+            }),
         );
-        let env: Env = [("TEST_SECRET", secret), ("TEST_API_KEYS", API_KEY)]
-            .into_iter()
-            .collect();
+        let mut env: Vec<(String, String)> = vec![
+            ("TEST_SECRET".into(), secret.into()),
+            ("TEST_API_KEYS".into(), API_KEY.into()),
+        ];
+        for (id, _, secret) in AGENTS {
+            env.push((format!("TEST_WECOM_{id}"), secret.into()));
+        }
+        let env: Env = env.into_iter().collect();
         Config::from_toml_str(&text, &env).expect("test config is valid")
     }
 
@@ -244,8 +295,48 @@ impl Fleet {
         }
     }
 
-    pub fn id(&self) -> CredentialId {
-        CredentialId::parse(ID).unwrap()
+    /// The fleet's one credential: the app's access token.
+    pub fn id(&self) -> CredentialRef {
+        CredentialRef::token(CredentialId::parse(ID).unwrap())
+    }
+
+    /// Any credential of the fleet by name (`shop`, `hr/ticket:jsapi`).
+    pub fn cref(&self, name: &str) -> CredentialRef {
+        match name.split_once('/') {
+            Some((id, slot)) => CredentialRef {
+                id: CredentialId::parse(id).unwrap(),
+                slot: wxtoken_common::Slot::parse(Some(slot)).expect("a slot"),
+            },
+            None => CredentialRef::token(CredentialId::parse(name).unwrap()),
+        }
+    }
+
+    /// What the simulator counted for WeCom agent `id` of [`AGENTS`].
+    pub fn agent(&self, id: &str) -> AppStats {
+        let (_, agentid, _) = AGENTS.iter().find(|(a, _, _)| *a == id).expect("an agent");
+        self.sim
+            .stats()
+            .agent(CORPID, Some(*agentid))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Polls until `name`'s value has a generation ≥ `generation`.
+    pub async fn wait_value(&self, name: &str, generation: u64, deadline: Duration) -> StoredToken {
+        let cref = self.cref(name);
+        let until = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(t)) = self.store.read_value(&cref).await
+                && t.generation >= generation
+            {
+                return t;
+            }
+            assert!(
+                Instant::now() < until,
+                "no {name} of generation {generation} within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn app(&self) -> AppStats {
@@ -257,7 +348,7 @@ impl Fleet {
     }
 
     pub async fn token(&self) -> Option<StoredToken> {
-        self.store.read_token(&self.id()).await.ok().flatten()
+        self.store.read_value(&self.id()).await.ok().flatten()
     }
 
     /// Polls until a token with generation ≥ `generation` is stored.

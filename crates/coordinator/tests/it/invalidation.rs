@@ -26,7 +26,7 @@ async fn a_hundred_reports_of_a_revoked_token_cause_one_check_and_one_refresh() 
     let bad = fleet.wait_generation(1, Duration::from_secs(5)).await;
     assert!(fleet.sim.revoke(&bad.value), "WeChat cuts the token off");
     let id = fleet.id();
-    let results = join_all((0..100).map(|_| fleet.store.invalidate(&id, &bad.value))).await;
+    let results = join_all((0..100).map(|_| fleet.store.report(&id, &bad.value))).await;
     // The first report wakes the fleet; reports that arrive after it
     // dropped the dead token find it gone.
     assert!(
@@ -51,7 +51,7 @@ async fn a_hundred_reports_of_a_revoked_token_cause_one_check_and_one_refresh() 
     assert_eq!(app.fetch_calls, 2, "one refresh for 100 reports");
     assert_eq!(app.domain_ip_calls, 1, "one check with WeChat");
     // Reporting the old token again changes nothing.
-    let again = fleet.store.invalidate(&id, &bad.value).await.unwrap();
+    let again = fleet.store.report(&id, &bad.value).await.unwrap();
     assert_eq!(
         again,
         Invalidation::AlreadyReplaced {
@@ -65,7 +65,7 @@ async fn reports_of_a_token_wechat_accepts_spend_nothing_and_delete_nothing() {
     let fleet = Fleet::start(long_lived(), 4).await;
     let good = fleet.wait_generation(1, Duration::from_secs(5)).await;
     let id = fleet.id();
-    let first = fleet.store.invalidate(&id, &good.value).await.unwrap();
+    let first = fleet.store.report(&id, &good.value).await.unwrap();
     assert_eq!(
         first,
         Invalidation::Reported {
@@ -79,7 +79,7 @@ async fn reports_of_a_token_wechat_accepts_spend_nothing_and_delete_nothing() {
         Duration::from_millis(10),
         || async {
             matches!(
-                fleet.store.invalidate(&id, &good.value).await,
+                fleet.store.report(&id, &good.value).await,
                 Ok(Invalidation::TokenValid { .. })
             )
         },
@@ -89,7 +89,7 @@ async fn reports_of_a_token_wechat_accepts_spend_nothing_and_delete_nothing() {
         answered,
         "the fleet refused the report: WeChat accepts the token"
     );
-    let results = join_all((0..100).map(|_| fleet.store.invalidate(&id, &good.value))).await;
+    let results = join_all((0..100).map(|_| fleet.store.report(&id, &good.value))).await;
     assert!(results.iter().all(|r| r.is_ok()));
     let stored = fleet.token().await.expect("the token is still stored");
     assert_eq!(stored.value, good.value);
@@ -100,7 +100,11 @@ async fn reports_of_a_token_wechat_accepts_spend_nothing_and_delete_nothing() {
         app.domain_ip_calls, 1,
         "one check for every report in the window"
     );
-    let status = fleet.store.status(&id).await.unwrap();
+    let status = fleet
+        .store
+        .status(&id, wxtoken_common::Window::Day)
+        .await
+        .unwrap();
     assert!(status.reports_refused >= 1, "{status:?}");
     assert_eq!(status.last_refusal_reason.as_deref(), Some("token_valid"));
 }
@@ -116,11 +120,7 @@ async fn a_third_party_refresh_is_healed_by_one_fetch() {
     let ours = fleet.wait_generation(1, Duration::from_secs(5)).await;
     // A report while the token still works is refused (and the refusal
     // stands for verify_interval) ...
-    let early = fleet
-        .store
-        .invalidate(&fleet.id(), &ours.value)
-        .await
-        .unwrap();
+    let early = fleet.store.report(&fleet.id(), &ours.value).await.unwrap();
     assert!(matches!(early, Invalidation::Reported { .. }), "{early:?}");
     fleet.sim.external_refresh(APPID).expect("external refresh");
     // ... after the overlap our stored token is dead: a service using it gets 40001.
@@ -135,7 +135,7 @@ async fn a_third_party_refresh_is_healed_by_one_fetch() {
         Duration::from_secs(5),
         Duration::from_millis(50),
         || async {
-            let _ = fleet.store.invalidate(&fleet.id(), &ours.value).await;
+            let _ = fleet.store.report(&fleet.id(), &ours.value).await;
             fleet
                 .token()
                 .await

@@ -11,5 +11,7 @@ mod invalidation;
 mod single_flight;
 mod stable;
 mod steady_state;
+mod tickets;
 mod topology;
 mod upstream;
+mod wecom;

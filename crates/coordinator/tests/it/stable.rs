@@ -56,7 +56,7 @@ async fn a_reported_invalid_token_that_normal_mode_returns_is_force_refreshed_on
     assert!(fleet.sim.revoke(&reported.value));
     let r = fleet
         .store
-        .invalidate(&fleet.id(), &reported.value)
+        .report(&fleet.id(), &reported.value)
         .await
         .unwrap();
     assert_eq!(

@@ -1,10 +1,8 @@
-//! WeChat-compatible endpoints, so existing SDKs (wechatpy, WxJava,
-//! EasyWeChat, co-wechat-api) work unchanged with their API base pointed at
-//! a coordinator: `GET /cgi-bin/token` and `POST /cgi-bin/stable_token`
-//! answer in WeChat's shapes and error codes, authenticated by the app's own
-//! secret (constant-time), served from the shared token — never one upstream
-//! call per request. `force_refresh` invalidates by value and waits for the
-//! fleet's refresh, within WeChat's limits (20 a day, 30 s apart).
+//! `GET /cgi-bin/token` and `POST /cgi-bin/stable_token` in WeChat's shapes
+//! and error codes, authenticated by the app's own secret (constant-time,
+//! guesses rate-limited), served from the shared token — never one upstream
+//! call per request. `force_refresh` records an operator force and waits for
+//! the fleet's refresh, within WeChat's limits (20 a day, 30 s apart).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,22 +15,19 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use wxtoken_common::wire::{WechatError, WechatToken};
+use wxtoken_common::wire::WechatToken;
 
-use super::auth::secret_eq;
-use super::{Admission, HttpState, Peer};
+use super::{cache_for, whole_seconds, wx};
 use crate::config::UpstreamApi;
+use crate::http::auth::secret_eq;
+use crate::http::{Admission, HttpState, Peer};
 use crate::store::ForceTake;
+use wxtoken_common::CredentialRef;
 
 /// Force refreshes allowed per credential per quota day (WeChat: 20).
 pub const FORCE_DAILY: u64 = 20;
 /// Minimum spacing of force refreshes (WeChat: 30 s).
 pub const FORCE_SPACING: Duration = Duration::from_secs(30);
-
-/// A WeChat error reply (HTTP 200, like WeChat).
-pub fn wx(errcode: i64, errmsg: &str) -> Response {
-    Json(WechatError::new(errcode, errmsg)).into_response()
-}
 
 fn nonempty(map: &HashMap<String, String>, key: &str) -> Option<String> {
     map.get(key).filter(|v| !v.is_empty()).cloned()
@@ -129,10 +124,14 @@ async fn serve(
         return wx(40125, "invalid appsecret");
     }
     let id = app.id.as_str();
+    let cref = CredentialRef::token(app.id.clone());
+    let Some(cred) = state.catalog.get(&cref) else {
+        return wx(-1, "system error");
+    };
     if force {
         match state
             .store
-            .force_take(&app.id, FORCE_DAILY, FORCE_SPACING)
+            .force_take(&cref, FORCE_DAILY, FORCE_SPACING)
             .await
         {
             Ok(ForceTake::Taken) => {}
@@ -148,56 +147,32 @@ async fn serve(
         // forge it.
         if state
             .store
-            .force_request(&app.id, "stable_token force_refresh (compatible API)")
+            .force_request(&cref, "stable_token force_refresh (compatible API)")
             .await
             .is_err()
         {
             return wx(-1, "system error");
         }
-        crate::metrics::invalidation(&app.id, "force_refresh");
+        crate::metrics::invalidation(cred, "force_refresh");
         return match state
             .client
             .wait_for_newer(id, current.generation(), state.token_wait)
             .await
         {
-            Ok(t) => reply(&t, state.refresh_lead(app.api)),
+            Ok(t) => reply(&t, cred.kind.lead(&state.refresh)),
             Err(_) => wx(-1, "system error"),
         };
     }
     match state.client.access_token(id).await {
-        Ok(t) => reply(&t, state.refresh_lead(app.api)),
+        Ok(t) => reply(&t, cred.kind.lead(&state.refresh)),
         Err(_) => wx(-1, "system error"),
     }
 }
 
-/// `expires_in` as SDKs should cache it: until the fleet refreshes (`lead`
-/// before expiry), not until the token dies. WeChat kills the old token one
-/// overlap after the refresh; an SDK caching it to its full life would hit
-/// 40001 there whenever the lead exceeds the overlap (10 m vs 5 m by
-/// default). Near expiry (the fleet is late) a quarter of what is left.
-fn cache_for(ttl: std::time::Duration, lead: std::time::Duration) -> std::time::Duration {
-    if ttl > lead { ttl - lead } else { ttl / 4 }
-}
-
-fn reply(token: &wxtoken_client::Token, lead: std::time::Duration) -> Response {
+fn reply(token: &wxtoken_client::Token, lead: Duration) -> Response {
     Json(WechatToken {
         access_token: token.value().to_owned(),
-        expires_in: i64::try_from(cache_for(token.ttl(), lead).as_secs())
-            .unwrap_or(i64::MAX)
-            .max(1),
+        expires_in: whole_seconds(cache_for(token.ttl(), lead)),
     })
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn sdks_cache_until_the_fleet_refreshes() {
-        let s = Duration::from_secs;
-        assert_eq!(super::cache_for(s(7200), s(600)), s(6600));
-        assert_eq!(super::cache_for(s(601), s(600)), s(1));
-        assert_eq!(super::cache_for(s(400), s(600)), s(100));
-    }
 }

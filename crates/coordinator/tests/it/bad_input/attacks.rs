@@ -162,7 +162,7 @@ async fn a_reader_flooding_through_redis_costs_no_fetch_and_never_empties_the_ke
     let started = Instant::now();
     let (mut rounds, mut missing) = (0_u64, 0_u64);
     while started.elapsed() < Duration::from_secs(3) {
-        let r = keyspace::invalidate(&mut c, &keys, &id, &first.value)
+        let r = keyspace::invalidate(&mut c, &keys, &id.id, &first.value)
             .await
             .unwrap();
         assert!(
@@ -175,7 +175,7 @@ async fn a_reader_flooding_through_redis_costs_no_fetch_and_never_empties_the_ke
         for e in &forged {
             keyspace::publish(&mut c, &keys, &id, e).await.unwrap();
         }
-        match keyspace::read_token(&mut c, &keys, &id).await.unwrap() {
+        match keyspace::read_token(&mut c, &keys, &id.id).await.unwrap() {
             Some(t) => assert_eq!(t.value, first.value),
             None => missing += 1,
         }
@@ -219,8 +219,12 @@ async fn refreshes_for_genuinely_dead_tokens_are_spaced_and_stop_at_the_reserve(
             continue;
         };
         fleet.sim.revoke(&t.value);
-        let _ = fleet.store.invalidate(&id, &t.value).await;
-        let status = fleet.store.status(&id).await.unwrap();
+        let _ = fleet.store.report(&id, &t.value).await;
+        let status = fleet
+            .store
+            .status(&id, wxtoken_common::Window::Day)
+            .await
+            .unwrap();
         if status.last_refusal_reason.as_deref() == Some("reserve") {
             refused = true;
             break;

@@ -260,14 +260,12 @@ async fn hostile_replies_are_retryable_errors_within_the_timeout() {
     watch_panics();
     let hostile = Hostile::spawn().await;
     let timeout = Duration::from_millis(400);
-    let up = Upstream::new(&hostile.url(), timeout).unwrap();
-    let fleet = Fleet::new(Settings::default()).await;
-    let app = fleet.config(SECRET).apps.remove(0);
+    let up = Upstream::new(timeout, 4).unwrap();
+    let app = crate::upstream::app_at(&hostile.url(), "token", SECRET);
     for kind in ALL {
         hostile.set(kind);
         let started = Instant::now();
-        let e = up
-            .fetch(&app, false)
+        let e = crate::upstream::fetch(&up, &app, false)
             .await
             .err()
             .unwrap_or_else(|| panic!("{kind:?} gave a grant"));
@@ -318,21 +316,30 @@ async fn a_hostile_upstream_never_replaces_the_stored_token() {
 
     for kind in ALL {
         hostile.set(kind);
-        let before = fleet.store.status(&id).await.unwrap().failures;
+        let before = fleet
+            .store
+            .status(&id, wxtoken_common::Window::Day)
+            .await
+            .unwrap()
+            .failures;
         fleet.store.force_request(&id, "bad_input").await.unwrap();
         let recorded = wait_until_async(Duration::from_secs(5), Duration::from_millis(20), || {
             let store = &fleet.store;
             let id = &id;
             async move {
                 store
-                    .status(id)
+                    .status(id, wxtoken_common::Window::Day)
                     .await
                     .is_ok_and(|s| s.failures > before && s.last_error.is_some())
             }
         })
         .await;
         assert!(recorded, "{kind:?}: no failure recorded");
-        let status = fleet.store.status(&id).await.unwrap();
+        let status = fleet
+            .store
+            .status(&id, wxtoken_common::Window::Day)
+            .await
+            .unwrap();
         let last = status.last_error.expect("last error");
         eprintln!("{kind:?}: recorded {} {}", last.code, last.message);
         assert_eq!(last.class, Some(ErrorClass::Retryable), "{kind:?}");

@@ -11,11 +11,12 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use secrecy::SecretString;
 use wxtoken_client::TokenClient;
-use wxtoken_common::{CredentialId, CredentialKeys};
+use wxtoken_common::{CredentialId, CredentialKeys, CredentialRef};
+use wxtoken_coordinator::catalog::Catalog;
 use wxtoken_coordinator::config::Config;
 use wxtoken_coordinator::refresher::{Mode, RefreshOutcome, Refresher};
 use wxtoken_coordinator::replica::ReplicaHandle;
-use wxtoken_coordinator::store::{LockOwner, TokenStore};
+use wxtoken_coordinator::store::{CommitArgs, LockOwner, TokenStore};
 use wxtoken_coordinator::upstream::Upstream;
 
 use super::{library_panics, watch_panics};
@@ -95,7 +96,7 @@ fn arg_bytes(arg: &str) -> Vec<u8> {
 pub struct Target {
     pub name: &'static str,
     script: &'static str,
-    pub id: CredentialId,
+    pub id: CredentialRef,
     pub keys: CredentialKeys,
     quota: String,
 }
@@ -103,20 +104,13 @@ pub struct Target {
 impl Target {
     fn all_keys(&self) -> Vec<&str> {
         let k = &self.keys;
-        vec![
-            &k.access_token,
-            &k.meta,
-            &k.lock,
-            &k.fence,
-            &k.epoch,
-            &self.quota,
-        ]
+        vec![&k.value, &k.meta, &k.lock, &k.fence, &k.epoch, &self.quota]
     }
 
     fn resolve(&self, arg: &str) -> Vec<u8> {
         let k = &self.keys;
         match arg {
-            "{T}" => k.access_token.clone().into_bytes(),
+            "{T}" => k.value.clone().into_bytes(),
             "{M}" => k.meta.clone().into_bytes(),
             "{L}" => k.lock.clone().into_bytes(),
             "{F}" => k.fence.clone().into_bytes(),
@@ -155,8 +149,8 @@ impl Junk {
             .iter()
             .enumerate()
             .map(|(i, (name, script))| {
-                let id = CredentialId::parse(&format!("junk{i:02}")).unwrap();
-                let keys = store.keys().credential(&id);
+                let id = CredentialRef::token(CredentialId::parse(&format!("junk{i:02}")).unwrap());
+                let keys = store.keys().slot(&id);
                 let quota = keys.quota(day);
                 Target {
                     name,
@@ -171,7 +165,7 @@ impl Junk {
         let template = config.apps.remove(0);
         for t in &targets {
             let mut app = template.clone();
-            app.id = t.id.clone();
+            app.id = t.id.id.clone();
             config.apps.push(app);
         }
         Self {
@@ -210,9 +204,8 @@ impl Junk {
         assert!(store.try_lock(&t.id, &owner, ttl).await.unwrap());
         let grant = store.begin(&t.id, &owner).await.unwrap().unwrap();
         let token = SecretString::from(format!("VALID_{}", t.id));
-        let at = &t.id;
-        let done = store.commit(at, &grant, &owner, &token, ttl, "planter", "token");
-        done.await.unwrap();
+        let args = CommitArgs::token(&token, ttl, "planter", "token");
+        store.commit(&t.id, &grant, &owner, &args).await.unwrap();
         for command in t.script.split(';') {
             let mut cmd = redis::Cmd::new();
             command.split_whitespace().for_each(|a| {
@@ -234,7 +227,7 @@ impl Junk {
     /// The token key's value if it is a plausible token with a TTL: the
     /// only thing any reader may hand out.
     pub async fn servable(&mut self, i: usize) -> Option<String> {
-        let key = &self.targets[i].keys.access_token;
+        let key = &self.targets[i].keys.value;
         let (value, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
             .get(key)
             .pttl(key)
@@ -285,7 +278,7 @@ async fn a_replica_on_junk_neither_spins_nor_stalls_and_recovers() {
     // It repaired what stood in its way: every credential has a servable token.
     let reader = junk.client(Duration::from_secs(5));
     for t in &junk.targets {
-        let token = reader.access_token(t.id.as_str()).await;
+        let token = reader.access_token(t.id.id.as_str()).await;
         assert!(
             token.is_ok(),
             "{}: no token with the junk there: {token:?}",
@@ -298,7 +291,7 @@ async fn a_replica_on_junk_neither_spins_nor_stalls_and_recovers() {
     }
     let reader = junk.client(Duration::from_secs(10));
     for t in &junk.targets {
-        let token = reader.access_token(t.id.as_str()).await;
+        let token = reader.access_token(t.id.id.as_str()).await;
         let token = token.unwrap_or_else(|e| panic!("{}: no token after: {e}", t.name));
         let state = junk.fleet.sim.token_state(token.value());
         assert_ne!(state, wechat_sim::TokenState::Unknown, "{}", t.name);
@@ -315,10 +308,21 @@ async fn a_failure_on_a_junk_failure_count_does_not_overflow() {
     watch_panics();
     let mut junk = Junk::new().await;
     let dead = format!("http://127.0.0.1:{}", wxtoken_testkit::free_port());
-    let upstream = Upstream::new(&dead, Duration::from_millis(300)).unwrap();
+    let upstream = Upstream::new(Duration::from_millis(300), 4).unwrap();
     let refresh = junk.config.refresh.clone();
-    let refresher = Arc::new(Refresher::new(junk.store(), upstream, refresh, "r".into()));
-    let app = junk.config.apps[0].clone();
+    let mut config = junk.config.clone();
+    config.upstream.base_url = dead;
+    let refresher = Arc::new(Refresher::new(
+        junk.store(),
+        upstream,
+        junk.client(Duration::from_millis(300)),
+        refresh,
+        "r".into(),
+    ));
+    let app = Catalog::from_config(&config)
+        .get(&junk.targets[0].id)
+        .expect("junk00 is configured")
+        .clone();
     let meta = junk.targets[0].keys.meta.clone();
     for count in ["4294967295", "4294967296", "-1", "1e309"] {
         let _: () = redis::cmd("HSET")
@@ -339,7 +343,11 @@ async fn a_failure_on_a_junk_failure_count_does_not_overflow() {
         eprintln!("failures={count}: {outcome:?}");
         let failed = matches!(outcome, Ok(RefreshOutcome::Failed { .. }));
         assert!(failed, "failures={count}: {outcome:?}");
-        let status = junk.store().status(&app.id).await.unwrap();
+        let status = junk
+            .store()
+            .status(&app.cref, wxtoken_common::Window::Day)
+            .await
+            .unwrap();
         assert!(status.failures >= 1, "{status:?}");
         assert!(status.gate < Duration::from_secs(60), "{status:?}");
     }

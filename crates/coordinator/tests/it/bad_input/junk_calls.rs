@@ -14,9 +14,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use secrecy::SecretString;
 use serde_json::Value;
-use wxtoken_common::{CredentialId, ErrorClass};
+use wxtoken_common::{CredentialRef, ErrorClass, Window};
+use wxtoken_coordinator::catalog::Catalog;
 use wxtoken_coordinator::http::{HttpState, router};
-use wxtoken_coordinator::store::{FailureRecord, Gate, Grant, LockOwner, StoreError, TokenStore};
+use wxtoken_coordinator::store::{
+    CommitArgs, FailureRecord, Gate, Grant, LockOwner, StoreError, TokenStore,
+};
 
 use super::junk::{CASES, Junk};
 use super::{send, watch_panics};
@@ -79,7 +82,7 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
         // The client library, from an empty cache.
         let client = junk.client(Duration::from_millis(300));
         let read = call!(panics, "client", client, id, |c, id| {
-            let token = c.access_token(id.as_str()).await;
+            let token = c.access_token(id.id.as_str()).await;
             token.map(|t| (t.value().to_owned(), t.ttl()))
         });
         if let Some(Ok((value, ttl))) = read {
@@ -96,7 +99,7 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
             assert!(p.gate < Duration::from_secs(86_400), "{name}: {p:?}");
         }
         call!(panics, "status", store, id, |s, id| {
-            let status = text(s.status(&id).await);
+            let status = text(s.status(&id, Window::Day).await);
             status.map(|s| {
                 (
                     s.generation,
@@ -107,15 +110,16 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
             })
         });
         call!(panics, "read_token", store, id, |s, id| {
-            text(s.read_token(&id).await).map(|t| t.map(|t| t.generation))
+            text(s.read_value(&id).await).map(|t| t.map(|t| t.generation))
         });
         call!(panics, "quota", store, id, |s, id| text(
-            s.quota_used_today(&id).await
+            s.quota_used(&id, Window::Day).await
         ));
 
         // The HTTP API.
         let state = HttpState::new(
             &junk.config,
+            std::sync::Arc::new(Catalog::from_config(&junk.config)),
             junk.client(Duration::from_millis(300)),
             store.clone(),
             std::sync::Arc::default(),
@@ -161,7 +165,7 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
         });
         junk.plant(i).await;
         call!(panics, "invalidate", store, id, |s, id| text(
-            s.invalidate(&id, "FOREIGN").await
+            s.report(&id, "FOREIGN").await
         ));
         call!(panics, "bookkeeping", store, id, |s, id| bookkeeping(
             &s, &id
@@ -173,7 +177,7 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
 
 /// The refresh step's Redis calls by hand: lock, begin, quota, commit (with a
 /// made-up grant when begin refused), release.
-async fn refresh_by_hand(s: &TokenStore, id: &CredentialId) -> Result<String, String> {
+async fn refresh_by_hand(s: &TokenStore, id: &CredentialRef) -> Result<String, String> {
     let owner = LockOwner::new("junk");
     let ttl = Duration::from_secs(60);
     let locked = text(s.try_lock(id, &owner, ttl).await)?;
@@ -194,8 +198,8 @@ async fn refresh_by_hand(s: &TokenStore, id: &CredentialId) -> Result<String, St
             "{id}: {g:?}"
         );
     }
-    let day = s.quota_day(text(s.redis_time_ms().await)?);
-    let quota = text(s.take_quota(id, day, 1000).await);
+    let period = s.period(Window::Day, text(s.redis_time_ms().await)?);
+    let quota = text(s.take_quota(id, &period, 1000).await);
     let grant = begun.clone().unwrap_or(Grant {
         epoch: "none".into(),
         fence: 1,
@@ -209,8 +213,13 @@ async fn refresh_by_hand(s: &TokenStore, id: &CredentialId) -> Result<String, St
     });
     let token = SecretString::from("JUNK_TEST_COMMIT".to_owned());
     let commit = text(
-        s.commit(id, &grant, &owner, &token, ttl, "junk", "token")
-            .await,
+        s.commit(
+            id,
+            &grant,
+            &owner,
+            &CommitArgs::token(&token, ttl, "junk", "token"),
+        )
+        .await,
     );
     let released = text(s.release(id, &owner).await);
     let begun = begun.map(|g| (g.fence, g.generation, g.failures));
@@ -220,7 +229,7 @@ async fn refresh_by_hand(s: &TokenStore, id: &CredentialId) -> Result<String, St
 }
 
 /// The other writes: record_failure, force_take, reset_gate, stable_check.
-async fn bookkeeping(s: &TokenStore, id: &CredentialId) -> String {
+async fn bookkeeping(s: &TokenStore, id: &CredentialRef) -> String {
     let record = FailureRecord {
         code: "-1".into(),
         message: "junk test".into(),
@@ -230,7 +239,7 @@ async fn bookkeeping(s: &TokenStore, id: &CredentialId) -> String {
     };
     let failure = text(s.record_failure(id, &record).await);
     let force = text(s.force_take(id, 20, Duration::from_secs(30)).await);
-    let reset = text(s.reset_gate(id).await);
-    let stable = text(s.stable_check(id).await).map(|(t, h)| (t.map(|t| t.len()), h));
+    let reset = text(s.reset_gate(id, Window::Day).await);
+    let stable = text(s.digest(id).await).map(|(t, h)| (t.map(|t| t.len()), h));
     format!("failure={failure:?} force={force:?} reset={reset:?} stable={stable:?}")
 }

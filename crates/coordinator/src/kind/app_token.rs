@@ -1,0 +1,160 @@
+//! The access token of an official account or mini program (`[[apps]]`):
+//! `cgi-bin/token` (every call a new token; the previous one dies five
+//! minutes later) or `cgi-bin/stable_token` (the same token until its last
+//! five minutes; `force_refresh` for a token WeChat cut off).
+//!
+//! The only kind that sends an appsecret: an errmsg that echoes the request
+//! is withheld ([`withhold_echo`]).
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use wxtoken_common::{CredentialRef, Window, is_token_rejected};
+
+use super::{
+    CheckBy, Credential, Describe, Digest, Family, FetchCx, Fetched, Judgement, Kind, Limits,
+    sha1_hex,
+};
+use crate::config::{Config, RefreshConfig, UpstreamApi};
+use crate::upstream::{FetchError, parse_reply, withhold_echo};
+
+/// An `[[apps]]` entry's access token.
+#[derive(Debug)]
+pub struct AppToken {
+    appid: String,
+    secret: SecretString,
+    api: UpstreamApi,
+    base_url: String,
+}
+
+pub(super) fn from_config(config: &Config) -> Vec<Credential> {
+    config
+        .apps
+        .iter()
+        .map(|app| {
+            Credential::new(
+                CredentialRef::token(app.id.clone()),
+                AppToken {
+                    appid: app.appid.clone(),
+                    secret: app.secret.clone(),
+                    api: app.api,
+                    base_url: config.upstream.base_url.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+impl Kind for AppToken {
+    fn name(&self) -> &'static str {
+        "app_token"
+    }
+
+    fn api(&self) -> &'static str {
+        api_name(self.api)
+    }
+
+    fn lead(&self, s: &RefreshConfig) -> Duration {
+        s.lead_for(self.api)
+    }
+
+    fn limits(&self, s: &RefreshConfig) -> Limits {
+        Limits {
+            window: Window::Day,
+            budget: s.daily_budget,
+            shared: None,
+        }
+    }
+
+    fn check(&self) -> CheckBy {
+        CheckBy::Call {
+            url: format!("{}/cgi-bin/get_api_domain_ip", self.base_url),
+            rejects: is_token_rejected,
+        }
+    }
+
+    fn describe(&self) -> Describe {
+        Describe {
+            family: Family::App,
+            owner: self.appid.clone(),
+            api: api_name(self.api),
+            agentid: None,
+        }
+    }
+
+    fn fetch<'a>(&'a self, cx: FetchCx<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        async move {
+            let secret = self.secret.expose_secret();
+            let (reply, source) = match self.api {
+                UpstreamApi::Token => (
+                    cx.upstream
+                        .get(
+                            &format!("{}/cgi-bin/token", self.base_url),
+                            &[
+                                ("grant_type", "client_credential"),
+                                ("appid", self.appid.as_str()),
+                                ("secret", secret),
+                            ],
+                        )
+                        .await?,
+                    "token",
+                ),
+                UpstreamApi::StableToken => (
+                    cx.upstream
+                        .post_json(
+                            &format!("{}/cgi-bin/stable_token", self.base_url),
+                            &serde_json::json!({
+                                "grant_type": "client_credential",
+                                "appid": self.appid,
+                                "secret": secret,
+                                "force_refresh": cx.force,
+                            }),
+                        )
+                        .await?,
+                    if cx.force {
+                        "stable_token_force"
+                    } else {
+                        "stable_token"
+                    },
+                ),
+            };
+            let (status, body) = reply;
+            let grant =
+                parse_reply(status, &body).map_err(|e| withhold_echo(e, &body, &self.secret))?;
+            Ok(Fetched {
+                value: grant.token,
+                expires_in: grant.expires_in,
+                source,
+            })
+        }
+        .boxed()
+    }
+
+    fn judges(&self) -> bool {
+        self.api == UpstreamApi::StableToken
+    }
+
+    /// `stable_token` normal mode returns the stored token until WeChat's
+    /// renew window opens, and keeps returning a token WeChat cut off: only
+    /// `force_refresh` replaces that one (SPEC §5).
+    fn judge(&self, fetched: &Fetched, stored: &Digest) -> Judgement {
+        let sha = sha1_hex(fetched.value.expose_secret());
+        if stored.invalidated_sha1.as_deref() == Some(sha.as_str()) {
+            Judgement::Force
+        } else if stored.stored_sha1.as_deref() == Some(sha.as_str()) {
+            Judgement::Unchanged
+        } else {
+            Judgement::Commit
+        }
+    }
+}
+
+/// `token` / `stable_token`.
+pub fn api_name(api: UpstreamApi) -> &'static str {
+    match api {
+        UpstreamApi::Token => "token",
+        UpstreamApi::StableToken => "stable_token",
+    }
+}

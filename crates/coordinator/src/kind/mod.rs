@@ -1,0 +1,213 @@
+//! Credential kinds (SPEC §8): what differs between an app's access token,
+//! its JS-SDK tickets, a WeCom agent's token and its tickets. Everything else
+//! — lock, fence, quota, fetch under the lock, fenced commit, gate, events,
+//! data-loss refill, reports, metrics, status — is one protocol that never
+//! names a kind (`store`, `refresher`, `http`, `status`).
+//!
+//! A kind is a type implementing [`Kind`], one per module here, holding its
+//! own parameters (appid, secret, parent, host). [`CATALOG`] turns the
+//! config into credentials: each kind module contributes one function. To
+//! add a kind: write its module (fetch, life, limits, check, lead), add its
+//! entry to [`CATALOG`], give the simulator its rules, and test it; see
+//! ARCHITECTURE.md "Adding a credential kind".
+
+mod app_token;
+mod js_ticket;
+mod wecom;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use secrecy::SecretString;
+use wxtoken_common::{CredentialRef, TicketType, Window};
+
+use crate::config::{Config, RefreshConfig};
+use crate::upstream::{FetchError, Upstream};
+
+pub use crate::store::Life;
+pub use app_token::AppToken;
+pub use js_ticket::JsTicket;
+pub use wecom::{WecomTicket, WecomToken};
+
+/// Builds the credentials a config describes, one function per kind.
+pub const CATALOG: &[fn(&Config) -> Vec<Credential>] = &[
+    app_token::from_config,
+    js_ticket::from_config,
+    wecom::tokens_from_config,
+    wecom::tickets_from_config,
+];
+
+/// One credential the fleet keeps: its name and its kind.
+#[derive(Debug)]
+pub struct Credential {
+    pub cref: CredentialRef,
+    pub kind: Box<dyn Kind>,
+}
+
+impl Credential {
+    pub fn new(cref: CredentialRef, kind: impl Kind) -> Self {
+        Self {
+            cref,
+            kind: Box::new(kind),
+        }
+    }
+}
+
+/// Every credential of `config`, in config order (an app, then its tickets).
+pub fn credentials(config: &Config) -> Vec<Arc<Credential>> {
+    let mut all: Vec<Arc<Credential>> = CATALOG
+        .iter()
+        .flat_map(|build| build(config))
+        .map(Arc::new)
+        .collect();
+    all.sort_by(|a, b| a.cref.cmp(&b.cref));
+    all
+}
+
+/// What one kind of credential is.
+pub trait Kind: Send + Sync + fmt::Debug + 'static {
+    /// The `kind` label of metrics and status: `app_token`, `jsapi_ticket`, ….
+    fn name(&self) -> &'static str;
+    /// The upstream endpoint, for latency metrics (`token`, `getticket`, …).
+    fn api(&self) -> &'static str;
+    /// How long before expiry the fleet refreshes. Zero when WeChat hands
+    /// out the same value until it expires (tickets, WeCom tokens): a fetch
+    /// ahead would only return it again, so the fleet fetches at expiry.
+    fn lead(&self, s: &RefreshConfig) -> Duration;
+    /// The fleet-wide limits of its fetch endpoint.
+    fn limits(&self, s: &RefreshConfig) -> Limits;
+    /// The credential whose current value a fetch carries (a ticket's token).
+    fn parent(&self) -> Option<CredentialRef> {
+        None
+    }
+    /// How the life of a fetched value is counted.
+    fn life(&self) -> Life {
+        Life::Reply
+    }
+    /// How a reported value is judged.
+    fn check(&self) -> CheckBy;
+    /// Who the credential is for operators (status, compatible endpoints).
+    fn describe(&self) -> Describe;
+    /// One upstream fetch. Only `refresher` calls this, holding the lock with
+    /// quota taken (invariant 1).
+    fn fetch<'a>(&'a self, cx: FetchCx<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>>;
+    /// Whether [`Kind::judge`] needs to see what is stored before a commit.
+    fn judges(&self) -> bool {
+        false
+    }
+    /// What to do with a fetched value, given what is stored.
+    fn judge(&self, _fetched: &Fetched, _stored: &Digest) -> Judgement {
+        Judgement::Commit
+    }
+}
+
+/// What a fetch has at hand.
+#[derive(Debug)]
+pub struct FetchCx<'a> {
+    pub upstream: &'a Upstream,
+    /// The parent's current value, when the kind has a parent.
+    pub parent: Option<&'a SecretString>,
+    /// An operator forced this refresh (stable_token sends `force_refresh`).
+    pub force: bool,
+}
+
+/// A value WeChat issued.
+pub struct Fetched {
+    pub value: SecretString,
+    /// `expires_in` as WeChat said it, counted from its answer.
+    pub expires_in: Duration,
+    /// The meta hash's `source` (`token`, `stable_token`, `getticket`, …).
+    pub source: &'static str,
+}
+
+impl fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetched")
+            .field("value", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Fleet-wide limits of a fetch endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The credential's own counter: per quota day or per hour.
+    pub window: Window,
+    /// Calls per window (an hourly limit holds for any 60 minutes: the
+    /// current and the previous clock hour are counted together).
+    pub budget: u64,
+    /// A second limit shared with other credentials (a WeCom corp's hourly
+    /// ticket cap across its agents), taken after the own one.
+    pub shared: Option<SharedLimit>,
+}
+
+/// A limit several credentials share, under its own hash tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedLimit {
+    pub corpid: String,
+    pub ticket: TicketType,
+    pub window: Window,
+    pub budget: u64,
+}
+
+/// How a reported value is judged before any refresh (invariant 7).
+#[derive(Debug, Clone)]
+pub enum CheckBy {
+    /// Shown to WeChat with a cheap call that needs a token (`url`);
+    /// `rejects` says which errcodes mean the token is bad.
+    Call {
+        url: String,
+        rejects: fn(i64) -> bool,
+    },
+    /// Fetched again (under the report budget and spacing): WeChat hands out
+    /// the same value while it is valid, so a new value proves the old one
+    /// dead and is itself the refresh.
+    Fetch,
+}
+
+/// Who a credential is for, as operators and compatible endpoints see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Describe {
+    pub family: Family,
+    /// The appid, or the WeCom corpid.
+    pub owner: String,
+    /// `token` / `stable_token` for app tokens; the kind's API otherwise.
+    pub api: &'static str,
+    /// The WeCom agent, if any.
+    pub agentid: Option<u64>,
+}
+
+/// Which config section a credential comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `[[apps]]`: an official account or mini program.
+    App,
+    /// `[[wecom]]`: a WeCom agent.
+    Wecom,
+}
+
+/// What is stored, for [`Kind::judge`]: SHA-1s, never values.
+#[derive(Debug, Clone, Default)]
+pub struct Digest {
+    pub stored_sha1: Option<String>,
+    pub invalidated_sha1: Option<String>,
+}
+
+/// What to do with a fetched value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    Commit,
+    /// It is the stored value: nothing to commit.
+    Unchanged,
+    /// It is the value a reader reported dead: fetch again with force.
+    Force,
+}
+
+/// SHA-1 (hex) of a value, as the meta hash records it.
+pub fn sha1_hex(value: &str) -> String {
+    sha1_smol::Sha1::from(value).hexdigest()
+}
