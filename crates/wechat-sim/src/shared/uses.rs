@@ -155,13 +155,17 @@ impl SimState {
     }
 
     /// WeCom `get_api_domain_ip`: a use (no quota on WeCom), also counted in
-    /// the agent's `domain_ip_calls`.
+    /// the agent's `domain_ip_calls`, whatever WeCom answers.
     pub(crate) fn wecom_domain_ip(&self, token: Option<&str>) -> Result<(), WecomError> {
         let mut core = self.lock();
-        let owner = core.judge_use(token, Host::Wecom, Now::current())?;
-        if let Some(app) = core.stats.apps.get_mut(&owner) {
+        let now = Now::current();
+        let owner = token
+            .and_then(|t| core.world.judge(t, Host::Wecom, now).1)
+            .map(str::to_owned);
+        if let Some(app) = owner.and_then(|o| core.stats.apps.get_mut(&o)) {
             app.domain_ip_calls += 1;
         }
+        core.judge_use(token, Host::Wecom, now)?;
         Ok(())
     }
 
