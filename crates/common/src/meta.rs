@@ -45,6 +45,10 @@ pub const VERIFIED_UNTIL_MS: &str = "verified_until_ms";
 /// Unix ms (Redis `TIME`) of the last refresh a report triggered: the next
 /// one waits `report_refresh_interval`.
 pub const REPORT_REFRESH_AT_MS: &str = "report_refresh_at_ms";
+/// Unix ms (Redis clock) before which no upstream call may replace a value
+/// whose life counts from first storage: WeChat's own expiry of it may lie
+/// up to one fetch's round trip after the counted one.
+pub const SETTLE_AT_MS: &str = "settle_at_ms";
 /// Reports refused so far (all reasons), and the last reason and time.
 pub const REPORTS_REFUSED: &str = "reports_refused";
 pub const LAST_REFUSAL_REASON: &str = "last_refusal_reason";

@@ -123,11 +123,7 @@ impl Kind for AppToken {
             let (status, body) = reply;
             let grant =
                 parse_reply(status, &body).map_err(|e| withhold_echo(e, &body, &self.secret))?;
-            Ok(Fetched {
-                value: grant.token,
-                expires_in: grant.expires_in,
-                source,
-            })
+            Ok(Fetched::new(grant.token, grant.expires_in, source))
         }
         .boxed()
     }

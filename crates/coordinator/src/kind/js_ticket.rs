@@ -131,11 +131,7 @@ impl Kind for JsTicket {
                 .await?;
             let grant = parse_value(status, &body, "ticket", classify)
                 .map_err(|e| parent_rejected(e, wxtoken_common::is_token_rejected))?;
-            Ok(Fetched {
-                value: grant.token,
-                expires_in: grant.expires_in,
-                source: "getticket",
-            })
+            Ok(Fetched::new(grant.token, grant.expires_in, "getticket"))
         }
         .boxed()
     }

@@ -17,7 +17,7 @@ mod wecom;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
@@ -86,6 +86,19 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn life(&self) -> Life {
         Life::Reply
     }
+    /// Credentials of the fleet that WeChat hands the same value (a WeCom
+    /// corp's jsapi ticket, fetched through each of its agents): a value one
+    /// of them already holds lives no longer than theirs.
+    fn shares_value_with(&self) -> &[CredentialRef] {
+        &[]
+    }
+    /// The one of [`Self::shares_value_with`] that fetches the shared value
+    /// and hands it to the others; `None` when this credential is that one
+    /// (or shares nothing). A follower fetches only when the leader has no
+    /// value and is not getting one.
+    fn follows(&self) -> Option<&CredentialRef> {
+        None
+    }
     /// How a reported value is judged.
     fn check(&self) -> CheckBy;
     /// Who the credential is for operators (status, compatible endpoints).
@@ -116,10 +129,32 @@ pub struct FetchCx<'a> {
 /// A value WeChat issued.
 pub struct Fetched {
     pub value: SecretString,
-    /// `expires_in` as WeChat said it, counted from its answer.
+    /// `expires_in` as WeChat said it.
     pub expires_in: Duration,
     /// The meta hash's `source` (`token`, `stable_token`, `getticket`, …).
     pub source: &'static str,
+    /// When the request was sent (WeChat issued the value after that) and
+    /// how long the reply took; the refresher sets both.
+    pub sent: Instant,
+    pub took: Duration,
+}
+
+impl Fetched {
+    pub fn new(value: SecretString, expires_in: Duration, source: &'static str) -> Self {
+        Self {
+            value,
+            expires_in,
+            source,
+            sent: Instant::now(),
+            took: Duration::ZERO,
+        }
+    }
+
+    /// The life left now, counted from when the request was sent: never
+    /// more than WeChat's own.
+    pub fn remaining(&self) -> Duration {
+        self.expires_in.saturating_sub(self.sent.elapsed())
+    }
 }
 
 impl fmt::Debug for Fetched {
@@ -128,6 +163,7 @@ impl fmt::Debug for Fetched {
             .field("value", &"[redacted]")
             .field("expires_in", &self.expires_in)
             .field("source", &self.source)
+            .field("took", &self.took)
             .finish()
     }
 }

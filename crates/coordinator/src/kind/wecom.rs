@@ -21,7 +21,7 @@ use super::js_ticket::parent_rejected;
 use super::{
     CheckBy, Credential, Describe, Family, FetchCx, Fetched, Kind, Life, Limits, SharedLimit,
 };
-use crate::config::{Config, RefreshConfig};
+use crate::config::{Config, RefreshConfig, WecomConfig};
 use crate::upstream::{FetchError, parse_value, withhold_echo};
 
 /// A `[[wecom]]` entry's access token.
@@ -41,6 +41,12 @@ pub struct WecomTicket {
     agentid: Option<u64>,
     ticket: TicketType,
     base_url: String,
+    /// The corp's other agents keeping its jsapi ticket: WeCom hands them
+    /// all the same one.
+    siblings: Vec<CredentialRef>,
+    /// The first of them in the config (when it is not this one): it
+    /// fetches, this one takes its value.
+    leader: Option<CredentialRef>,
 }
 
 pub(super) fn tokens_from_config(config: &Config) -> Vec<Credential> {
@@ -67,6 +73,23 @@ pub(super) fn tickets_from_config(config: &Config) -> Vec<Credential> {
         .iter()
         .flat_map(|w| {
             w.tickets.iter().map(|&ticket| {
+                let sharing: Vec<&WecomConfig> = match ticket {
+                    TicketType::Jsapi => config
+                        .wecom
+                        .iter()
+                        .filter(|o| o.corpid == w.corpid)
+                        .filter(|o| o.tickets.contains(&TicketType::Jsapi))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let jsapi =
+                    |o: &WecomConfig| CredentialRef::ticket(o.id.clone(), TicketType::Jsapi);
+                let siblings = sharing
+                    .iter()
+                    .filter(|o| o.id != w.id)
+                    .map(|o| jsapi(o))
+                    .collect();
+                let leader = sharing.first().filter(|o| o.id != w.id).map(|o| jsapi(o));
                 Credential::new(
                     CredentialRef::ticket(w.id.clone(), ticket),
                     WecomTicket {
@@ -75,6 +98,8 @@ pub(super) fn tickets_from_config(config: &Config) -> Vec<Credential> {
                         agentid: w.agentid,
                         ticket,
                         base_url: config.upstream.wecom_base_url.clone(),
+                        siblings,
+                        leader,
                     },
                 )
             })
@@ -153,17 +178,25 @@ impl Kind for WecomToken {
                 .await?;
             let grant = parse_value(status, &body, "access_token", classify)
                 .map_err(|e| withhold_echo(e, &body, &self.secret))?;
-            Ok(Fetched {
-                value: grant.token,
-                expires_in: grant.expires_in,
-                source: "wecom_gettoken",
-            })
+            Ok(Fetched::new(
+                grant.token,
+                grant.expires_in,
+                "wecom_gettoken",
+            ))
         }
         .boxed()
     }
 }
 
 impl Kind for WecomTicket {
+    fn shares_value_with(&self) -> &[CredentialRef] {
+        &self.siblings
+    }
+
+    fn follows(&self) -> Option<&CredentialRef> {
+        self.leader.as_ref()
+    }
+
     fn name(&self) -> &'static str {
         match self.ticket {
             TicketType::AgentConfig => "wecom_agent_config_ticket",
@@ -243,11 +276,7 @@ impl Kind for WecomTicket {
             let (status, body) = reply;
             let grant = parse_value(status, &body, "ticket", classify)
                 .map_err(|e| parent_rejected(e, rejects))?;
-            Ok(Fetched {
-                value: grant.token,
-                expires_in: grant.expires_in,
-                source: self.api(),
-            })
+            Ok(Fetched::new(grant.token, grant.expires_in, self.api()))
         }
         .boxed()
     }

@@ -270,6 +270,24 @@ impl Refresher {
                 return Ok(RefreshOutcome::OverBudget { used });
             }
         }
+        if let (Some(leader), Mode::Due { .. }) = (cred.kind.follows(), mode) {
+            match self.follow(leader).await? {
+                Some(Follow::Adopt(value)) => {
+                    self.store.give_back(cref, &period).await?;
+                    return self.commit(cred, &grant, owner, &value, false).await;
+                }
+                Some(Follow::Wait(lock_ttl)) => {
+                    self.store.give_back(cref, &period).await?;
+                    debug!(credential = %cref, leader = %leader, "the leader is fetching the shared value");
+                    return Ok(RefreshOutcome::LockedElsewhere {
+                        lock_ttl: Some(lock_ttl),
+                    });
+                }
+                None => {
+                    debug!(credential = %cref, leader = %leader, "the leader has no value: fetching it here");
+                }
+            }
+        }
         if let Some(shared) = &limits.shared {
             let shared_period = self.store.period(shared.window, grant.now_ms);
             let taken = self
@@ -339,7 +357,7 @@ impl Refresher {
                 }
                 Judgement::Force => {}
                 Judgement::Unchanged => {
-                    let ttl = fetched.expires_in;
+                    let ttl = fetched.remaining();
                     let wait = (ttl / 2).max(Duration::from_secs(1));
                     let record = FailureRecord {
                         code: "unchanged".into(),
@@ -444,7 +462,8 @@ impl Refresher {
             .await;
         crate::metrics::upstream(cred.kind.api(), started.elapsed());
         result.map(|mut f| {
-            f.expires_in = f.expires_in.saturating_sub(started.elapsed());
+            f.sent = started;
+            f.took = started.elapsed();
             f
         })
     }
@@ -462,19 +481,25 @@ impl Refresher {
         reported: bool,
     ) -> Result<RefreshOutcome, StoreError> {
         let cref = &cred.cref;
+        let expires = self.shared_life(cred, fetched).await;
         let args = CommitArgs {
             value: &fetched.value,
-            ttl: fetched.expires_in,
+            expires,
             fetched_by: &self.replica_id,
             source: fetched.source,
             life: cred.kind.life(),
-            recheck: self.settings.backoff_max,
+            settle: settle(cred, fetched.took),
             reported,
         };
-        let ttl = fetched.expires_in;
         Ok(match self.store.commit(cref, grant, owner, &args).await? {
             Commit::Stored { generation, .. } => {
+                let ttl = expires.saturating_duration_since(Instant::now());
                 info!(credential = %cref, generation, replica = %self.replica_id, ttl_s = ttl.as_secs(), "refreshed");
+                if cred.kind.follows().is_none() {
+                    for follower in cred.kind.shares_value_with() {
+                        self.hand_over(follower, cred, fetched, expires).await;
+                    }
+                }
                 RefreshOutcome::Refreshed { generation, ttl }
             }
             Commit::Same { .. } => {
@@ -488,6 +513,97 @@ impl Refresher {
                 RefreshOutcome::NotStored(other)
             }
         })
+    }
+
+    /// A leader's new value, stored for a follower (under the follower's
+    /// lock and fence, no upstream call). A follower whose lock is held is
+    /// fetching for itself: left alone.
+    async fn hand_over(
+        &self,
+        follower: &CredentialRef,
+        leader: &Credential,
+        fetched: &Fetched,
+        expires: Instant,
+    ) {
+        let owner = LockOwner::new(&self.replica_id);
+        let result = async {
+            if !self
+                .store
+                .try_lock(follower, &owner, self.settings.lock_ttl)
+                .await?
+            {
+                return Ok(None);
+            }
+            let Some(grant) = self.store.begin(follower, &owner).await? else {
+                return Ok(None);
+            };
+            let args = CommitArgs {
+                value: &fetched.value,
+                expires,
+                fetched_by: &self.replica_id,
+                source: "leader",
+                life: leader.kind.life(),
+                settle: fetched.took + SETTLE_MARGIN + FOLLOWER_GRACE,
+                reported: false,
+            };
+            self.store
+                .commit(follower, &grant, &owner, &args)
+                .await
+                .map(Some)
+        }
+        .await;
+        match result {
+            Ok(Some(Commit::Stored { generation, .. })) => {
+                debug!(credential = %follower, leader = %leader.cref, generation, "took the leader's value");
+            }
+            Ok(other) => {
+                debug!(credential = %follower, outcome = ?other, "leader's value not handed over")
+            }
+            Err(e) => {
+                let _ = self.store.release(follower, &owner).await;
+                warn!(credential = %follower, error = %e, "could not hand the leader's value over");
+            }
+        }
+    }
+
+    /// A follower's step once due: the leader's value when it has one, a
+    /// wait while the leader is getting one or has yet to try, else (the
+    /// leader failing) `None`: fetch itself.
+    async fn follow(&self, leader: &CredentialRef) -> Result<Option<Follow>, StoreError> {
+        let asked = Instant::now();
+        if let Some(held) = self.store.read_value(leader).await?
+            && held.ttl > MIN_ADOPTED_LIFE
+        {
+            let mut value = Fetched::new(SecretString::from(held.value), held.ttl, "leader");
+            // Its life counts from before the read.
+            value.sent = asked;
+            return Ok(Some(Follow::Adopt(value)));
+        }
+        if let Some(lock) = self.store.lock_ttl(leader).await? {
+            return Ok(Some(Follow::Wait(lock)));
+        }
+        if self.store.failing(leader).await? {
+            return Ok(None);
+        }
+        Ok(Some(Follow::Wait(FOLLOWER_GRACE / 4)))
+    }
+
+    /// When `fetched` dies: its life counted from when the request was sent,
+    /// no longer than that of a credential sharing the value that already
+    /// holds it (it was issued when they got it).
+    async fn shared_life(&self, cred: &Credential, fetched: &Fetched) -> Instant {
+        let mut expires = fetched.sent + fetched.expires_in;
+        for sibling in cred.kind.shares_value_with() {
+            // One read, no waiting: this runs under the lock.
+            let asked = Instant::now();
+            if let Ok(Some(held)) = self.store.read_value(sibling).await
+                && held.value == fetched.value.expose_secret()
+            {
+                debug!(credential = %cred.cref, sibling = %sibling, "a sibling holds this value: its life caps ours");
+                expires = expires.min(asked + held.ttl);
+            }
+        }
+        expires
     }
 
     async fn over_budget(
@@ -534,6 +650,37 @@ impl Refresher {
         self.store.record_failure(cref, &record).await?;
         warn!(credential = %cref, %class, code = %error.code(), error = %error, "upstream fetch failed");
         Ok(RefreshOutcome::Failed { class, error })
+    }
+}
+
+/// How long after a first-stored value's counted expiry WeChat's own may
+/// lie: the life is counted from when the request was sent, WeChat's from
+/// when it issued the value, before it answered. The margin covers the
+/// rounding of `expires_in` and of Redis' clock to milliseconds.
+const SETTLE_MARGIN: Duration = Duration::from_millis(50);
+
+/// A follower's own fetch waits this much longer than its leader's, so the
+/// leader, not both, calls WeChat when the shared value runs out.
+const FOLLOWER_GRACE: Duration = Duration::from_secs(1);
+
+/// A leader's value with less life than this is not adopted.
+const MIN_ADOPTED_LIFE: Duration = Duration::from_millis(100);
+
+/// What a follower does instead of fetching.
+enum Follow {
+    Adopt(Fetched),
+    Wait(Duration),
+}
+
+/// The settle time a commit of `cred` records (zero unless its life counts
+/// from first storage).
+fn settle(cred: &Credential, took: Duration) -> Duration {
+    match cred.kind.life() {
+        crate::store::Life::Reply => Duration::ZERO,
+        crate::store::Life::FirstStored if cred.kind.follows().is_some() => {
+            took + SETTLE_MARGIN + FOLLOWER_GRACE
+        }
+        crate::store::Life::FirstStored => took + SETTLE_MARGIN,
     }
 }
 

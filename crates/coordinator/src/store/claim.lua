@@ -21,7 +21,7 @@
 -- {'ok', epoch, fence, now_ms, token_pttl, generation, gate_ms, failures,
 --  verdict, used, forced}: forced is 1 when an operator's force request made
 -- a fresh token due, else 0; verdict is 'none' (report only), 'fresh' (no refresh
--- needed), 'gated' (the back-off forbids upstream calls), 'ok' (quota taken;
+-- needed), 'gated' (the back-off or a settle time forbids upstream calls), 'ok' (quota taken;
 -- `used` is the day's count), 'over' (budget spent) or 'day' (KEYS[6] is not
 -- the current period's counter by Redis' clock: the caller takes quota
 -- itself), or
@@ -65,7 +65,8 @@ if type(epoch) ~= 'string' or not string.find(epoch, '^%x+$') then
   redis.call('SET', KEYS[3], string.format('%d', now_us))
 end
 local m = redis.pcall('HMGET', KEYS[4], 'generation', 'next_attempt_at_ms', 'failures',
-  'force_generation', 'verified_generation', 'verified_until_ms', 'report_refresh_at_ms')
+  'force_generation', 'verified_generation', 'verified_until_ms', 'report_refresh_at_ms',
+  'settle_at_ms')
 if m.err then
   redis.call('DEL', KEYS[4])
   m = {}
@@ -105,6 +106,11 @@ end
 if fresh then
   return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'fresh', 0, 0}
 end
+-- A value WeChat hands out again while valid (a ticket, a WeCom token)
+-- cannot be replaced before WeChat's own expiry, which may lie up to one
+-- fetch's round trip after the counted one: no call until it surely passed.
+local settle = num(m[8]) - now_ms
+if forced == 0 and settle > gate then gate = settle end
 if gate > 0 then
   return {'ok', epoch, fence, now_ms, token, gen, gate, failures, 'gated', 0, forced}
 end

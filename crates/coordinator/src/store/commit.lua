@@ -8,15 +8,20 @@
 -- value already stored keeps its life: WeChat re-issues the same ticket, and
 -- WeCom the same token, with a full expires_in), ARGV[10] the `slot` field
 -- of the event ('' for the access token, else ',"slot":"ticket:jsapi"'),
--- ARGV[11] the life (ms) of a first-stored value found again after its
--- counted life ended (its real remaining life is unknown), ARGV[12] '1' when
--- a report triggered this refresh (starts the report spacing)
+-- ARGV[11] settle (ms, first_stored): how long after the counted expiry
+-- WeChat's own may lie (the fetch's round trip and a margin; the life is
+-- counted from when the request was sent). No upstream call for this value
+-- until then (`settle_at_ms`, see claim.lua). ARGV[12] '1' when a report
+-- triggered this refresh (starts the report spacing)
 -- Stores the value only if the epoch is unchanged (Redis did not lose its
 -- data since claim) and the fence is newer than the stored generation.
 -- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} |
 -- {'stale', generation, 0} | {'expired', generation, 0} |
 -- {'same', generation, expires_at_ms} (first_stored: that value is stored;
--- nothing changed but a pending force request, which this ends). Releases the lock if this owner still holds it.
+-- nothing changed but a pending force request, which this ends) |
+-- {'early', generation, 0} (first_stored: WeChat handed out again the value
+-- whose counted life ended, so it is about to die: not stored, and no call
+-- for one settle time). Releases the lock if this owner still holds it.
 -- Junk a foreign writer left (see claim.lua) reads as nothing: a generation
 -- that is not a whole number in [0, 2^53) as 0, a meta hash of the wrong
 -- type is replaced.
@@ -55,14 +60,18 @@ if ARGV[9] == 'first_stored' then
     return {'same', gen, num(m[3])}
   end
   if m[2] == sha then
-    -- Handed out again after the life it was counted: keep it only briefly.
-    ttl = math.min(ttl, tonumber(ARGV[11]))
+    -- Handed out again after the life it was counted: WeChat's expiry is
+    -- moments away. Serving it would hand out a dead value.
+    redis.call('HSET', KEYS[2], 'settle_at_ms', string.format('%d', now_ms + tonumber(ARGV[11])))
+    release()
+    return {'early', gen, 0}
   end
 end
 local expires_at = now_ms + ttl
 local fence_s = string.format('%d', fence)
 local expires_s = string.format('%d', expires_at)
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+-- Absolute: the time this script waited to run is not added to the life.
+redis.call('SET', KEYS[1], ARGV[3], 'PXAT', expires_at)
 redis.call('HSET', KEYS[2],
   'generation', fence_s,
   'epoch', ARGV[1],
@@ -73,6 +82,11 @@ redis.call('HSET', KEYS[2],
   'value_sha1', sha,
   'failures', '0',
   'next_attempt_at_ms', '0')
+if ARGV[9] == 'first_stored' then
+  redis.call('HSET', KEYS[2], 'settle_at_ms', string.format('%d', expires_at + tonumber(ARGV[11])))
+else
+  redis.call('HDEL', KEYS[2], 'settle_at_ms')
+end
 if ARGV[12] == '1' then
   redis.call('HSET', KEYS[2], 'report_refresh_at_ms', string.format('%d', now_ms))
 end

@@ -15,6 +15,8 @@ if type(current) == 'string' and current == ARGV[1] then
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('HSET', KEYS[2], 'invalidated_sha1', redis.sha1hex(ARGV[1]),
     'invalidated_generation', string.format('%d', gen))
+  -- WeChat rejected it: the next one may be fetched at once.
+  redis.call('HDEL', KEYS[2], 'settle_at_ms')
   if ARGV[2] == '1' then
     redis.call('HSET', KEYS[2], 'report_refresh_at_ms', string.format('%d', now_ms))
   end

@@ -58,6 +58,31 @@ impl TokenStore {
         Ok(keyspace::read_value(&mut c, &self.keys.slot(cref)).await?)
     }
 
+    /// How long the credential's refresh lock is held for still (`None`:
+    /// nobody holds it).
+    pub async fn lock_ttl(&self, cref: &CredentialRef) -> Result<Option<Duration>, StoreError> {
+        let mut c = self.conn().await?;
+        let ms: i64 = c.pttl(self.keys.slot(cref).lock).await?;
+        Ok(pttl(ms))
+    }
+
+    /// True when the credential's refreshes are failing or gated (a failure
+    /// recorded, or a back-off or spent budget in force).
+    pub async fn failing(&self, cref: &CredentialRef) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let meta_key = self.keys.slot(cref).meta;
+        let (failures, gate, (secs, _)): (Option<String>, Option<String>, (u64, u64)) =
+            redis::pipe()
+                .hget(&meta_key, meta::FAILURES)
+                .hget(&meta_key, meta::NEXT_ATTEMPT_AT_MS)
+                .cmd("TIME")
+                .query_async(&mut c)
+                .await?;
+        // A foreign writer's junk reads as 0, as in the scripts.
+        let number = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(number(failures) > 0 || number(gate) > secs * 1000)
+    }
+
     /// A reader's report (`invalidate.lua`), as the CLI makes it.
     pub async fn report(
         &self,

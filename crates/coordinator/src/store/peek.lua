@@ -10,14 +10,17 @@
 -- reads as none, so it gets replaced; so does any token while the meta hash
 -- has the wrong type (readers cannot read it; claim.lua repairs it); meta
 -- numbers that are not whole numbers in [0, 2^53) read as 0.
+-- `gate_ms` includes, once the value is gone, a first-stored value's settle
+-- time (see commit.lua).
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = redis.pcall('HMGET', KEYS[2], 'generation', 'next_attempt_at_ms', 'failures',
-  'force_generation', 'verified_generation', 'verified_until_ms')
+  'force_generation', 'verified_generation', 'verified_until_ms', 'settle_at_ms')
 local token = -2
 if m.err then m = {} else token = token_pttl(KEYS[1]) end
 local gen = num(m[1])
 local gate = num(m[2]) - now_ms
+if token <= 0 and num(m[7]) - now_ms > gate then gate = num(m[7]) - now_ms end
 if gate < 0 then gate = 0 end
 local pending = ''
 if token > 0 then

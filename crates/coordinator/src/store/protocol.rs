@@ -2,7 +2,7 @@
 //! quota in one round trip), quota for any period, the fenced commit,
 //! release, failures and the gate, and the verdicts on reports.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use secrecy::{ExposeSecret, SecretString};
@@ -34,14 +34,16 @@ fn quota_ttl_ms(window: Window) -> u64 {
 #[derive(Debug)]
 pub struct CommitArgs<'a> {
     pub value: &'a SecretString,
-    /// The value's remaining life as fetched.
-    pub ttl: Duration,
+    /// When the value dies (this process' clock). The commit turns it into
+    /// an absolute Redis time (`PXAT`), so time spent reaching Redis is not
+    /// added to the value's life.
+    pub expires: Instant,
     pub fetched_by: &'a str,
     pub source: &'a str,
     pub life: Life,
-    /// The life of a first-stored value handed out again after its counted
-    /// life (its real remaining life is unknown): a short recheck.
-    pub recheck: Duration,
+    /// First-stored life: how long after the counted expiry WeChat's own may
+    /// lie; no upstream call for this value until then (see commit.lua).
+    pub settle: Duration,
     /// A report triggered this refresh (starts the report spacing).
     pub reported: bool,
 }
@@ -57,11 +59,11 @@ impl<'a> CommitArgs<'a> {
     ) -> Self {
         Self {
             value,
-            ttl,
+            expires: Instant::now() + ttl,
             fetched_by,
             source,
             life: Life::Reply,
-            recheck: Duration::from_secs(60),
+            settle: Duration::ZERO,
             reported: false,
         }
     }
@@ -342,7 +344,7 @@ impl TokenStore {
         })
     }
 
-    /// The fenced write. `args.ttl` is the value's remaining life.
+    /// The fenced write, of a value that dies at `args.expires`.
     pub async fn commit(
         &self,
         cref: &CredentialRef,
@@ -352,6 +354,13 @@ impl TokenStore {
     ) -> Result<Commit, StoreError> {
         let k = self.keys.slot(cref);
         let mut c = self.conn().await?;
+        // Redis' clock now, from the grant's TIME: a little behind the real
+        // one (the reply's trip), so the value expires early, never late.
+        let now = Instant::now();
+        let now_ms = grant
+            .now_ms
+            .saturating_add(millis(now.saturating_duration_since(grant.received)));
+        let ttl = args.expires.saturating_duration_since(now);
         let (tag, a, b): (String, u64, Option<u64>) = COMMIT
             .key(&k.value)
             .key(&k.meta)
@@ -361,21 +370,17 @@ impl TokenStore {
             .arg(&grant.epoch)
             .arg(grant.fence)
             .arg(args.value.expose_secret())
-            .arg(millis(args.ttl))
+            .arg(millis(ttl))
             .arg(args.fetched_by)
             .arg(args.source)
             .arg(owner.as_str())
-            .arg(
-                grant
-                    .now_ms
-                    .saturating_add(millis(grant.received.elapsed())),
-            )
+            .arg(now_ms)
             .arg(match args.life {
                 Life::Reply => "reply",
                 Life::FirstStored => "first_stored",
             })
             .arg(slot_field(cref.slot))
-            .arg(millis(args.recheck).max(1))
+            .arg(millis(args.settle))
             .arg(if args.reported { "1" } else { "0" })
             .invoke_async(&mut c)
             .await?;
@@ -389,6 +394,7 @@ impl TokenStore {
                 expires_at_ms: b.unwrap_or(0),
             },
             "stale" => Commit::Stale { generation: a },
+            "early" => Commit::Early { generation: a },
             "epoch" => Commit::EpochChanged,
             _ => Commit::Expired,
         })

@@ -156,6 +156,11 @@ pub enum Commit {
         generation: u64,
         expires_at_ms: u64,
     },
+    /// A first-stored value handed out again after its counted life ended:
+    /// about to die, so not stored (no call for one settle time).
+    Early {
+        generation: u64,
+    },
     /// A newer token (this generation) is already stored.
     Stale {
         generation: u64,

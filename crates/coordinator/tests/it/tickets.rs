@@ -135,6 +135,61 @@ async fn a_report_of_a_valid_ticket_costs_one_refetch_and_keeps_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_readers_reporting_a_ticket_at_once_cause_one_refetch() {
+    let settings = Settings {
+        ticket_ttl: Duration::from_secs(30),
+        token_ttl: Duration::from_secs(30),
+        ..with_tickets()
+    };
+    let fleet = Fleet::start(settings, 4).await;
+    let ticket = fleet
+        .wait_value("shop/ticket:jsapi", 1, Duration::from_secs(5))
+        .await;
+    let cref = fleet.cref("shop/ticket:jsapi");
+    let before = fleet.app();
+    let reports =
+        futures_util::future::join_all((0..100).map(|_| fleet.store.report(&cref, &ticket.value)))
+            .await;
+    assert!(reports.iter().all(Result::is_ok), "{reports:?}");
+    // The verdict lands in the meta hash: from then on the report script
+    // answers by itself.
+    let answered = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            matches!(
+                fleet.store.report(&cref, &ticket.value).await,
+                Ok(Invalidation::TokenValid { .. })
+            )
+        },
+    )
+    .await;
+    assert!(
+        answered,
+        "the fleet refused the reports: WeChat hands the ticket out"
+    );
+    // A window to catch any further call the reports might still cause.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = fleet.app();
+    let calls = |a: &wechat_sim::AppStats| a.ticket_calls.get("jsapi").copied().unwrap_or(0);
+    assert_eq!(
+        calls(&after) - calls(&before),
+        1,
+        "one refetch for 100 reports"
+    );
+    assert_eq!(
+        after.tickets_issued.get("jsapi"),
+        Some(&1),
+        "the ticket kept"
+    );
+    let kept = fleet.store.read_value(&cref).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.value, kept.generation),
+        (ticket.value, ticket.generation)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_token_rejected_mid_ticket_fetch_heals_with_one_extra_call() {
     let settings = Settings {
         ticket_ttl: Duration::from_secs(30),

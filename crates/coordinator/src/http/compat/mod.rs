@@ -46,8 +46,14 @@ fn cache_for(ttl: Duration, lead: Duration) -> Duration {
     }
 }
 
+/// `expires_in` in whole seconds, one less than what is left: SDKs keep a
+/// value through the second it expires in (wechatpy's `expires_at <
+/// int(time.time())` uses it up to a second after `int(t) + expires_in`).
+/// At least 1 (some SDKs take 0 for "no expiry").
 fn whole_seconds(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1)
+    i64::try_from(d.as_secs().saturating_sub(1))
+        .unwrap_or(i64::MAX)
+        .max(1)
 }
 
 /// The credential of `family` whose current access token is `token`: the
