@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod kinds;
 pub mod sdk;
 pub mod sdk_node;
 
@@ -31,6 +32,12 @@ pub const SECRET: &str = "e2e-secret-Q9v7LmX2pT";
 /// The API key replicas accept (`[http] api_keys = { env = "E2E_API_KEYS" }`).
 pub const API_KEY: &str = "e2e-api-key-Hq27Zr";
 pub const ID: &str = "shop";
+/// The WeCom corp of fleets with agents, and its agents: (id, agentid, secret).
+pub const CORPID: &str = "ww00000000000000e2";
+pub const AGENTS: [(&str, u64, &str); 2] = [
+    ("hr", 1_000_002, "e2e-wecom-hr-Vb61sQ"),
+    ("ops", 1_000_003, "e2e-wecom-ops-Lk55tW"),
+];
 
 /// The `wxtoken` binary, built once per test process.
 ///
@@ -96,6 +103,12 @@ pub struct Timing {
     pub verify_interval: Duration,
     /// Least time between two report-triggered refreshes.
     pub report_refresh_interval: Duration,
+    /// The app's JS-SDK tickets (`tickets = [...]`).
+    pub tickets: &'static [&'static str],
+    /// WeCom agents of [`AGENTS`] with these tickets (`None`: no `[[wecom]]`).
+    pub wecom: Option<&'static [&'static str]>,
+    /// Life of tickets in the simulator (WeChat: 7200 s).
+    pub ticket_ttl: Duration,
 }
 
 impl Default for Timing {
@@ -110,6 +123,9 @@ impl Default for Timing {
             fatal_cooldown: Duration::from_secs(3),
             verify_interval: Duration::from_secs(1),
             report_refresh_interval: Duration::from_secs(1),
+            tickets: &[],
+            wecom: None,
+            ticket_ttl: Duration::from_secs(6),
         }
     }
 }
@@ -209,14 +225,15 @@ impl Fleet {
     pub async fn new(timing: Timing) -> Self {
         wxtoken_testkit::init_tracing();
         let redis = RedisServer::spawn();
-        let sim = wechat_sim::spawn(
-            SimConfig::new()
-                .app(APPID, SECRET)
-                .token_ttl(timing.token_ttl)
-                .overlap(timing.overlap),
-        )
-        .await
-        .expect("sim");
+        let mut sim = SimConfig::new()
+            .app(APPID, SECRET)
+            .token_ttl(timing.token_ttl)
+            .overlap(timing.overlap)
+            .ticket_ttl(timing.ticket_ttl);
+        for (_, agentid, secret) in AGENTS {
+            sim = sim.corp_agent(CORPID, Some(agentid), secret);
+        }
+        let sim = wechat_sim::spawn(sim).await.expect("sim");
         let prefix = random_prefix();
         let keys = Keys::new(&prefix).expect("prefix");
         Self {
@@ -258,6 +275,7 @@ backoff_max = "1s"
 
 [upstream]
 base_url = "{base}"
+wecom_base_url = "{wecom_base}"
 
 [http]
 listen = "127.0.0.1:0"
@@ -268,7 +286,8 @@ token_wait = "3s"
 id = "{ID}"
 appid = "{APPID}"
 secret = {{ env = "E2E_SECRET" }}
-"#,
+tickets = [{tickets}]
+{wecom}"#,
             redis = self.redis.url(),
             prefix = self.prefix,
             ahead = ms(t.refresh_ahead),
@@ -279,7 +298,36 @@ secret = {{ env = "E2E_SECRET" }}
             verify = ms(t.verify_interval),
             report = ms(t.report_refresh_interval),
             base = self.sim.base_url(),
+            wecom_base = self.sim.wecom_base_url(),
+            tickets = quoted(t.tickets),
+            wecom = t.wecom.map_or_else(String::new, |tickets| {
+                AGENTS
+                    .iter()
+                    .map(|(id, agentid, _)| {
+                        format!(
+                            "\n[[wecom]]\nid = \"{id}\"\ncorpid = \"{CORPID}\"\nagentid = {agentid}\nsecret = {{ env = \"E2E_WECOM_{}\" }}\ntickets = [{}]\n",
+                            id.to_uppercase(),
+                            quoted(tickets)
+                        )
+                    })
+                    .collect()
+            }),
         )
+    }
+
+    /// The environment every replica and CLI run of this fleet gets.
+    pub fn secret_env(&self, secret: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("E2E_SECRET".to_owned(), secret.to_owned()),
+            ("E2E_API_KEYS".to_owned(), API_KEY.to_owned()),
+        ];
+        for (id, _, secret) in AGENTS {
+            env.push((
+                format!("E2E_WECOM_{}", id.to_uppercase()),
+                secret.to_owned(),
+            ));
+        }
+        env
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -302,11 +350,12 @@ secret = {{ env = "E2E_SECRET" }}
         let n = self.logs_seen.len() + 1;
         let replica_id = format!("p{n}");
         let config = self.config_path();
-        let mut all_env = vec![
-            ("E2E_SECRET", secret),
-            ("E2E_API_KEYS", API_KEY),
-            ("RUST_LOG", "debug"),
-        ];
+        let owned = self.secret_env(secret);
+        let mut all_env: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all_env.push(("RUST_LOG", "debug"));
         all_env.extend_from_slice(env);
         let replica = ReplicaProcess::spawn(&config, &replica_id, self.dir.path(), &all_env);
         self.logs_seen.push(replica.log.clone());
@@ -399,10 +448,7 @@ secret = {{ env = "E2E_SECRET" }}
 
     /// The coordinator's config for this fleet, parsed in-process.
     pub fn config(&self) -> wxtoken_coordinator::config::Config {
-        let env: wxtoken_coordinator::config::Env =
-            [("E2E_SECRET", SECRET), ("E2E_API_KEYS", API_KEY)]
-                .into_iter()
-                .collect();
+        let env: wxtoken_coordinator::config::Env = self.secret_env(SECRET).into_iter().collect();
         wxtoken_coordinator::config::Config::from_toml_str(&self.config_text(), &env)
             .expect("fleet config")
     }
@@ -427,8 +473,7 @@ secret = {{ env = "E2E_SECRET" }}
             .args(args)
             .arg("--config")
             .arg(self.config_path())
-            .env("E2E_SECRET", SECRET)
-            .env("E2E_API_KEYS", API_KEY)
+            .envs(self.secret_env(SECRET))
             .output()
             .expect("wxtoken runs")
     }
@@ -447,13 +492,29 @@ secret = {{ env = "E2E_SECRET" }}
         assert!(!logs.is_empty(), "replicas logged nothing");
         assert!(!logs.contains(SECRET), "the appsecret appears in the logs");
         assert!(!logs.contains(API_KEY), "an API key appears in the logs");
-        for t in self.sim.stats().apps.values().flat_map(|a| a.issued.iter()) {
+        for (_, _, secret) in AGENTS {
+            assert!(!logs.contains(secret), "a WeCom secret appears in the logs");
+        }
+        let stats = self.sim.stats();
+        for t in stats.apps.values().flat_map(|a| a.issued.iter()) {
             assert!(
                 !logs.contains(&t.token),
                 "an access token appears in the logs"
             );
         }
+        for t in stats.apps.values().flat_map(|a| a.issued_tickets.iter()) {
+            assert!(!logs.contains(&t.ticket), "a ticket appears in the logs");
+        }
     }
+}
+
+/// `["a", "b"]` → `"a", "b"` for a TOML array.
+fn quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads the stored token every `every` for `total`; returns (reads, missing, rejected).

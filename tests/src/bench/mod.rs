@@ -7,6 +7,7 @@
 pub mod alternative;
 pub mod efficiency;
 pub mod hardening;
+pub mod kinds;
 pub mod read_path;
 pub mod scale;
 
@@ -81,6 +82,11 @@ pub const SECTIONS: &[Section] = &[
         name: "read-path",
         key: "read_path",
         run: |q| Box::pin(read_path::run(q)),
+    },
+    Section {
+        name: "kinds",
+        key: "kinds",
+        run: |q| Box::pin(kinds::run(q)),
     },
     Section {
         name: "hardening",

@@ -6,6 +6,7 @@
 //! Redis link, third-party refreshes, and upstream -1 / 502 / garbage / hang
 //! at configured rates. [`run`] returns a [`Report`] that judges the run.
 
+mod kinds;
 mod report;
 
 use std::collections::{BTreeMap, HashSet};
@@ -65,6 +66,9 @@ impl ChaosConfig {
                 fatal_cooldown: Duration::from_secs(5),
                 verify_interval: Duration::from_secs(2),
                 report_refresh_interval: Duration::from_secs(2),
+                tickets: &["jsapi"],
+                wecom: Some(&["jsapi"]),
+                ticket_ttl: Duration::from_secs(20),
             },
             fault_every: Duration::from_secs(8),
             busy_rate: 0.05,
@@ -97,6 +101,9 @@ pub enum FaultKind {
     PauseRedis,
     BlackholeReplicaLink,
     ThirdPartyRefresh,
+    /// WeCom revokes an agent's token early (issue 13): the fleet heals it
+    /// through a reader's verified report.
+    WecomRevoke,
     /// An attacker with an API key and the reader ACL user (issue 12):
     /// reports the token it just read, over HTTP and through Redis, and
     /// publishes forged events, for 4 s. It must cost no upstream call.
@@ -104,13 +111,14 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         Self::KillReplica,
         Self::StallLockHolder,
         Self::RestartRedisEmpty,
         Self::PauseRedis,
         Self::BlackholeReplicaLink,
         Self::ThirdPartyRefresh,
+        Self::WecomRevoke,
         Self::ReportFlood,
     ];
 
@@ -127,6 +135,7 @@ impl FaultKind {
             Self::PauseRedis => "redis_pause",
             Self::BlackholeReplicaLink => "blackhole_replica_redis_link",
             Self::ThirdPartyRefresh => "third_party_refresh",
+            Self::WecomRevoke => "wecom_revoke",
             Self::ReportFlood => "report_flood",
         }
     }
@@ -221,18 +230,23 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
     };
 
     // Readers.
+    // Most readers use the app's token; with tickets and WeCom configured,
+    // every tenth signs with the jsapi ticket and every tenth (plus five)
+    // uses an agent's WeCom token.
+    let (base, wecom_base) = (fleet.sim.base_url(), fleet.sim.wecom_base_url());
     let mut readers: Vec<Child> = (0..cfg.readers)
-        .map(|_| {
+        .map(|i| {
+            let (kind, id, use_base) = match i % 10 {
+                9 if !cfg.timing.tickets.is_empty() => ("ticket", ID, base.as_str()),
+                4 if cfg.timing.wecom.is_some() => {
+                    ("wecom", crate::AGENTS[0].0, wecom_base.as_str())
+                }
+                _ => ("token", ID, base.as_str()),
+            };
             Command::new(&reader_bin)
-                .args([
-                    "--redis",
-                    &fleet.redis.url(),
-                    "--prefix",
-                    &fleet.prefix,
-                    "--id",
-                    ID,
-                ])
-                .args(["--use-base", &fleet.sim.base_url(), "--interval-ms", "100"])
+                .args(["--redis", &fleet.redis.url(), "--prefix", &fleet.prefix])
+                .args(["--id", id, "--kind", kind, "--appid", APPID])
+                .args(["--use-base", use_base, "--interval-ms", "100"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -377,6 +391,13 @@ async fn inject(
         }
         FaultKind::ThirdPartyRefresh => {
             let _ = fleet.sim.external_refresh(APPID);
+        }
+        FaultKind::WecomRevoke => {
+            let (agent, _, _) = crate::AGENTS[0];
+            let cref = CredentialRef::token(CredentialId::parse(agent).expect("an id"));
+            if let Ok(Some(t)) = fleet.store().read_value(&cref).await {
+                fleet.sim.revoke(&t.value);
+            }
         }
         FaultKind::ReportFlood => report_flood(fleet).await,
     }

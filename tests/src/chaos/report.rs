@@ -16,6 +16,9 @@ use crate::{API_KEY, APPID, SECRET};
 /// What one reader process saw.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReaderReport {
+    /// `token`, `ticket` or `wecom` (see `bin/reader.rs`).
+    #[serde(default = "token_kind")]
+    pub kind: String,
     pub uses_ok: u64,
     pub uses_40001: u64,
     pub uses_42001: u64,
@@ -28,6 +31,10 @@ pub struct ReaderReport {
     #[serde(default)]
     pub longest_gap_to_ms: u64,
     pub failures: Vec<FailedUse>,
+}
+
+fn token_kind() -> String {
+    "token".into()
 }
 
 /// A use WeChat refused.
@@ -72,6 +79,8 @@ pub struct Report {
     pub secret_leaks: u64,
     /// When each upstream token was issued, seconds after the run started.
     pub issued_at_s: Vec<f64>,
+    /// Tickets and WeCom tokens.
+    pub kinds: super::kinds::KindsReport,
     pub violations: Vec<String>,
     pub passed: bool,
 }
@@ -127,6 +136,10 @@ impl Report {
         let overlap_ms = t.overlap.as_millis() as u64;
         let grace_ms = 3_000; // propagation + max_staleness (2 s) + slack
         let (mut third_party, mut orphan, mut boundary, mut stale) = (0, 0, 0, 0);
+        let kinds = super::kinds::judge(cfg, elapsed, stats, &readers, &faults, &mut violations);
+        let all_readers = readers.len();
+        let readers: Vec<ReaderReport> =
+            readers.into_iter().filter(|r| r.kind == "token").collect();
         for f in readers.iter().flat_map(|r| r.failures.iter()) {
             let Some(token) = app.issued.iter().find(|i| sha1(&i.token) == f.token_sha1) else {
                 violations.push(format!(
@@ -197,7 +210,7 @@ impl Report {
             seed: cfg.seed,
             duration_s: elapsed.as_secs_f64(),
             replicas: cfg.replicas,
-            readers: readers.len(),
+            readers: all_readers,
             token_ttl_s: t.token_ttl.as_secs(),
             overlap_s: t.overlap.as_secs(),
             refresh_cycle_s: cycle.as_secs_f64(),
@@ -232,6 +245,7 @@ impl Report {
                 .iter()
                 .map(|i| (i.issued_at_ms as f64 - started_ms as f64) / 1000.0)
                 .collect(),
+            kinds,
             passed: violations.is_empty(),
             violations,
         }
@@ -295,6 +309,39 @@ impl Report {
         row(
             "healed by invalidate + retry",
             self.healed_after_retry.to_string(),
+        );
+        let k = &self.kinds;
+        row(
+            "tickets issued / calls (ideal / allowed)",
+            format!(
+                "{} / {} ({} / {})",
+                k.tickets_issued, k.ticket_calls, k.ticket_ideal, k.ticket_allowance
+            ),
+        );
+        row(
+            "ticket uses ok / boundary / stale (must be 0)",
+            format!(
+                "{} / {} / {}",
+                k.ticket_uses_ok, k.ticket_boundary, k.stale_ticket_handouts
+            ),
+        );
+        row(
+            "WeCom tokens per agent (ideal / allowed)",
+            format!(
+                "{:?} ({} / {})",
+                k.wecom_fetches, k.wecom_ideal, k.wecom_allowance
+            ),
+        );
+        row(
+            "WeCom uses ok / revoked window / stale (must be 0)",
+            format!(
+                "{} / {} / {}",
+                k.wecom_uses_ok, k.wecom_failed_uses_revoked, k.stale_wecom_handouts
+            ),
+        );
+        row(
+            "WeCom cap refusals (must be 0)",
+            k.wecom_cap_refusals.to_string(),
         );
         row("faults injected", format!("{:?}", self.faults_injected));
         row("quota used", self.quota_used.to_string());

@@ -65,6 +65,24 @@ fn malformed() -> Vec<(String, &'static str)> {
             "apps[0].api",
         ),
         (with("[http]\nlisten = \"not an address\""), "http.listen"),
+        (
+            with("[[wecom]]\nid = \"hr\"\ncorpid = \"ww 1\"\nsecret = { env = \"E2E_SECRET\" }"),
+            "wecom[0].corpid",
+        ),
+        (
+            with("[[wecom]]\ncorpid = \"ww1\"\nsecret = { env = \"E2E_SECRET\" }"),
+            "wecom[0].id",
+        ),
+        (
+            with(
+                "[[wecom]]\nid = \"hr\"\ncorpid = \"ww1\"\nsecret = { env = \"E2E_SECRET\" }\ntickets = [\"agent_config\"]",
+            ),
+            "wecom[0].agentid",
+        ),
+        (
+            GOOD_APP.replace("E2E_SECRET\" }", "E2E_SECRET\" }\ntickets = [\"card\"]"),
+            "apps[0].tickets[0]",
+        ),
     ]
 }
 

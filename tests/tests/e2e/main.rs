@@ -6,5 +6,6 @@ mod cli;
 mod client;
 mod crashes;
 mod http;
+mod kinds;
 mod processes;
 mod sdk;
