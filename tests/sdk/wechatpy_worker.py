@@ -1,21 +1,43 @@
-"""One wechatpy worker for the `sdk` e2e test (tests/tests/e2e/sdk.rs).
+"""One wechatpy worker for the `sdk` e2e tests (tests/tests/e2e/sdk.rs) and
+the bench's `alternative` section, driven by tests/src/sdk.rs.
 
-It runs wechatpy's own `WeChatClient` and calls a real API
-(`client.misc.get_wechat_ips()`, i.e. `GET cgi-bin/getcallbackip`) in a loop
-for `--duration` seconds, then prints one JSON line with its counts.
+It runs wechatpy's own `WeChatClient` for `--duration` seconds, then prints
+one JSON line with its counts. What it does in a loop (`--work`):
+- `api`: calls a real API (`client.misc.get_wechat_ips()`, i.e.
+  `GET cgi-bin/getcallbackip`);
+- `jsapi`: what a web page's backend does for `wx.config`: gets the JS-SDK
+  ticket (`client.jsapi.get_jsapi_ticket()`, which caches it in the session
+  under `{appid}_jsapi_ticket` with its expiry), signs a page URL with it
+  (`client.jsapi.get_jsapi_signature`) and submits the signature to the
+  simulator's `/__admin/jsapi_check` (`--check-url`), which verifies it as
+  the browser's `wx.config` would: with the app's current, still-valid
+  ticket. It counts accepted and refused signatures and records every
+  ticket it saw.
 
-Two things differ from a stock client, identically in both modes:
+Three things differ from a stock client, identically in every mode:
 - where the token comes from (`--token-url`: a wxtoken coordinator's
-  WeChat-compatible `/cgi-bin/token`, or the simulator's own) and where API
-  calls go (`--api-base`, the simulator);
-- wechatpy's refresh margin: it refetches a token it fetched itself when
-  less than 60 s of it remain, which is longer than a scaled test token
+  WeChat-compatible `/cgi-bin/token`, or the simulator's own; wechatpy
+  1.8.18 hard-codes `https://api.weixin.qq.com/cgi-bin/token` in
+  `WeChatClient.fetch_access_token`) and where API calls go (`--api-base`:
+  the simulator, or for tickets a coordinator, which serves
+  `ticket/getticket`);
+- wechatpy's token refresh margin: it refetches a token it fetched itself
+  when less than 60 s of it remain, which is longer than a scaled test token
   lives, so the margin is scaled by the same factor as the token lifetime
-  (`--margin`).
+  (`--margin`);
+- wechatpy's ticket clock (`--tick`): `get_jsapi_ticket` has no margin; it
+  stores `int(time.time()) + expires_in` and refetches once
+  `expires_at < int(time.time())`, so it counts in whole seconds and keeps
+  a ticket until up to a second past the expiry it computed. Against
+  7200 s tickets that second is noise; against scaled ones it is a quarter
+  of a life. `--tick` is that second scaled like the margin (`1` runs
+  wechatpy's own method unchanged).
 
 `--redis-url` switches the session from wechatpy's default in-process
-`MemoryStorage` to its `RedisStorage` on a shared Redis: what fleets of
-wechatpy processes run today without a coordinator.
+`MemoryStorage` to its `RedisStorage` on a shared Redis, configured as
+wechatpy's docs show (docs/quickstart.rst, "Storage"): what fleets of
+wechatpy processes run today without a coordinator. Token and ticket then
+live in that shared session.
 
 The secret comes from the environment (`WECHAT_SECRET`), never argv, and is
 never printed.
@@ -23,12 +45,20 @@ never printed.
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 
+import requests
 from wechatpy import WeChatClient
+from wechatpy.client.api import WeChatJSAPI
 from wechatpy.exceptions import WeChatClientException
+from wechatpy.utils import random_string
+
+# The page whose `wx.config` the worker signs (no #fragment: the signature
+# covers the URL without it, and wechatpy signs what it is given).
+PAGE_URL = "https://shop.example.com/pay?order=42&from=wxtoken-e2e"
 
 
 class PointedClient(WeChatClient):
@@ -66,6 +96,133 @@ class PointedClient(WeChatClient):
         return self.session.get(self.access_token_key)
 
 
+class TickedJSAPI(WeChatJSAPI):
+    """WeChatJSAPI.get_jsapi_ticket of wechatpy 1.8.18, line for line, with
+    its whole-second clock `int(time.time())` ticking every `tick` seconds."""
+
+    def __init__(self, client, tick):
+        super().__init__(client)
+        self.tick = tick
+
+    def _now(self):
+        return math.floor(time.time() / self.tick) * self.tick
+
+    def get_jsapi_ticket(self):
+        ticket_key = "{0}_jsapi_ticket".format(self.appid)
+        expires_at_key = "{0}_jsapi_ticket_expires_at".format(self.appid)
+        ticket = self.session.get(ticket_key)
+        expires_at = self.session.get(expires_at_key, 0)
+        if not ticket or expires_at < self._now():
+            jsapi_ticket_response = self.get_ticket("jsapi")
+            ticket = jsapi_ticket_response["ticket"]
+            expires_at = self._now() + int(jsapi_ticket_response["expires_in"])
+            self.session.set(ticket_key, ticket)
+            self.session.set(expires_at_key, expires_at)
+        return ticket
+
+
+class Counts:
+    """Uses (API calls, or signatures) and why some failed."""
+
+    def __init__(self):
+        self.calls = self.ok = self.failed = 0
+        self.errors = {}
+
+    def fail(self, key):
+        self.failed += 1
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def error_key(e):
+    if isinstance(e, WeChatClientException):
+        return str(e.errcode)
+    return type(e).__name__  # a transport error is a failed use too
+
+
+def run_api(client, a, counts):
+    until = time.monotonic() + a.duration
+    while time.monotonic() < until:
+        counts.calls += 1
+        try:
+            ips = client.misc.get_wechat_ips()
+            if isinstance(ips, list) and ips:
+                counts.ok += 1
+            else:
+                counts.fail("bad_reply")
+        except Exception as e:
+            counts.fail(error_key(e))
+        time.sleep(a.pause)
+    return {}
+
+
+def run_jsapi(client, a, counts):
+    if a.tick != 1:
+        client.jsapi = TickedJSAPI(client, a.tick)
+    # Count the ticket fetches wechatpy begins (get_jsapi_ticket calls
+    # self.get_ticket, which finds this instance attribute first); its
+    # retries after a 40001 happen inside one.
+    ticket_fetches = [0]
+    get_ticket = client.jsapi.get_ticket
+
+    def counted_get_ticket(type="jsapi"):
+        ticket_fetches[0] += 1
+        return get_ticket(type)
+
+    client.jsapi.get_ticket = counted_get_ticket
+    check = requests.Session()
+    refused = {}
+    tickets = []  # every ticket seen, in order of first sight
+    max_wait = 0.0
+    until = time.monotonic() + a.duration
+    while time.monotonic() < until:
+        counts.calls += 1
+        started = time.monotonic()
+        try:
+            ticket = client.jsapi.get_jsapi_ticket()
+        except Exception as e:
+            counts.fail(error_key(e))
+            time.sleep(a.pause)
+            continue
+        max_wait = max(max_wait, time.monotonic() - started)
+        if ticket not in tickets:
+            tickets.append(ticket)
+        noncestr = random_string(16)
+        timestamp = int(time.time())
+        signature = client.jsapi.get_jsapi_signature(noncestr, ticket, timestamp, PAGE_URL)
+        try:
+            r = check.post(
+                a.check_url,
+                json={
+                    "kind": "jsapi",
+                    "appid": a.appid,
+                    "url": PAGE_URL,
+                    "noncestr": noncestr,
+                    "timestamp": timestamp,
+                    "signature": signature,
+                },
+                timeout=5,
+            )
+            r.raise_for_status()
+            verdict = r.json()
+        except Exception as e:
+            counts.fail("check_" + type(e).__name__)
+            time.sleep(a.pause)
+            continue
+        if verdict.get("ok") is True:
+            counts.ok += 1
+        else:
+            reason = str(verdict.get("reason", "refused"))
+            counts.fail("refused: " + reason)
+            refused[reason] = refused.get(reason, 0) + 1
+        time.sleep(a.pause)
+    return {
+        "refused": refused,
+        "tickets": tickets,
+        "ticket_fetches": ticket_fetches[0],
+        "max_ticket_wait_ms": max_wait * 1000.0,
+    }
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--appid", required=True)
@@ -74,6 +231,14 @@ def main():
     p.add_argument("--margin", type=float, required=True, help="seconds")
     p.add_argument("--duration", type=float, required=True, help="seconds")
     p.add_argument("--pause", type=float, default=0.1, help="seconds between calls")
+    p.add_argument("--work", choices=["api", "jsapi"], default="api")
+    p.add_argument("--check-url", help="the simulator's /__admin/jsapi_check (jsapi work)")
+    p.add_argument(
+        "--tick",
+        type=float,
+        default=1.0,
+        help="seconds per tick of get_jsapi_ticket's whole-second clock",
+    )
     p.add_argument("--redis-url", help="use RedisStorage on this Redis")
     p.add_argument("--redis-prefix", default="wechatpy")
     p.add_argument(
@@ -81,6 +246,10 @@ def main():
         help="create this file when set up, then start on a line from stdin",
     )
     a = p.parse_args()
+    if a.work == "jsapi" and not a.check_url:
+        p.error("--work jsapi needs --check-url")
+    if a.tick <= 0:
+        p.error("--tick must be positive")
 
     session = None
     if a.redis_url:
@@ -104,39 +273,17 @@ def main():
         open(a.ready_file, "w").close()
         sys.stdin.readline()
 
-    calls = ok = failed = 0
-    errors = {}
-    until = time.monotonic() + a.duration
-    while time.monotonic() < until:
-        calls += 1
-        try:
-            ips = client.misc.get_wechat_ips()
-            if isinstance(ips, list) and ips:
-                ok += 1
-            else:
-                failed += 1
-                errors["bad_reply"] = errors.get("bad_reply", 0) + 1
-        except WeChatClientException as e:
-            failed += 1
-            key = str(e.errcode)
-            errors[key] = errors.get(key, 0) + 1
-        except Exception as e:  # a transport error is a failed use too
-            failed += 1
-            key = type(e).__name__
-            errors[key] = errors.get(key, 0) + 1
-        time.sleep(a.pause)
-
-    print(
-        json.dumps(
-            {
-                "calls": calls,
-                "ok": ok,
-                "failed": failed,
-                "errors": errors,
-                "token_fetches": client.token_fetches,
-            }
-        )
-    )
+    counts = Counts()
+    extra = (run_jsapi if a.work == "jsapi" else run_api)(client, a, counts)
+    report = {
+        "calls": counts.calls,
+        "ok": counts.ok,
+        "failed": counts.failed,
+        "errors": counts.errors,
+        "token_fetches": client.token_fetches,
+    }
+    report.update(extra)
+    print(json.dumps(report))
     sys.stdout.flush()
 
 

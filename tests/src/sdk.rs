@@ -5,12 +5,16 @@
 //! one harness runs either: the `sdk` e2e test and the bench's
 //! `alternative` section use it.
 //!
-//! A worker calls a real API through its SDK (`GET cgi-bin/getcallbackip`
-//! on the simulator) every `pause` for `duration`, fetching its token from
-//! `token_url` (a `wxtoken serve` replica's WeChat-compatible
-//! `/cgi-bin/token`, or the simulator's own), optionally sharing it with the
-//! other workers through the SDK's own Redis store. [`Run::measure`] turns
-//! the workers' reports and the simulator's counters into one row.
+//! A worker does its [`Work`] every `pause` for `duration`: it calls a real
+//! API through its SDK (`GET cgi-bin/getcallbackip` on the simulator), or
+//! (wechatpy only) gets the JS-SDK ticket through it, signs a page with it
+//! and has the simulator verify the signature as `wx.config` would. It
+//! fetches its token from `token_url` (a `wxtoken serve` replica's
+//! WeChat-compatible `/cgi-bin/token`, or the simulator's own) and its
+//! ticket from its API base (a replica's `/cgi-bin/ticket/getticket`, or
+//! the simulator's), optionally sharing both with the other workers through
+//! the SDK's own Redis store. [`Run::measure`] and [`TicketRun::measure`]
+//! turn the workers' reports and the simulator's counters into one row.
 //!
 //! The Python environment is `WXTOKEN_SDK_PYTHON` (a python with the
 //! packages of tests/sdk/requirements.txt) or a venv created under the
@@ -30,8 +34,12 @@ use serde_json::json;
 
 use crate::{APPID, Fleet, SECRET};
 
-/// WeChat's token lifetime, to scale the SDKs' refresh margins by.
+/// WeChat's token (and JS-SDK ticket) lifetime, to scale the SDKs' refresh
+/// margins by.
 pub const REAL_TTL: Duration = Duration::from_secs(7200);
+
+/// The ticket [`Work::Jsapi`] signs with: the simulator's stats key.
+const TICKET_TYPE: &str = "jsapi";
 
 /// An SDK the harness can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,50 +207,132 @@ fn check_imports(python: &Path, what: &str) -> anyhow::Result<()> {
 /// What every worker of a run does.
 #[derive(Debug, Clone)]
 pub struct Workload {
-    /// How long each worker calls the API.
+    /// How long each worker works.
     pub duration: Duration,
-    /// Each worker's pause between two API calls.
+    /// Each worker's pause between two uses.
     pub pause: Duration,
-    /// The SDK's refresh margin (usually [`Sdk::scaled_margin`]).
+    /// The SDK's token refresh margin (usually [`Sdk::scaled_margin`]).
     pub margin: Duration,
+    /// What one use is.
+    pub work: Work,
 }
 
-/// Where one worker fetches its token, and the shared Redis store if any.
+/// What one use of a worker is (`--work`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// An API call, `GET cgi-bin/getcallbackip` on the simulator.
+    Api,
+    /// A `wx.config` signature: the jsapi ticket through the SDK
+    /// (wechatpy's `client.jsapi.get_jsapi_ticket()`), a signature of a
+    /// page URL with it, checked by the simulator's `/__admin/jsapi_check`.
+    /// wechatpy only.
+    Jsapi {
+        /// One tick of wechatpy's whole-second ticket clock (`--tick`):
+        /// `get_jsapi_ticket` keeps a ticket until `int(time.time())` passes
+        /// `int(time.time()) + expires_in` taken when it was fetched, so up
+        /// to a second past that; usually [`Work::jsapi_scaled`].
+        tick: Duration,
+    },
+}
+
+impl Work {
+    /// Signatures, with wechatpy's ticket clock at [`scaled_tick`].
+    pub fn jsapi_scaled(ticket_ttl: Duration) -> Self {
+        Self::Jsapi {
+            tick: scaled_tick(ticket_ttl),
+        }
+    }
+}
+
+/// wechatpy's one-second ticket clock tick scaled like its token margin:
+/// by the ticket's lifetime over WeChat's 7200 s.
+pub fn scaled_tick(ticket_ttl: Duration) -> Duration {
+    Duration::from_secs(1).mul_f64(ticket_ttl.as_secs_f64() / REAL_TTL.as_secs_f64())
+}
+
+/// Where one worker fetches its token (and ticket), and the shared Redis
+/// store if any.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub token_url: String,
+    /// The SDK's API base (`…/cgi-bin/`); `None`: the fleet's simulator.
+    pub api_base: Option<String>,
     /// (url, key prefix) of the SDK's Redis store (`--redis-url`).
     pub redis: Option<(String, String)>,
 }
 
 impl WorkerSpec {
-    /// Fetching from `replica`'s WeChat-compatible `/cgi-bin/token`, no store.
+    /// Fetching from `replica`'s WeChat-compatible `/cgi-bin/token`, no
+    /// store; API calls go to the simulator.
     pub fn through(replica: &crate::ReplicaProcess) -> Self {
         Self {
             token_url: format!("http://{}/cgi-bin/token", replica.http),
+            api_base: None,
             redis: None,
         }
     }
 
-    /// Fetching straight from the fleet's simulator, sharing the token
-    /// through the SDK's own store on the fleet's Redis.
+    /// The SDK's API base pointed at `replica` (token and
+    /// `ticket/getticket` from the fleet), no store: what [`Work::Jsapi`]
+    /// through wxtoken runs.
+    pub fn pointed_at(replica: &crate::ReplicaProcess) -> Self {
+        Self {
+            api_base: Some(format!("http://{}/cgi-bin/", replica.http)),
+            ..Self::through(replica)
+        }
+    }
+
+    /// Fetching straight from the fleet's simulator, sharing the token (and
+    /// the ticket) through the SDK's own store on the fleet's Redis.
     pub fn direct(fleet: &Fleet) -> Self {
         Self {
             token_url: format!("{}/cgi-bin/token", fleet.sim.base_url()),
+            api_base: None,
             redis: Some((fleet.redis.url(), fleet.prefix.clone())),
         }
     }
 }
 
-/// The JSON line one worker prints at the end.
+/// The JSON line one worker prints at the end. A use is an API call
+/// ([`Work::Api`]) or a signature ([`Work::Jsapi`]).
 #[derive(Debug, Default, Clone)]
 pub struct WorkerReport {
     pub calls: u64,
     pub ok: u64,
     pub failed: u64,
     pub token_fetches: u64,
-    /// Failed uses by errcode (or error name).
+    /// Failed uses by errcode (or error name; a refused signature is
+    /// `"refused: <the simulator's reason>"`).
     pub errors: BTreeMap<String, u64>,
+    /// [`Work::Jsapi`]: refused signatures by the simulator's reason
+    /// (`ticket expired`, `signature mismatch`: signed with a ticket that
+    /// is no longer the current one).
+    pub refused: BTreeMap<String, u64>,
+    /// [`Work::Jsapi`]: every ticket the worker signed with, in order of
+    /// first use.
+    pub tickets: Vec<String>,
+    /// [`Work::Jsapi`]: ticket fetches the SDK began (`get_ticket` calls, to
+    /// wxtoken or the sim); the retries wechatpy makes inside one after a
+    /// 40001 are not counted here (the simulator's `ticket_failed` has them).
+    pub ticket_fetches: u64,
+    /// [`Work::Jsapi`]: the longest `get_jsapi_ticket()` call.
+    pub max_ticket_wait: Duration,
+}
+
+/// `{"k": n, …}` as counts.
+fn counts(v: &serde_json::Value, key: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let Some(map) = v.get(key) else {
+        return Ok(BTreeMap::new());
+    };
+    map.as_object()
+        .with_context(|| format!("{key} is not an object in {v}"))?
+        .iter()
+        .map(|(k, n)| {
+            n.as_u64()
+                .map(|n| (k.clone(), n))
+                .with_context(|| format!("{key}.{k} is not a count in {v}"))
+        })
+        .collect()
 }
 
 impl WorkerReport {
@@ -250,22 +340,29 @@ impl WorkerReport {
         let v: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("report is not JSON: {line}"))?;
         let n = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {v}"));
-        let errors = v["errors"]
-            .as_object()
-            .with_context(|| format!("no errors in {v}"))?
-            .iter()
-            .map(|(k, n)| {
-                n.as_u64()
-                    .map(|n| (k.clone(), n))
-                    .with_context(|| format!("errors.{k} is not a count in {v}"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        anyhow::ensure!(v["errors"].is_object(), "no errors in {v}");
+        let tickets = match v.get("tickets") {
+            None => Vec::new(),
+            Some(t) => t
+                .as_array()
+                .with_context(|| format!("tickets is not a list in {v}"))?
+                .iter()
+                .map(|t| t.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .with_context(|| format!("a ticket is not a string in {v}"))?,
+        };
         Ok(Self {
             calls: n("calls")?,
             ok: n("ok")?,
             failed: n("failed")?,
             token_fetches: n("token_fetches")?,
-            errors,
+            errors: counts(&v, "errors")?,
+            refused: counts(&v, "refused")?,
+            tickets,
+            ticket_fetches: v["ticket_fetches"].as_u64().unwrap_or(0),
+            max_ticket_wait: Duration::from_secs_f64(
+                v["max_ticket_wait_ms"].as_f64().unwrap_or(0.0).max(0.0) / 1000.0,
+            ),
         })
     }
 }
@@ -294,7 +391,10 @@ pub async fn run_workers(
     specs: &[WorkerSpec],
 ) -> anyhow::Result<Vec<WorkerReport>> {
     let name = runtime.sdk.name();
-    let api_base = format!("{}/cgi-bin/", fleet.sim.base_url());
+    if matches!(workload.work, Work::Jsapi { .. }) && runtime.sdk != Sdk::Wechatpy {
+        bail!("{name} workers have no jsapi work");
+    }
+    let sim_api_base = format!("{}/cgi-bin/", fleet.sim.base_url());
     let secs = |d: Duration| d.as_secs_f64().to_string();
     let mut workers = Workers(Vec::new());
     let mut readies = Vec::new();
@@ -307,7 +407,10 @@ pub async fn run_workers(
         cmd.arg(&runtime.script)
             .args(["--appid", APPID])
             .args(["--token-url", &spec.token_url])
-            .args(["--api-base", &api_base])
+            .args([
+                "--api-base",
+                spec.api_base.as_deref().unwrap_or(&sim_api_base),
+            ])
             .args(["--margin", &secs(workload.margin)])
             .args(["--duration", &secs(workload.duration)])
             .args(["--pause", &secs(workload.pause)])
@@ -319,6 +422,11 @@ pub async fn run_workers(
             .stderr(file(&err_path)?);
         if let Some((url, prefix)) = &spec.redis {
             cmd.args(["--redis-url", url, "--redis-prefix", prefix]);
+        }
+        if let Work::Jsapi { tick } = workload.work {
+            cmd.args(["--work", "jsapi", "--tick", &secs(tick)])
+                .arg("--check-url")
+                .arg(format!("{}/__admin/jsapi_check", fleet.sim.base_url()));
         }
         let child = cmd
             .spawn()
@@ -564,6 +672,232 @@ impl Run {
             "sdk_token_fetches": self.token_fetches,
             "daily_quota": self.daily_quota,
             "quota_exhausted_after_s": self.quota_out.map(|d| d.as_secs_f64()),
+        })
+    }
+}
+
+/// One measured run of [`Work::Jsapi`] workers, from their reports and the
+/// simulator.
+#[derive(Debug, Clone)]
+pub struct TicketRun {
+    pub mode: String,
+    pub workers: usize,
+    pub duration: Duration,
+    /// The ticket's life (the simulator's `ticket_ttl`).
+    pub ticket_ttl: Duration,
+    /// wechatpy's ticket clock tick the workers ran with.
+    pub tick: Duration,
+    /// From the first ticket minted to the end of the workers.
+    pub elapsed: Duration,
+    /// The first ticket + one per ticket life of `elapsed`: WeChat hands out
+    /// the same ticket while it is valid, so no fleet needs more.
+    pub ideal: u64,
+    /// getticket calls with a valid token (`ticket_calls["jsapi"]`), failed
+    /// ones included.
+    pub ticket_calls: u64,
+    /// New tickets minted (`tickets_issued["jsapi"]`); a call beyond these
+    /// got a ticket someone already had.
+    pub tickets_issued: u64,
+    /// Failed getticket calls by cause (`"45009"`: the daily ticket quota;
+    /// `"40001"`, `"42001"`: the token was rejected, a call not in
+    /// `ticket_calls`).
+    pub ticket_failed: BTreeMap<String, u64>,
+    /// getticket calls refused for their token (40001, 40014, 42001).
+    pub ticket_token_rejected: u64,
+    pub max_concurrent: u64,
+    /// Signatures the workers made (uses).
+    pub signatures: u64,
+    /// Signatures the simulator accepted, as the workers counted them.
+    pub signatures_ok: u64,
+    /// The simulator's own counts (equal to the workers' unless a reply was
+    /// lost).
+    pub sim_signatures_ok: u64,
+    pub sim_signatures_bad: u64,
+    /// Refused signatures by the simulator's reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Uses that failed before a signature was made or checked (no
+    /// ticket: an errcode or error name), by cause.
+    pub errors: BTreeMap<String, u64>,
+    /// Distinct tickets the workers signed with, and how many of them the
+    /// simulator never issued (must be 0).
+    pub tickets_seen: usize,
+    pub tickets_unknown: usize,
+    /// Ticket fetches the workers' SDKs began (see
+    /// [`WorkerReport::ticket_fetches`]).
+    pub sdk_ticket_fetches: u64,
+    /// The longest `get_jsapi_ticket()` of any worker.
+    pub max_ticket_wait: Duration,
+    /// Upstream token fetches (`fetch_calls`) and those the SDKs made.
+    pub token_fetches: u64,
+    pub sdk_token_fetches: u64,
+    /// The simulator's getticket quota per type and day.
+    pub ticket_quota: u32,
+}
+
+impl TicketRun {
+    /// Reads the simulator now (call it right after the workers ended).
+    pub fn measure(
+        mode: impl Into<String>,
+        fleet: &Fleet,
+        workload: &Workload,
+        reports: &[WorkerReport],
+    ) -> anyhow::Result<Self> {
+        let end = unix_ms();
+        let Work::Jsapi { tick } = workload.work else {
+            bail!("not a jsapi workload: {:?}", workload.work);
+        };
+        let app = fleet.app();
+        let issued: Vec<_> = app
+            .issued_tickets
+            .iter()
+            .filter(|t| t.kind == TICKET_TYPE)
+            .collect();
+        let first = issued.first().context("no ticket was issued")?.issued_at_ms;
+        let elapsed = Duration::from_millis(end.saturating_sub(first));
+        let ticket_ttl = fleet.timing.ticket_ttl;
+        let lives = u64::try_from(elapsed.as_millis() / ticket_ttl.as_millis().max(1))?;
+        let get = |m: &BTreeMap<String, u64>| m.get(TICKET_TYPE).copied().unwrap_or(0);
+        let mut refused = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        for r in reports {
+            for (k, n) in &r.refused {
+                *refused.entry(k.clone()).or_default() += n;
+            }
+            for (k, n) in r.errors.iter().filter(|(k, _)| !k.starts_with("refused: ")) {
+                *errors.entry(k.clone()).or_default() += n;
+            }
+        }
+        let seen: std::collections::BTreeSet<&str> = reports
+            .iter()
+            .flat_map(|r| r.tickets.iter().map(String::as_str))
+            .collect();
+        let tickets_unknown = seen
+            .iter()
+            .filter(|t| !issued.iter().any(|i| i.ticket == **t))
+            .count();
+        Ok(Self {
+            mode: mode.into(),
+            workers: reports.len(),
+            duration: workload.duration,
+            ticket_ttl,
+            tick,
+            elapsed,
+            ideal: 1 + lives,
+            ticket_calls: get(&app.ticket_calls),
+            tickets_issued: get(&app.tickets_issued),
+            ticket_token_rejected: app
+                .ticket_failed
+                .iter()
+                .filter(|(k, _)| k.parse().is_ok_and(wxtoken_common::is_token_rejected))
+                .map(|(_, n)| n)
+                .sum(),
+            ticket_failed: app.ticket_failed.clone(),
+            max_concurrent: get(&app.max_concurrent_ticket_fetches),
+            signatures: reports.iter().map(|r| r.calls).sum(),
+            signatures_ok: reports.iter().map(|r| r.ok).sum(),
+            sim_signatures_ok: app.signatures_ok,
+            sim_signatures_bad: app.signatures_bad,
+            refused,
+            errors,
+            tickets_seen: seen.len(),
+            tickets_unknown,
+            sdk_ticket_fetches: reports.iter().map(|r| r.ticket_fetches).sum(),
+            max_ticket_wait: reports
+                .iter()
+                .map(|r| r.max_ticket_wait)
+                .max()
+                .unwrap_or_default(),
+            token_fetches: app.fetch_calls,
+            sdk_token_fetches: reports.iter().map(|r| r.token_fetches).sum(),
+            ticket_quota: wechat_sim::SimConfig::default().ticket_daily_quota,
+        })
+    }
+
+    /// Signatures the simulator refused.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().sum()
+    }
+
+    /// Uses that failed for any reason (refused, or no ticket).
+    pub fn failed(&self) -> u64 {
+        self.signatures.saturating_sub(self.signatures_ok)
+    }
+
+    /// getticket calls per ideal call.
+    pub fn ratio(&self) -> f64 {
+        self.ticket_calls as f64 / self.ideal.max(1) as f64
+    }
+
+    /// One paragraph for a log.
+    pub fn summary(&self) -> String {
+        format!(
+            "wechatpy jsapi, {}: {} workers × {:?} (tick {:?}), {:.1} s from the first ticket; \
+             getticket calls {} ({} new tickets, failed {:?}, {} more refused for their token) \
+             vs ideal {} (life {:?}); \
+             max concurrent getticket {}; signatures {} ok {}, refused {} {:?}, \
+             other failures {:?} (sim: ok {}, bad {}); {} tickets seen ({} never issued); \
+             wechatpy getticket calls {}, longest get_jsapi_ticket {:?}; \
+             upstream token fetches {}, wechatpy token fetches {}",
+            self.mode,
+            self.workers,
+            self.duration,
+            self.tick,
+            self.elapsed.as_secs_f64(),
+            self.ticket_calls,
+            self.tickets_issued,
+            self.ticket_failed,
+            self.ticket_token_rejected,
+            self.ideal,
+            self.ticket_ttl,
+            self.max_concurrent,
+            self.signatures,
+            self.signatures_ok,
+            self.refused_total(),
+            self.refused,
+            self.errors,
+            self.sim_signatures_ok,
+            self.sim_signatures_bad,
+            self.tickets_seen,
+            self.tickets_unknown,
+            self.sdk_ticket_fetches,
+            self.max_ticket_wait,
+            self.token_fetches,
+            self.sdk_token_fetches,
+        )
+    }
+
+    /// All raw numbers.
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "sdk": Sdk::Wechatpy.name(),
+            "work": "jsapi",
+            "mode": self.mode,
+            "workers": self.workers,
+            "duration_s": self.duration.as_secs_f64(),
+            "ticket_ttl_s": self.ticket_ttl.as_secs_f64(),
+            "tick_ms": self.tick.as_secs_f64() * 1000.0,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "ideal_ticket_calls": self.ideal,
+            "ticket_calls": self.ticket_calls,
+            "tickets_issued": self.tickets_issued,
+            "ticket_failed": self.ticket_failed,
+            "ticket_calls_token_rejected": self.ticket_token_rejected,
+            "ticket_calls_per_ideal": self.ratio(),
+            "max_concurrent_ticket_fetches": self.max_concurrent,
+            "signatures": self.signatures,
+            "signatures_ok": self.signatures_ok,
+            "signatures_refused": self.refused_total(),
+            "refused_by_reason": self.refused,
+            "other_failures": self.errors,
+            "sim_signatures_ok": self.sim_signatures_ok,
+            "sim_signatures_bad": self.sim_signatures_bad,
+            "tickets_seen": self.tickets_seen,
+            "tickets_seen_never_issued": self.tickets_unknown,
+            "sdk_ticket_fetches": self.sdk_ticket_fetches,
+            "max_ticket_wait_ms": self.max_ticket_wait.as_secs_f64() * 1000.0,
+            "upstream_token_fetches": self.token_fetches,
+            "sdk_token_fetches": self.sdk_token_fetches,
+            "ticket_daily_quota": self.ticket_quota,
         })
     }
 }

@@ -16,6 +16,21 @@
 //! 8.3 ms. The ideal fetch count follows whoever refreshes: the SDK's own
 //! cycle (`token_ttl - margin`) direct, the fleet's
 //! (`token_ttl - refresh_ahead`) through wxtoken.
+//!
+//! JS-SDK tickets (6 s, like the tokens; WeChat: both 7200 s), the same
+//! workers and duration: each wechatpy worker gets the jsapi ticket through
+//! `client.jsapi.get_jsapi_ticket()`, signs a page URL with it every 100 ms
+//! and has the simulator verify the signature as `wx.config` would:
+//! - direct: token and ticket from the sim, shared through wechatpy's
+//!   `RedisStorage` as its docs configure it;
+//! - through 2 `wxtoken serve` replicas keeping the app's jsapi ticket
+//!   (`tickets = ["jsapi"]`), wechatpy's API base pointed at them.
+//!
+//! `get_jsapi_ticket` has no margin; its only time constant is its
+//! whole-second clock (it keeps a ticket until `int(time.time())` passes
+//! the expiry it computed), scaled like the margins: 1 s to 0.8 ms. The
+//! ideal is one getticket per ticket life, for any fleet: WeChat hands out
+//! the same ticket while it is valid.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +38,9 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::Row;
-use crate::sdk::{Run, Sdk, WorkerSpec, Workload, run_workers, wait_ready};
+use crate::sdk::{
+    Run, Sdk, TicketRun, Work, WorkerSpec, Workload, run_workers, scaled_tick, wait_ready,
+};
 use crate::{Fleet, SECRET, Timing};
 
 const SECTION: &str = "alternative";
@@ -44,6 +61,17 @@ fn duration(quick: bool) -> Duration {
 /// matter only through wxtoken): the efficiency section's.
 fn timing() -> Timing {
     super::efficiency::timing()
+}
+
+/// The ticket runs' timings: the efficiency section's, with a jsapi ticket
+/// (kept by the fleet through wxtoken) living as long as a token.
+fn ticket_timing() -> Timing {
+    let t = timing();
+    Timing {
+        tickets: &["jsapi"],
+        ticket_ttl: t.token_ttl,
+        ..t
+    }
 }
 
 /// `50 ms`, `8.3 ms`.
@@ -91,6 +119,88 @@ async fn first_token(fleet: &Fleet, deadline: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// API calls with the token (`Work::Api`).
+    Tokens(Sdk, Mode),
+    /// `wx.config` signatures with the jsapi ticket (wechatpy only).
+    Tickets(Mode),
+}
+
+impl Job {
+    fn sdk(self) -> Sdk {
+        match self {
+            Self::Tokens(sdk, _) => sdk,
+            Self::Tickets(_) => Sdk::Wechatpy,
+        }
+    }
+
+    fn label(self, quick: bool) -> String {
+        let t = timing();
+        match self {
+            Self::Tokens(sdk, mode) => {
+                label(sdk, mode, workers(quick), sdk.scaled_margin(t.token_ttl))
+            }
+            Self::Tickets(mode) => ticket_label(mode, workers(quick)),
+        }
+    }
+}
+
+/// `wechatpy ×20 jsapi ticket, direct, RedisStorage (ticket clock tick 1 s
+/// scaled to 0.8 ms)`.
+fn ticket_label(mode: Mode, n: usize) -> String {
+    let sdk = Sdk::Wechatpy;
+    let how = match mode {
+        Mode::Direct => format!("direct, {}", sdk.redis_store()),
+        Mode::Wxtoken => format!("via {REPLICAS} wxtoken replicas"),
+    };
+    format!(
+        "{} ×{n} jsapi ticket, {how} (ticket clock tick 1 s scaled to {})",
+        sdk.name(),
+        ms(scaled_tick(ticket_timing().ticket_ttl))
+    )
+}
+
+/// A fresh fleet for `mode`: through wxtoken, its replicas started and
+/// serving their first token.
+async fn fleet(timing: Timing, mode: Mode) -> anyhow::Result<Fleet> {
+    let mut fleet = Fleet::new(timing).await;
+    if mode == Mode::Wxtoken {
+        for _ in 0..REPLICAS {
+            fleet.spawn_replica_env(SECRET, &[("RUST_LOG", "warn")]);
+        }
+        first_token(&fleet, Duration::from_secs(15)).await?;
+        wait_ready(&fleet, Duration::from_secs(20)).await?;
+    }
+    Ok(fleet)
+}
+
+/// One ticket run on a fresh fleet.
+async fn measure_tickets(
+    runtime: &crate::sdk::SdkRuntime,
+    mode: Mode,
+    quick: bool,
+) -> anyhow::Result<TicketRun> {
+    let timing = ticket_timing();
+    let n = workers(quick);
+    let workload = Workload {
+        duration: duration(quick),
+        pause: PAUSE,
+        margin: runtime.sdk.scaled_margin(timing.token_ttl),
+        work: Work::jsapi_scaled(timing.ticket_ttl),
+    };
+    let fleet = fleet(timing, mode).await?;
+    let specs: Vec<WorkerSpec> = match mode {
+        Mode::Direct => (0..n).map(|_| WorkerSpec::direct(&fleet)).collect(),
+        Mode::Wxtoken => (0..n)
+            .map(|i| WorkerSpec::pointed_at(&fleet.replicas[i % REPLICAS]))
+            .collect(),
+    };
+    let reports = run_workers(runtime, &fleet, &workload, &specs).await?;
+    TicketRun::measure(ticket_label(mode, n), &fleet, &workload, &reports)
+}
+
 /// One run on a fresh fleet.
 async fn measure(runtime: &crate::sdk::SdkRuntime, mode: Mode, quick: bool) -> anyhow::Result<Run> {
     let sdk = runtime.sdk;
@@ -100,8 +210,9 @@ async fn measure(runtime: &crate::sdk::SdkRuntime, mode: Mode, quick: bool) -> a
         duration: duration(quick),
         pause: PAUSE,
         margin: sdk.scaled_margin(timing.token_ttl),
+        work: Work::Api,
     };
-    let mut fleet = Fleet::new(timing.clone()).await;
+    let fleet = fleet(timing.clone(), mode).await?;
     let (specs, cycle) = match mode {
         Mode::Direct => {
             let specs: Vec<WorkerSpec> = (0..n).map(|_| WorkerSpec::direct(&fleet)).collect();
@@ -109,11 +220,6 @@ async fn measure(runtime: &crate::sdk::SdkRuntime, mode: Mode, quick: bool) -> a
             (specs, timing.token_ttl - workload.margin)
         }
         Mode::Wxtoken => {
-            for _ in 0..REPLICAS {
-                fleet.spawn_replica_env(SECRET, &[("RUST_LOG", "warn")]);
-            }
-            first_token(&fleet, Duration::from_secs(15)).await?;
-            wait_ready(&fleet, Duration::from_secs(20)).await?;
             let specs: Vec<WorkerSpec> = (0..n)
                 .map(|i| WorkerSpec::through(&fleet.replicas[i % REPLICAS]))
                 .collect();
@@ -216,22 +322,128 @@ fn rows(run: &Run, mode: Mode) -> Vec<Row> {
     rows
 }
 
+/// `3 of 2400 (ticket expired: 2, signature mismatch: 1)`, and uses that
+/// never got a ticket.
+fn refused(run: &TicketRun) -> String {
+    let list = |m: &std::collections::BTreeMap<String, u64>| {
+        let mut v: Vec<_> = m.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        v.iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!("{} of {}", run.refused_total(), run.signatures);
+    if !run.refused.is_empty() {
+        s.push_str(&format!(" ({})", list(&run.refused)));
+    }
+    if !run.errors.is_empty() {
+        let n: u64 = run.errors.values().sum();
+        s.push_str(&format!("; {n} uses got no ticket ({})", list(&run.errors)));
+    }
+    s
+}
+
+fn ticket_rows(run: &TicketRun, mode: Mode) -> Vec<Row> {
+    let l = &run.mode;
+    let ratio = run.ratio();
+    let calls_met = run.ticket_calls == run.tickets_issued && run.ticket_calls <= run.ideal;
+    let quota_out = run.ticket_failed.get("45009").copied().unwrap_or(0);
+    let quota = if quota_out > 0 {
+        format!("ran out ({quota_out} getticket calls refused)")
+    } else {
+        format!("not exhausted ({} used)", run.ticket_calls)
+    };
+    let rows = vec![
+        Row::new(
+            SECTION,
+            format!(
+                "{l}: getticket calls / ideal (ticket life {:.0} s)",
+                run.ticket_ttl.as_secs_f64()
+            ),
+            {
+                let mut v = format!(
+                    "{} ({} new tickets) / {} = {ratio:.2}",
+                    run.ticket_calls, run.tickets_issued, run.ideal
+                );
+                if run.ticket_token_rejected > 0 {
+                    v.push_str(&format!(
+                        "; {} more refused for a dead token",
+                        run.ticket_token_rejected
+                    ));
+                }
+                v
+            },
+        ),
+        Row::new(SECTION, format!("{l}: signatures refused"), refused(run)),
+        Row::new(
+            SECTION,
+            format!("{l}: max concurrent getticket"),
+            run.max_concurrent.to_string(),
+        ),
+        Row::new(
+            SECTION,
+            format!("{l}: getticket quota ({}/day)", run.ticket_quota),
+            quota,
+        ),
+        Row::new(
+            SECTION,
+            format!("{l}: longest get_jsapi_ticket()"),
+            ms(run.max_ticket_wait),
+        ),
+        Row::new(
+            SECTION,
+            format!("{l}: upstream token fetches"),
+            format!(
+                "{} ({} by wechatpy)",
+                run.token_fetches, run.sdk_token_fetches
+            ),
+        ),
+    ];
+    // Targets on the wxtoken run only; the direct run is the reference.
+    if mode != Mode::Wxtoken {
+        return rows;
+    }
+    let targets = [
+        ("1.00, each a new ticket", calls_met),
+        ("0", run.failed() == 0),
+        ("1", run.max_concurrent <= 1),
+        ("not exhausted", quota_out == 0),
+        ("", true),
+        ("", true),
+    ];
+    rows.into_iter()
+        .zip(targets)
+        .map(|(row, (t, met))| {
+            if t.is_empty() {
+                row
+            } else {
+                row.target(t, met)
+            }
+        })
+        .collect()
+}
+
 pub async fn run(quick: bool) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
     let t = timing();
     let plan = [
-        (Sdk::Wechatpy, Mode::Direct),
-        (Sdk::Wechatpy, Mode::Wxtoken),
-        (Sdk::CoWechatApi, Mode::Direct),
+        Job::Tokens(Sdk::Wechatpy, Mode::Direct),
+        Job::Tokens(Sdk::Wechatpy, Mode::Wxtoken),
+        Job::Tokens(Sdk::CoWechatApi, Mode::Direct),
+        Job::Tickets(Mode::Direct),
+        Job::Tickets(Mode::Wxtoken),
     ];
     tokio::task::spawn_blocking(crate::wxtoken_bin)
         .await
         .context("building wxtoken")?;
     let mut rows = Vec::new();
     let mut runs = Vec::new();
+    let mut ticket_runs = Vec::new();
     let mut skipped = serde_json::Map::new();
     let mut failures = serde_json::Map::new();
     let mut runtimes = std::collections::BTreeMap::new();
-    for (sdk, mode) in plan {
+    for job in plan {
+        let sdk = job.sdk();
         let runtime = match runtimes.entry(sdk.name()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert(
@@ -244,7 +456,7 @@ pub async fn run(quick: bool) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
         let runtime = match runtime {
             Ok(r) => r.clone(),
             Err(reason) => {
-                let what = label(sdk, mode, workers(quick), sdk.scaled_margin(t.token_ttl));
+                let what = job.label(quick);
                 // The first line says enough for the table; JSON has it all.
                 let short = reason.lines().next().unwrap_or_default();
                 rows.push(Row::new(SECTION, what.clone(), format!("skipped: {short}")));
@@ -252,15 +464,22 @@ pub async fn run(quick: bool) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
                 continue;
             }
         };
-        match measure(&runtime, mode, quick).await {
-            Ok(run) => {
+        let measured = match job {
+            Job::Tokens(_, mode) => measure(&runtime, mode, quick).await.map(|run| {
                 rows.extend(self::rows(&run, mode));
                 runs.push(run.json());
-            }
+            }),
+            Job::Tickets(mode) => measure_tickets(&runtime, mode, quick).await.map(|run| {
+                rows.extend(ticket_rows(&run, mode));
+                ticket_runs.push(run.json());
+            }),
+        };
+        match measured {
+            Ok(()) => {}
             // A harness failure of one run (a worker crashed, ran past its
             // deadline) is reported, and the other runs and sections go on.
             Err(e) => {
-                let what = label(sdk, mode, workers(quick), sdk.scaled_margin(t.token_ttl));
+                let what = job.label(quick);
                 let reason = format!("{e:#}");
                 let short = reason.lines().next().unwrap_or_default().to_owned();
                 rows.push(
@@ -291,6 +510,13 @@ pub async fn run(quick: bool) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
         },
         "ideal_note": "1 + floor(elapsed since the first fetch / cycle); cycle = token_ttl - the SDK's scaled margin direct, token_ttl - refresh_ahead through wxtoken (whose refresh jitter makes a refresh up to refresh_ahead/10 early)",
         "runs": runs,
+        "tickets": {
+            "ticket_ttl_s": ticket_timing().ticket_ttl.as_secs_f64(),
+            "wechatpy_tick_real_s": 1.0,
+            "wechatpy_tick_scaled_ms": scaled_tick(ticket_timing().ticket_ttl).as_secs_f64() * 1000.0,
+            "ideal_note": "1 + floor(elapsed since the first ticket was minted / ticket_ttl): WeChat hands out the same ticket while it is valid",
+            "runs": ticket_runs,
+        },
         "skipped": skipped,
         "failed": failures,
     });

@@ -10,6 +10,15 @@
 //! wechatpy fleets run today); those figures are printed, not asserted.
 //! BENCHMARKS.md records both.
 //!
+//! JS-SDK tickets the same way: twenty wechatpy processes with their API
+//! base pointed at two replicas of an app with `tickets = ["jsapi"]` get
+//! the ticket through `client.jsapi.get_jsapi_ticket()` (→ the replicas'
+//! `GET /cgi-bin/ticket/getticket`), sign a page with it and have the
+//! simulator verify every signature as `wx.config` would. The fleet makes
+//! one getticket per ticket life and no signature is refused. The direct
+//! alternative (wechatpy's RedisStorage) is measured by the bench's
+//! `alternative` section.
+//!
 //! The workers are driven by `wxtoken_e2e::sdk` (shared with the bench's
 //! `alternative` section). The Python environment is `WXTOKEN_SDK_PYTHON`
 //! (a python with the packages of tests/sdk/requirements.txt) or a venv
@@ -18,7 +27,9 @@
 
 use std::time::Duration;
 
-use wxtoken_e2e::sdk::{Run, Sdk, WorkerReport, WorkerSpec, Workload, run_workers, wait_ready};
+use wxtoken_e2e::sdk::{
+    Run, Sdk, TicketRun, Work, WorkerReport, WorkerSpec, Workload, run_workers, wait_ready,
+};
 use wxtoken_e2e::{Fleet, Timing};
 
 const WORKERS: usize = 20;
@@ -72,6 +83,7 @@ async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
         duration: DURATION,
         pause: PAUSE,
         margin: sdk.scaled_margin(timing.token_ttl),
+        work: Work::Api,
     };
 
     // Through the coordinator: two replicas, the workers split between them.
@@ -153,4 +165,120 @@ async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
         "{} uses rejected by the sim",
         c.rejected
     );
+}
+
+/// How long each ticket worker signs: five ticket lives.
+const TICKET_DURATION: Duration = Duration::from_secs(20);
+
+/// Tokens and tickets refreshed on their own schedules: the token every
+/// 3.5 s (`token_ttl - refresh_ahead`), the ticket at the end of each 4 s
+/// life (WeChat hands out the same ticket until then).
+fn ticket_timing() -> Timing {
+    Timing {
+        token_ttl: Duration::from_secs(6),
+        overlap: Duration::from_secs(3),
+        refresh_ahead: Duration::from_millis(2500),
+        tickets: &["jsapi"],
+        ticket_ttl: Duration::from_secs(4),
+        ..Timing::default()
+    }
+}
+
+/// wechatpy's ticket clock ticks scaled like its token margin
+/// ([`Work::jsapi_scaled`]): with its own whole seconds against 4 s tickets,
+/// `get_jsapi_ticket` keeps a ticket up to a second (a quarter of a life)
+/// past the `expires_in` it was told, depending on where the fleet's ticket
+/// changes fall within a wall-clock second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechatpy_jsapi_fleet_through_two_replicas_makes_one_getticket_per_life() {
+    let sdk = Sdk::Wechatpy;
+    let runtime = sdk.runtime().unwrap_or_else(|e| panic!("{e:#}"));
+    let timing = ticket_timing();
+    let workload = Workload {
+        duration: TICKET_DURATION,
+        pause: PAUSE,
+        margin: sdk.scaled_margin(timing.token_ttl),
+        work: Work::jsapi_scaled(timing.ticket_ttl),
+    };
+    let mut fleet = Fleet::new(timing.clone()).await;
+    fleet.spawn_replicas(2);
+    fleet
+        .wait_sim(Duration::from_secs(15), "the fleet's first ticket", |a| {
+            a.tickets_issued.get("jsapi").is_some_and(|&n| n >= 1)
+        })
+        .await;
+    wait_ready(&fleet, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let specs: Vec<WorkerSpec> = (0..WORKERS)
+        .map(|i| WorkerSpec::pointed_at(&fleet.replicas[i % 2]))
+        .collect();
+    let reports = run_workers(&runtime, &fleet, &workload, &specs)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let run = TicketRun::measure(
+        "through 2 coordinator replicas",
+        &fleet,
+        &workload,
+        &reports,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("{}", run.summary());
+
+    assert_eq!(
+        run.ticket_calls, run.tickets_issued,
+        "a getticket returned a ticket the fleet already had: it fetched before the \
+         simulator's ticket expired (tickets are not renewed ahead; see the replica logs)"
+    );
+    assert!(
+        run.ticket_calls <= run.ideal && run.ticket_calls + 1 >= run.ideal,
+        "getticket calls {} vs ideal {} ({:.1} s / {:?} + 1)",
+        run.ticket_calls,
+        run.ideal,
+        run.elapsed.as_secs_f64(),
+        run.ticket_ttl
+    );
+    assert!(
+        run.ticket_failed.is_empty(),
+        "failed getticket: {:?}",
+        run.ticket_failed
+    );
+    assert_eq!(run.max_concurrent, 1, "one getticket at a time");
+    assert_eq!(
+        run.refused_total(),
+        0,
+        "signatures refused: {:?}",
+        run.refused
+    );
+    assert_eq!(
+        run.sim_signatures_bad, 0,
+        "the simulator refused signatures"
+    );
+    assert!(
+        run.errors.is_empty(),
+        "uses without a ticket: {:?}",
+        run.errors
+    );
+    assert_eq!(run.failed(), 0);
+    assert_eq!(
+        run.sim_signatures_ok, run.signatures_ok,
+        "every signature a worker counted as ok was accepted by the simulator"
+    );
+    assert_eq!(
+        run.tickets_unknown, 0,
+        "a worker signed with a ticket never issued"
+    );
+    assert!(
+        run.tickets_seen as u64 + 1 >= run.tickets_issued,
+        "the workers signed with {} of {} tickets",
+        run.tickets_seen,
+        run.tickets_issued
+    );
+    let min_signatures = WORKERS as u64 * TICKET_DURATION.as_secs() * 3;
+    assert!(
+        run.signatures_ok >= min_signatures,
+        "the workers signed too little to prove anything: {}",
+        run.signatures_ok
+    );
+    fleet.assert_logs_clean();
 }
