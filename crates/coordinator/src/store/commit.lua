@@ -33,7 +33,7 @@ if redis.pcall('GET', KEYS[3]) ~= ARGV[1] then
   return {'epoch', 0, 0}
 end
 local fence = tonumber(ARGV[2])
-local m = redis.pcall('HMGET', KEYS[2], 'generation', 'value_sha1', 'expires_at_ms')
+local m = redis.pcall('HMGET', KEYS[2], 'generation', 'value_sha1', 'expires_at_ms', 'settle_at_ms')
 if m.err then
   redis.call('DEL', KEYS[2])
   m = {}
@@ -84,7 +84,7 @@ redis.call('HSET', KEYS[2],
   'next_attempt_at_ms', '0')
 if ARGV[9] == 'first_stored' then
   redis.call('HSET', KEYS[2], 'settle_at_ms', string.format('%d', expires_at + tonumber(ARGV[11])))
-else
+elseif m[4] then
   redis.call('HDEL', KEYS[2], 'settle_at_ms')
 end
 if ARGV[12] == '1' then
