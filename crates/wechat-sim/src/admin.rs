@@ -24,7 +24,14 @@
 //!
 //! Admin failures use WeChat's `{"errcode","errmsg"}` body with a meaningful
 //! HTTP status (400 bad input, 404 unknown app or token, 429 quota). Faults
-//! never apply here. No rule lives in this module.
+//! never apply here. No rule lives in this module. The Open Platform's
+//! admin endpoints (`/__admin/components/*`: authorize, unauthorize, bulk
+//! create, pushes on demand, one authorizer's entry) are in
+//! `admin/component.rs`.
+//!
+//! `GET /__admin/stats` stays small at 100 000 authorizers: per component
+//! aggregates and at most 1000 authorizers with anomalies; any other one
+//! is `GET /__admin/components/authorizer`.
 
 use std::collections::HashMap;
 
@@ -44,8 +51,11 @@ use crate::shared::{CheckRequest, SimState};
 use crate::state::TicketOwner;
 use crate::ticket::TicketKind;
 
+mod component;
+
 pub(crate) fn routes() -> Router<SimState> {
     Router::new()
+        .merge(component::routes())
         .route("/__admin/stats", get(stats))
         .route("/__admin/faults", get(get_faults).post(set_faults))
         .route("/__admin/reset", post(reset))

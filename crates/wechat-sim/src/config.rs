@@ -6,13 +6,16 @@
 //!
 //! This module only describes; it enforces nothing. The rules that use these
 //! numbers live in `state` and `quota`; fault injection is configured at run
-//! time through `faults`, not here.
+//! time through `faults`, not here. Open Platform components and their
+//! numbers are in `config/component.rs` ([`SimComponent`]).
 
 use std::fmt;
 use std::time::Duration;
 
+mod component;
 mod corp;
 
+pub use component::SimComponent;
 pub(crate) use corp::agent_key;
 pub use corp::{SimAgent, SimCorp};
 
@@ -89,6 +92,44 @@ pub struct SimConfig {
     /// reading (no burst of 2 × cap across an hour boundary). Tests shrink it
     /// to see the window slide.
     pub wecom_ticket_window: Duration,
+    /// Open Platform components (third-party platforms), served under
+    /// `cgi-bin/component/*` on the WeChat host. Their appids never collide
+    /// with an appid or corpid.
+    pub components: Vec<SimComponent>,
+    /// How often each component is pushed a new `component_verify_ticket`
+    /// (WeChat: every 10 minutes); the first push goes out at start.
+    pub ticket_interval: Duration,
+    /// How long a pushed verify ticket buys component tokens (WeChat: 12
+    /// hours; 61005 after). Only the latest two pushed tickets are accepted
+    /// at all (61006 for older ones): see `state/component`.
+    pub verify_ticket_ttl: Duration,
+    /// Lifetime of component access tokens (WeChat: 7200 s). A new one
+    /// supersedes the previous, which keeps working for `overlap`.
+    pub component_token_ttl: Duration,
+    /// Lifetime of authorizer access tokens (WeChat: 7200 s), with the same
+    /// overlap rule per authorizer.
+    pub authorizer_token_ttl: Duration,
+    /// `api_component_token` calls per component in any sliding 60 s
+    /// window, beyond which the reply is 45011. WeChat publishes no number;
+    /// 100 is the simulator's (a fleet needs about one an hour).
+    pub component_token_per_minute: u32,
+    /// `api_component_token` calls per component per quota day (WeChat:
+    /// 2000), beyond which the reply is 45009.
+    pub component_token_daily_quota: u32,
+    /// `api_authorizer_token` calls per component, all its authorizers
+    /// together, in any sliding 60 s window, beyond which the reply is
+    /// 45011. WeChat publishes no number; 10 000 (stable_token's) is the
+    /// simulator's: 100 000 authorizers must be paced over 10 minutes.
+    pub authorizer_token_per_minute: u32,
+    /// Life of authorization codes (`AuthorizationCode`) and pre-auth codes
+    /// (WeChat: 10 minutes).
+    pub auth_code_ttl: Duration,
+    /// Whether every reply carrying `authorizer_refresh_token` carries a
+    /// NEW one (the two most recent stay accepted). WeChat documents that
+    /// the refresh token does not change; the harsher reading, "persist
+    /// whatever comes back", is the default. `false`: the same refresh
+    /// token until the authorizer re-authorizes.
+    pub refresh_token_rotation: bool,
     /// Seed for fault decisions, so a chaos run can be replayed. `None` seeds
     /// from the OS. Tokens themselves are always OS-random.
     pub seed: Option<u64>,
@@ -112,6 +153,16 @@ impl Default for SimConfig {
             wecom_ticket_agent_hourly: 100,
             wecom_ticket_corp_hourly: 400,
             wecom_ticket_window: Duration::from_secs(3600),
+            components: Vec::new(),
+            ticket_interval: Duration::from_secs(600),
+            verify_ticket_ttl: Duration::from_secs(12 * 3600),
+            component_token_ttl: Duration::from_secs(7200),
+            authorizer_token_ttl: Duration::from_secs(7200),
+            component_token_per_minute: 100,
+            component_token_daily_quota: 2000,
+            authorizer_token_per_minute: 10_000,
+            auth_code_ttl: Duration::from_secs(600),
+            refresh_token_rotation: true,
             seed: None,
         }
     }
@@ -156,6 +207,20 @@ pub enum ConfigError {
     /// A corpid (or a `corpid:agentid` stats key) is also an appid.
     #[error("corpid {0:?} collides with an appid")]
     CorpCollidesWithApp(String),
+    /// A component has an empty appid, secret or message token, or an
+    /// EncodingAESKey that is not 43 characters of base64.
+    #[error("component #{0} has an empty appid, secret or token, or a bad encoding_aes_key")]
+    BadComponent(usize),
+    /// The same component appid was configured twice.
+    #[error("component appid {0:?} is configured more than once")]
+    DuplicateComponent(String),
+    /// A component appid is also an appid or corpid.
+    #[error("component appid {0:?} collides with an appid or corpid")]
+    ComponentCollides(String),
+    /// A component duration (ticket interval, ticket life, token lives,
+    /// code life) was zero.
+    #[error("component durations must be greater than zero")]
+    ZeroComponentDuration,
 }
 
 impl SimConfig {
@@ -261,7 +326,8 @@ impl SimConfig {
                 return Err(ConfigError::DuplicateApp(app.appid.clone()));
             }
         }
-        self.validate_corps()
+        self.validate_corps()?;
+        self.validate_components()
     }
 }
 

@@ -9,6 +9,12 @@
 //! that match on `errmsg` text instead of `errcode` break here as they would
 //! in production. The same number can mean different things on the two
 //! hosts: 40001 is a bad token on WeChat but a bad secret on WeCom.
+//!
+//! The Open Platform codes (61005 ticket expired, 61006 ticket invalid,
+//! 61009 / 61010 code invalid / expired, 61011 invalid component, 61014
+//! not a component token, 61023 refresh token invalid) and their `errmsg`
+//! texts are WeChat's, as WxJava's error table and its users' issue
+//! threads quote them.
 
 use std::fmt::Debug;
 
@@ -66,6 +72,30 @@ pub(crate) enum WxError {
     /// 47001: the POST body is not the JSON WeChat expects.
     #[error("data format error")]
     DataFormat,
+    /// 61005: the verify ticket is past its life (12 h).
+    #[error("component ticket is expired")]
+    ComponentTicketExpired,
+    /// 61006: not a ticket this component was pushed (or superseded).
+    #[error("component ticket is invalid")]
+    ComponentTicketInvalid,
+    /// 61009: an authorization code never issued, already used, or of an
+    /// authorizer that revoked since.
+    #[error("code is invalid")]
+    CodeInvalid,
+    /// 61010: an authorization code past its life.
+    #[error("code is expired")]
+    CodeExpired,
+    /// 61011: unknown component appid (or not the component of the token).
+    #[error("invalid component")]
+    InvalidComponent,
+    /// 61014: a component API called with a token that is not a component
+    /// token (an app or authorizer token).
+    #[error("must use component token for component api")]
+    MustUseComponentToken,
+    /// 61023: the refresh token is not one of the authorizer's accepted
+    /// ones, or the authorizer revoked (or never authorized) the component.
+    #[error("refresh_token is invalid")]
+    RefreshTokenInvalid,
 }
 
 impl WxError {
@@ -88,6 +118,13 @@ impl WxError {
             WxError::DailyQuota => 45009,
             WxError::MinuteQuota => 45011,
             WxError::DataFormat => 47001,
+            WxError::ComponentTicketExpired => 61005,
+            WxError::ComponentTicketInvalid => 61006,
+            WxError::CodeInvalid => 61009,
+            WxError::CodeExpired => 61010,
+            WxError::InvalidComponent => 61011,
+            WxError::MustUseComponentToken => 61014,
+            WxError::RefreshTokenInvalid => 61023,
         }
     }
 
@@ -112,6 +149,13 @@ impl WxError {
             WxError::DailyQuota => "reach max api daily quota limit",
             WxError::MinuteQuota => "api minute-quota reach limit",
             WxError::DataFormat => "data format error",
+            WxError::ComponentTicketExpired => "component ticket is expired",
+            WxError::ComponentTicketInvalid => "component ticket is invalid",
+            WxError::CodeInvalid => "code is invalid",
+            WxError::CodeExpired => "code is expired",
+            WxError::InvalidComponent => "invalid component",
+            WxError::MustUseComponentToken => "must use component token for component api",
+            WxError::RefreshTokenInvalid => "refresh_token is invalid",
         }
     }
 

@@ -3,8 +3,10 @@
 //! that decide, call by call, whether it does ([`FaultPlan`]).
 //!
 //! Faults apply to the token fetches (`cgi-bin/token`, `stable_token`, WeCom
-//! `gettoken`) and the ticket calls (`getticket`, WeCom `get_jsapi_ticket`,
-//! `ticket/get`), on both hosts. They never touch the plain use endpoints
+//! `gettoken`), the ticket calls (`getticket`, WeCom `get_jsapi_ticket`,
+//! `ticket/get`), on both hosts, and every Open Platform call
+//! (`cgi-bin/component/*`; `appid` may name the component or, for
+//! `api_authorizer_token`, the authorizer). They never touch the plain use endpoints
 //! (`getcallbackip`, `get_api_domain_ip`) or the admin API. This module only
 //! decides; carrying a decision out (holding a hung request, postponing a
 //! reply, truncating a body) is `routes`' job. A busy reply comes in the
@@ -57,7 +59,9 @@ pub struct Faults {
     /// `None`: until replaced.
     pub remaining: Option<u32>,
     /// Only calls naming this appid (or corpid) are affected; a ticket call
-    /// names the appid (or corpid) of its token's owner.
+    /// names the appid (or corpid) of its token's owner; a component call
+    /// its component appid and, for `api_authorizer_token`, the authorizer
+    /// appid too.
     pub appid: Option<String>,
     /// Reseeds the decision RNG when these faults are installed.
     pub seed: Option<u64>,
@@ -152,15 +156,16 @@ impl FaultPlan {
         self.rng = rng_from(self.config_seed);
     }
 
-    /// Rolls for one call naming `appid` (if any). Calls the faults do
-    /// not apply to roll nothing and leave `remaining` alone.
-    pub(crate) fn decide(&mut self, appid: Option<&str>) -> FaultDecision {
+    /// Rolls for one call naming every id in `ids` (a component call names
+    /// its component appid and, when it has one, its authorizer appid): an
+    /// `appid` filter matches when any of them is it.
+    pub(crate) fn decide_for(&mut self, ids: &[&str]) -> FaultDecision {
         let f = &self.faults;
         if f.remaining == Some(0) {
             return FaultDecision::default();
         }
         if let Some(only) = f.appid.as_deref()
-            && appid != Some(only)
+            && !ids.contains(&only)
         {
             return FaultDecision::default();
         }
@@ -235,11 +240,11 @@ mod tests {
             appid: Some("wxA".into()),
             ..Faults::none()
         });
-        assert_eq!(p.decide(Some("wxB")).kind, None);
-        assert_eq!(p.decide(None).kind, None);
-        assert_eq!(p.decide(Some("wxA")).kind, Some(FaultKind::Busy));
-        assert_eq!(p.decide(Some("wxA")).kind, Some(FaultKind::Busy));
-        assert_eq!(p.decide(Some("wxA")).kind, None);
+        assert_eq!(p.decide_for(&["wxB"]).kind, None);
+        assert_eq!(p.decide_for(&[]).kind, None);
+        assert_eq!(p.decide_for(&["wxA"]).kind, Some(FaultKind::Busy));
+        assert_eq!(p.decide_for(&["wxA"]).kind, Some(FaultKind::Busy));
+        assert_eq!(p.decide_for(&["wxA"]).kind, None);
         assert_eq!(p.current(), &Faults::none());
     }
 
@@ -256,7 +261,7 @@ mod tests {
         let roll = |faults: &Faults| {
             let mut p = FaultPlan::new(None);
             p.set(faults.clone());
-            (0..64).map(|_| p.decide(Some("wx"))).collect::<Vec<_>>()
+            (0..64).map(|_| p.decide_for(&["wx"])).collect::<Vec<_>>()
         };
         let a = roll(&faults);
         assert_eq!(a, roll(&faults));

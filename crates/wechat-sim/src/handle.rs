@@ -4,6 +4,7 @@
 //! with [`SimHandle::shutdown`], abruptly on drop); [`serve`] is the bare
 //! server for callers that bring their own task and shutdown future.
 //!
+//! [`serve`] also starts the verify-ticket push loops (one per component).
 //! No endpoint or rule lives here; this is lifecycle only.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,8 +17,9 @@ use tokio::task::JoinHandle;
 use crate::config::SimConfig;
 use crate::faults::Faults;
 use crate::routes::router;
-use crate::shared::{SimState, until_shutdown};
-use crate::stats::Stats;
+use crate::shared::{Forgery, PushOutcome, SimState, until_shutdown};
+use crate::state::{Authorization, ComponentError};
+use crate::stats::{AuthorizerStats, Stats};
 use crate::token::TokenState;
 
 /// How long [`SimHandle::shutdown`] waits for in-flight replies.
@@ -48,14 +50,17 @@ pub async fn spawn_on(listener: TcpListener, config: SimConfig) -> anyhow::Resul
 
 /// Serves `state` on `listener` until `shutdown` completes (or
 /// [`SimHandle::shutdown`] is called on a handle sharing the state), then
-/// releases held requests and finishes in-flight replies. For callers that
-/// run the server on their own task; [`spawn_on`] is this plus a handle.
+/// releases held requests and finishes in-flight replies. Also runs the
+/// components' verify-ticket push loops until then (call it once per
+/// state). For callers that run the server on their own task; [`spawn_on`]
+/// is this plus a handle.
 pub async fn serve(
     listener: TcpListener,
     state: SimState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(state.clone());
+    state.start_push_loops();
     let signal = {
         let state = state.clone();
         async move {
@@ -147,6 +152,110 @@ impl SimHandle {
     /// corp `id`; everything with `None`); false for an unknown id.
     pub fn clear_quota(&self, appid: Option<&str>) -> bool {
         self.state.clear_quota(appid)
+    }
+
+    /// The latest verify ticket of `component_appid` (what its receiver
+    /// should hold now).
+    pub fn verify_ticket(&self, component_appid: &str) -> Option<String> {
+        self.state.verify_ticket(component_appid)
+    }
+
+    /// A merchant authorizes `authorizer_appid` for `component_appid`:
+    /// a refresh token and a code are minted, and `authorized` (or, for an
+    /// authorizer still authorized, `updateauthorized`) is pushed. The
+    /// code lets a test call `api_query_auth` itself.
+    pub async fn authorize(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Result<(Authorization, PushOutcome), ComponentError> {
+        let (auth, push) = self
+            .state
+            .authorize(component_appid, authorizer_appid, true)
+            .await?;
+        Ok((auth, push.unwrap_or(PushOutcome::NoEventUrl)))
+    }
+
+    /// Authorizes without pushing anything.
+    pub async fn authorize_quietly(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Result<Authorization, ComponentError> {
+        let (auth, _) = self
+            .state
+            .authorize(component_appid, authorizer_appid, false)
+            .await?;
+        Ok(auth)
+    }
+
+    /// A merchant re-authorizes (`updateauthorized`): a new refresh token
+    /// (older ones die) and a new code, pushed.
+    pub async fn update_authorize(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Result<(Authorization, PushOutcome), ComponentError> {
+        let (auth, push) = self
+            .state
+            .update_authorize(component_appid, authorizer_appid, true)
+            .await?;
+        Ok((auth, push.unwrap_or(PushOutcome::NoEventUrl)))
+    }
+
+    /// A merchant revokes (`unauthorized`, pushed): refresh tokens 61023,
+    /// access tokens 40001, out of the lists.
+    pub async fn unauthorize(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Result<PushOutcome, ComponentError> {
+        let push = self
+            .state
+            .unauthorize(component_appid, authorizer_appid, true)
+            .await?;
+        Ok(push.unwrap_or(PushOutcome::NoEventUrl))
+    }
+
+    /// Creates `n` authorizers at once, without codes or pushes.
+    pub fn bulk_authorize(&self, component_appid: &str, n: usize) -> Result<usize, ComponentError> {
+        self.state.bulk_authorize(component_appid, n)
+    }
+
+    /// Mints a new verify ticket for `component_appid` and pushes it now.
+    pub async fn push_verify_ticket(
+        &self,
+        component_appid: &str,
+    ) -> Result<PushOutcome, ComponentError> {
+        self.state.push_verify_ticket(component_appid).await
+    }
+
+    /// Sends a push a correct receiver must refuse.
+    pub async fn push_forged(
+        &self,
+        component_appid: &str,
+        forgery: Forgery,
+    ) -> Result<PushOutcome, ComponentError> {
+        self.state.push_forged(component_appid, forgery).await
+    }
+
+    /// Sends the last genuine push again, byte for byte.
+    pub async fn replay_last_push(
+        &self,
+        component_appid: &str,
+    ) -> Result<PushOutcome, ComponentError> {
+        self.state.replay_last_push(component_appid).await
+    }
+
+    /// One authorizer's full entry: counters, current refresh token, live
+    /// access tokens.
+    pub fn authorizer_stats(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Option<AuthorizerStats> {
+        self.state
+            .authorizer_stats(component_appid, authorizer_appid)
     }
 
     /// Stops accepting, releases held requests and waits (up to 5 s) for

@@ -19,7 +19,19 @@
 //! `getcallbackip` / `get_api_domain_ip`, all with WeCom's error codes
 //! (40014 invalid token, 40001 bad secret, 45009 "api freq out of limit").
 //!
-//! Fault injection applies to the fetch and ticket endpoints of both hosts;
+//! Open Platform (第三方平台) components ([`SimComponent`]) on the WeChat
+//! host: `cgi-bin/component/api_component_token` (verify ticket + secret,
+//! every call a new token), `api_start_push_ticket`,
+//! `api_create_preauthcode`, `api_query_auth`, `api_authorizer_token`
+//! (refresh tokens, rotating by default) and `api_get_authorizer_list`,
+//! with WeChat's 61xxx codes; sealed pushes of `component_verify_ticket`
+//! every `ticket_interval` and of the authorization events to each
+//! component's event URL; authorizer access tokens accepted by the app
+//! endpoints as tokens of the authorizer appid. 100 000 authorizers cost
+//! about 15 MB ([`SimHandle::bulk_authorize`]).
+//!
+//! Fault injection applies to the fetch and ticket endpoints of both hosts
+//! and to the component endpoints;
 //! call counters, issued tokens and tickets, and a JS-SDK signature check
 //! ([`jsapi_signature`]) are behind `/__admin/*`.
 //!
@@ -27,19 +39,25 @@
 //! run it standalone with the `wechat-sim` binary. The crate owns the
 //! simulation only: it never calls real WeChat and stores nothing on disk.
 //!
-//! Code map: `config` (numbers; `config/corp.rs` the WeCom corps), `token`
-//! (one token's life), `ticket` (one ticket's life, the signature), `quota`
-//! (budgets, sliding windows), `state` (the rules: `lineage.rs` app tokens,
-//! `tickets.rs` app tickets, `wecom.rs` WeCom), `errcode` (both hosts'
-//! error replies), `faults` (what goes wrong), `stats` (what was seen),
-//! `shared` (locking + counting: `flight.rs` requests in flight and faults,
-//! `uses.rs` token checks), `routes` (HTTP: `wechat.rs`, `wecom.rs`) /
-//! `admin`, `handle` (server lifecycle).
+//! Code map: `config` (numbers; `config/corp.rs` the WeCom corps,
+//! `config/component.rs` the components), `token` (one token's life),
+//! `ticket` (one ticket's life, the signature), `quota` (budgets, sliding
+//! windows), `state` (the rules: `lineage.rs` app tokens, `tickets.rs` app
+//! tickets, `wecom.rs` WeCom, `component/` the Open Platform), `errcode`
+//! (both hosts' error replies), `faults` (what goes wrong), `stats` (what
+//! was seen; `stats/component.rs`), `shared` (locking + counting:
+//! `flight.rs` requests in flight and faults, `uses.rs` token checks,
+//! `component.rs` component calls, `push.rs` pushes, `authorization.rs`
+//! merchant actions), `routes` (HTTP: `wechat.rs`, `wecom.rs`,
+//! `component.rs`) / `admin` (`admin/component.rs`), `handle` (server
+//! lifecycle, push loops).
 //!
-//! Invariants: the two hosts never accept each other's tokens; no rule
-//! reads a clock of its own (`state`, `quota`, `ticket` take the moment);
-//! a refused call spends no budget; secrets never reach Debug or logs, and
-//! logs show at most 6 chars of a token or ticket.
+//! Invariants: the two hosts never accept each other's tokens; component
+//! tokens are accepted only by component endpoints; no rule reads a clock
+//! of its own (`state`, `quota`, `ticket` take the moment); a refused call
+//! spends no budget; secrets (app and component secrets, message tokens,
+//! AES keys) never reach Debug or logs, and logs show at most 6 chars of a
+//! token or ticket; only `shared/push.rs` makes outgoing HTTP requests.
 
 mod admin;
 mod config;
@@ -54,11 +72,15 @@ mod stats;
 mod ticket;
 mod token;
 
-pub use config::{ConfigError, SimAgent, SimApp, SimConfig, SimCorp};
+pub use config::{ConfigError, SimAgent, SimApp, SimComponent, SimConfig, SimCorp};
 pub use faults::Faults;
 pub use handle::{SimHandle, serve, spawn, spawn_on};
 pub use routes::router;
-pub use shared::SimState;
-pub use stats::{AgentTicketStats, AppStats, CorpStats, IssuedTicket, IssuedToken, Stats};
+pub use shared::{Forgery, PushOutcome, SimState};
+pub use state::{Authorization, ComponentError};
+pub use stats::{
+    AgentTicketStats, AppStats, AuthorizerStats, ComponentStats, CorpStats, IssuedTicket,
+    IssuedToken, MAX_ANOMALIES, Stats, endpoint,
+};
 pub use ticket::{jsapi_signature, url_without_fragment};
 pub use token::{TokenSource, TokenState};

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-use wechat_sim::{SimAgent, SimApp, SimConfig, SimCorp};
+use wechat_sim::{SimAgent, SimApp, SimComponent, SimConfig, SimCorp};
 
 /// A faithful simulator of WeChat's token APIs (quotas, overlap, error
 /// codes, fault injection) for tests and dev stacks.
@@ -65,6 +65,38 @@ struct Cli {
     /// WeCom ticket calls per corp (all agents) per ticket type per sliding hour.
     #[arg(long, default_value_t = 400)]
     wecom_ticket_corp_hourly: u32,
+    /// An Open Platform component as APPID:SECRET:TOKEN:AESKEY[:EVENT_URL]
+    /// (TOKEN the message token, AESKEY the 43-char EncodingAESKey,
+    /// EVENT_URL where pushes go); repeat for more.
+    #[arg(long = "component", value_name = "APPID:SECRET:TOKEN:AESKEY[:EVENT_URL]", value_parser = parse_component)]
+    components: Vec<SimComponent>,
+    /// How often each component is pushed a new component_verify_ticket.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    ticket_interval: Duration,
+    /// How long a pushed verify ticket buys component tokens.
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    verify_ticket_ttl: Duration,
+    /// Lifetime of component access tokens.
+    #[arg(long, default_value = "7200s", value_parser = humantime::parse_duration)]
+    component_token_ttl: Duration,
+    /// Lifetime of authorizer access tokens.
+    #[arg(long, default_value = "7200s", value_parser = humantime::parse_duration)]
+    authorizer_token_ttl: Duration,
+    /// api_component_token calls per component per minute.
+    #[arg(long, default_value_t = 100)]
+    component_token_per_minute: u32,
+    /// api_component_token calls per component per day.
+    #[arg(long, default_value_t = 2000)]
+    component_token_daily_quota: u32,
+    /// api_authorizer_token calls per component (all authorizers) per minute.
+    #[arg(long, default_value_t = 10_000)]
+    authorizer_token_per_minute: u32,
+    /// Life of authorization codes and pre-auth codes.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    auth_code_ttl: Duration,
+    /// Whether every refresh-token reply carries a new refresh token.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    refresh_token_rotation: bool,
     /// Seed for fault decisions (reproducible chaos runs).
     #[arg(long)]
     seed: Option<u64>,
@@ -123,6 +155,24 @@ fn group_corps(args: Vec<CorpArg>) -> Vec<SimCorp> {
     corps
 }
 
+fn parse_component(s: &str) -> Result<SimComponent, String> {
+    const SHAPE: &str = "expected APPID:SECRET:TOKEN:AESKEY[:EVENT_URL]";
+    let mut parts = s.splitn(5, ':');
+    let (Some(appid), Some(secret), Some(token), Some(key)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SHAPE.to_owned());
+    };
+    if [appid, secret, token, key].iter().any(|p| p.is_empty()) {
+        return Err(SHAPE.to_owned());
+    }
+    let component = SimComponent::new(appid, secret, token, key);
+    Ok(match parts.next() {
+        Some(url) if !url.is_empty() => component.event_url(url),
+        _ => component,
+    })
+}
+
 fn parse_app(s: &str) -> Result<SimApp, String> {
     match s.split_once(':') {
         Some((appid, secret)) if !appid.is_empty() && !secret.is_empty() => Ok(SimApp {
@@ -152,15 +202,30 @@ async fn main() -> anyhow::Result<()> {
         ticket_daily_quota: cli.ticket_daily_quota,
         wecom_ticket_agent_hourly: cli.wecom_ticket_agent_hourly,
         wecom_ticket_corp_hourly: cli.wecom_ticket_corp_hourly,
+        components: cli.components,
+        ticket_interval: cli.ticket_interval,
+        verify_ticket_ttl: cli.verify_ticket_ttl,
+        component_token_ttl: cli.component_token_ttl,
+        authorizer_token_ttl: cli.authorizer_token_ttl,
+        component_token_per_minute: cli.component_token_per_minute,
+        component_token_daily_quota: cli.component_token_daily_quota,
+        authorizer_token_per_minute: cli.authorizer_token_per_minute,
+        auth_code_ttl: cli.auth_code_ttl,
+        refresh_token_rotation: cli.refresh_token_rotation,
         seed: cli.seed,
         ..SimConfig::default()
     };
-    if config.apps.is_empty() && config.corps.is_empty() {
-        tracing::warn!("no --app or --corp given: every fetch will answer 40013");
+    if config.apps.is_empty() && config.corps.is_empty() && config.components.is_empty() {
+        tracing::warn!("no --app, --corp or --component given: every fetch will answer 40013");
     }
     let appids: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
     let corpids: Vec<&str> = config.corps.iter().map(|c| c.corpid.as_str()).collect();
-    tracing::info!(apps = ?appids, corps = ?corpids, token_ttl = ?config.token_ttl, overlap = ?config.overlap, ticket_ttl = ?config.ticket_ttl, "starting");
+    let components: Vec<&str> = config
+        .components
+        .iter()
+        .map(|c| c.component_appid.as_str())
+        .collect();
+    tracing::info!(apps = ?appids, corps = ?corpids, components = ?components, token_ttl = ?config.token_ttl, overlap = ?config.overlap, ticket_ttl = ?config.ticket_ttl, ticket_interval = ?config.ticket_interval, "starting");
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;

@@ -6,6 +6,9 @@
 //! a test in another process deserializes it with the same types; every
 //! struct is `#[serde(default)]`, so older JSON still parses.
 //!
+//! Open Platform components and their authorizers are in
+//! `stats/component.rs` ([`ComponentStats`], [`AuthorizerStats`]).
+//!
 //! The counters are bumped by `shared` (which knows requests and faults);
 //! token records come from `state`. This module holds no locks and applies
 //! no rules.
@@ -15,6 +18,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::token::TokenSource;
+
+mod component;
+
+pub use component::{AuthorizerStats, ComponentStats, MAX_ANOMALIES, endpoint};
 
 /// A snapshot of everything counted since start (or the last reset).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +44,9 @@ pub struct Stats {
     pub uses_missing: u64,
     /// Use-endpoint calls with a token this simulator never issued (40001).
     pub uses_unknown_token: u64,
+    /// Per configured Open Platform component, by component appid. Its
+    /// authorizers are counted there, not in `apps`.
+    pub components: BTreeMap<String, ComponentStats>,
 }
 
 impl Stats {
@@ -53,6 +63,11 @@ impl Stats {
     /// The WeCom stats of one corp, if configured.
     pub fn corp(&self, corpid: &str) -> Option<&CorpStats> {
         self.corps.get(corpid)
+    }
+
+    /// The stats of one Open Platform component, if configured.
+    pub fn component(&self, component_appid: &str) -> Option<&ComponentStats> {
+        self.components.get(component_appid)
     }
 
     /// Finds an issued token and its app (or `corpid:agentid`).

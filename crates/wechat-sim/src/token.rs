@@ -32,11 +32,18 @@ pub enum TokenSource {
     External,
     /// WeCom `GET /qyapi/cgi-bin/gettoken` (or its root alias).
     Wecom,
+    /// Open Platform `api_component_token`: a component access token,
+    /// accepted only by `cgi-bin/component/*`.
+    Component,
+    /// Open Platform `api_query_auth` / `api_authorizer_token`: an
+    /// authorizer access token, accepted by the app endpoints as a token
+    /// of the authorizer appid.
+    Authorizer,
 }
 
 impl TokenSource {
     /// The wire name: `token`, `stable_token`, `stable_token_force`,
-    /// `external`, `wecom`.
+    /// `external`, `wecom`, `component`, `authorizer`.
     pub fn as_str(self) -> &'static str {
         match self {
             TokenSource::Token => "token",
@@ -44,6 +51,8 @@ impl TokenSource {
             TokenSource::StableTokenForce => "stable_token_force",
             TokenSource::External => "external",
             TokenSource::Wecom => "wecom",
+            TokenSource::Component => "component",
+            TokenSource::Authorizer => "authorizer",
         }
     }
 }
@@ -213,7 +222,8 @@ impl TokenRecord {
     }
 }
 
-const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+pub(crate) const TOKEN_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
 /// A random WeChat-looking access token: `NN_` then 128 chars of
 /// `[A-Za-z0-9_-]` (real ones are ~130-160 chars of that alphabet).
@@ -229,7 +239,7 @@ pub(crate) fn random_ticket() -> String {
     random_chars(&mut rand::rng(), 86)
 }
 
-fn random_chars(rng: &mut impl Rng, n: usize) -> String {
+pub(crate) fn random_chars(rng: &mut impl Rng, n: usize) -> String {
     (0..n)
         .map(|_| char::from(TOKEN_ALPHABET[rng.random_range(0..TOKEN_ALPHABET.len())]))
         .collect()

@@ -1,6 +1,7 @@
 //! The HTTP face of the simulator: [`router`] and the endpoints of both
 //! hosts, with their exact reply shapes. WeChat (api.weixin.qq.com) is
-//! served at the root (`wechat.rs`); WeCom (qyapi.weixin.qq.com) under
+//! served at the root (`wechat.rs`, and the Open Platform's
+//! `cgi-bin/component/*` in `component.rs`); WeCom (qyapi.weixin.qq.com) under
 //! `/qyapi` (`wecom.rs`), with `/cgi-bin/gettoken` at the root kept as an
 //! alias of `/qyapi/cgi-bin/gettoken`. Every API error is HTTP 200 with
 //! `{"errcode","errmsg"}`, as in production; unknown paths get HTTP 404 with
@@ -27,6 +28,7 @@ use crate::state::Grant;
 use crate::ticket::TicketGrant;
 use crate::token::whole_seconds;
 
+mod component;
 mod wechat;
 mod wecom;
 
@@ -41,6 +43,7 @@ const BAD_GATEWAY_HTML: &str = "<html>\r\n<head><title>502 Bad Gateway</title></
 pub fn router(state: SimState) -> Router {
     Router::new()
         .merge(wechat::routes())
+        .merge(component::routes())
         .merge(wecom::routes())
         .merge(crate::admin::routes())
         .fallback(not_found)

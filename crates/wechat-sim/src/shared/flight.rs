@@ -6,7 +6,8 @@
 //! (handler done, or client gone and the handler future dropped) takes the
 //! request out of the concurrency counts, so hung and cancelled requests are
 //! accounted for. The rules a request runs are `state`'s; which fault fires
-//! is `faults`' decision; carrying it out is `routes`'.
+//! is `faults`' decision; carrying it out is `routes`'. Open Platform calls
+//! ride the same guard; what they count is `component.rs`'s.
 
 use crate::errcode::ApiError;
 use crate::faults::FaultDecision;
@@ -19,7 +20,7 @@ use super::{Core, SimState, bump};
 
 /// What kind of request is in flight, and whose.
 #[derive(Debug)]
-enum Flight {
+pub(super) enum Flight {
     /// A token fetch: `cgi-bin/token`, `stable_token`, WeCom `gettoken`.
     Fetch {
         /// The configured app (or WeCom agent) the request named.
@@ -34,13 +35,15 @@ enum Flight {
         /// only then is the call counted in flight.
         kind: Option<&'static str>,
     },
+    /// An Open Platform call (`cgi-bin/component/*`).
+    Component(super::component::ComponentFlight),
 }
 
 /// Marks one request in flight until dropped.
 #[derive(Debug)]
 pub(crate) struct FlightGuard {
     state: SimState,
-    flight: Flight,
+    pub(super) flight: Flight,
     /// What the faults were rolled for (appid or corpid), for log lines.
     label: Option<String>,
 }
@@ -54,23 +57,26 @@ impl FlightGuard {
     fn app_stats<'a>(&self, stats: &'a mut Stats) -> Option<&'a mut AppStats> {
         let owner = match &self.flight {
             Flight::Fetch { owner, .. } | Flight::Ticket { owner, .. } => owner.as_deref(),
+            Flight::Component(_) => None,
         };
         owner.and_then(|o| stats.apps.get_mut(o))
     }
 }
 
 impl Core {
-    fn enter(
+    /// Rolls the faults for a request naming `fault_ids` (the first one
+    /// labels its log lines) and marks it in flight.
+    pub(super) fn enter(
         &mut self,
         flight: Flight,
-        fault_key: Option<&str>,
+        fault_ids: &[&str],
         state: &SimState,
     ) -> (FlightGuard, FaultDecision) {
-        let decision = self.faults.decide(fault_key);
+        let decision = self.faults.decide_for(fault_ids);
         let guard = FlightGuard {
             state: state.clone(),
             flight,
-            label: fault_key.map(str::to_owned),
+            label: fault_ids.first().map(|s| (*s).to_owned()),
         };
         (guard, decision)
     }
@@ -91,6 +97,10 @@ impl Core {
 
     /// Counts one failure of the request `guard` stands for.
     pub(super) fn failed(&mut self, guard: &FlightGuard, cause: &str) {
+        if let Flight::Component(flight) = &guard.flight {
+            self.component_failed(flight, cause);
+            return;
+        }
         if let Flight::Fetch {
             corp: Some(corp), ..
         } = &guard.flight
@@ -135,7 +145,7 @@ impl SimState {
         let mut core = self.lock();
         let owner = appid.filter(|a| core.world.knows(a)).map(str::to_owned);
         core.enter_fetch(owner.clone(), None);
-        core.enter(Flight::Fetch { owner, corp: None }, appid, self)
+        core.enter(Flight::Fetch { owner, corp: None }, appid.as_slice(), self)
     }
 
     /// A WeCom gettoken naming `corpid` and `secret`: counted on the corp
@@ -155,7 +165,7 @@ impl SimState {
             .and_then(|(c, s)| core.world.agent_for_secret(c, s))
             .map(str::to_owned);
         core.enter_fetch(owner.clone(), corp.clone());
-        core.enter(Flight::Fetch { owner, corp }, corpid, self)
+        core.enter(Flight::Fetch { owner, corp }, corpid.as_slice(), self)
     }
 
     /// A ticket call presenting `token` to `host`: in flight (by type) for
@@ -201,7 +211,11 @@ impl SimState {
                 bump(&mut app.ticket_calls, ty);
             }
         }
-        core.enter(Flight::Ticket { owner, kind }, fault_key.as_deref(), self)
+        core.enter(
+            Flight::Ticket { owner, kind },
+            fault_key.as_deref().as_slice(),
+            self,
+        )
     }
 
     /// Runs one fetch rule and counts its outcome; `garbage` means the reply
@@ -224,6 +238,8 @@ impl SimState {
                         TokenSource::StableToken => app.stable_fetch_ok += 1,
                         TokenSource::StableTokenForce => app.force_refreshes += 1,
                         TokenSource::Wecom => app.wecom_fetch_ok += 1,
+                        // Component calls are counted by `component.rs`.
+                        TokenSource::Component | TokenSource::Authorizer => {}
                     }
                 }
             }
@@ -241,13 +257,17 @@ impl SimState {
 impl Drop for FlightGuard {
     fn drop(&mut self) {
         let mut core = self.state.lock();
+        if let Flight::Component(flight) = &self.flight {
+            core.leave_component(flight);
+            return;
+        }
         let stats = &mut core.stats;
         if let Flight::Fetch { .. } = self.flight {
             stats.concurrent_fetches = stats.concurrent_fetches.saturating_sub(1);
         }
         let ticket_kind = match self.flight {
             Flight::Ticket { kind, .. } => Some(kind),
-            Flight::Fetch { .. } => None,
+            Flight::Fetch { .. } | Flight::Component(_) => None,
         };
         if let Some(app) = self.app_stats(stats) {
             match ticket_kind {

@@ -7,7 +7,11 @@
 //! a rule and counts the outcome); it is never held across an `.await`.
 //! This module counts and locks; the rules are in `state`, HTTP in `routes`.
 //! Requests in flight and their fault rolls are in `flight.rs`; use
-//! endpoints, ticket calls and signature checks in `uses.rs`.
+//! endpoints, ticket calls and signature checks in `uses.rs`; Open
+//! Platform calls and their per-authorizer tallies in `component.rs`;
+//! pushes to component event URLs in `push.rs` (forgeries and replays in
+//! `forgery.rs`), and the merchant actions that cause them in
+//! `authorization.rs`.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -20,10 +24,17 @@ use crate::state::{Grant, World};
 use crate::stats::{AppStats, CorpStats, Stats};
 use crate::token::{Now, TokenState};
 
+mod authorization;
+mod component;
 mod flight;
+mod forgery;
+mod push;
 mod uses;
 
+pub(crate) use component::ComponentCall;
 pub(crate) use flight::FlightGuard;
+pub use forgery::Forgery;
+pub use push::PushOutcome;
 pub(crate) use uses::CheckRequest;
 
 /// Cheap-to-clone handle on one simulator's state; what the router serves.
@@ -38,6 +49,9 @@ struct Inner {
     /// Flips to `true` on shutdown so hung and delayed replies let go and
     /// graceful shutdown can finish.
     shutdown: watch::Sender<bool>,
+    /// The components' seals, event URLs and HTTP client: fixed at start,
+    /// so pushes read them without the lock.
+    pusher: push::Pusher,
 }
 
 #[derive(Debug)]
@@ -45,6 +59,11 @@ struct Core {
     world: World,
     stats: Stats,
     faults: FaultPlan,
+    /// Per-authorizer counters, only for authorizers that were called
+    /// (kept out of `stats` so that a snapshot of 100 000 stays small).
+    tallies: component::Tallies,
+    /// Each component's last genuine push, for a replay.
+    last_push: std::collections::HashMap<u16, push::SentPush>,
 }
 
 /// The stats entries every configuration starts with: one per app, one per
@@ -76,15 +95,22 @@ impl SimState {
     /// Fresh state for `config`: no tokens, no faults.
     pub fn new(config: SimConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let core = Core {
-            world: World::new(&config),
-            stats: empty_stats(&config),
+        let world = World::new(&config);
+        let mut stats = empty_stats(&config);
+        stats.components = component::empty_component_stats(&world);
+        let mut core = Core {
+            world,
+            stats,
             faults: FaultPlan::new(config.seed),
+            tallies: component::Tallies::default(),
+            last_push: Default::default(),
         };
+        core.mint_first_tickets();
         Ok(Self {
             inner: Arc::new(Inner {
                 core: Mutex::new(core),
                 shutdown: watch::Sender::new(false),
+                pusher: push::Pusher::new(&config),
             }),
         })
     }
@@ -120,6 +146,11 @@ impl SimState {
         for (corpid, corp) in &mut stats.corps {
             core.world.fill_corp_stats(corpid, corp, now);
         }
+        for (appid, component) in &mut stats.components {
+            if let Some(c) = core.world.component_index(appid) {
+                core.fill_component(c, component, now);
+            }
+        }
         stats
     }
 
@@ -134,9 +165,11 @@ impl SimState {
         self.lock().faults.current().clone()
     }
 
-    /// Forgets tokens, tickets, counters, quotas, windows and faults.
-    /// Requests in flight stay counted in `concurrent_fetches` (and
-    /// `concurrent_ticket_fetches`), whose high-water marks restart there.
+    /// Forgets tokens, tickets, counters, quotas, windows and faults, and
+    /// every authorizer; each component gets a fresh verify ticket (not
+    /// pushed until the next tick). Requests in flight stay counted in
+    /// `concurrent_fetches` (and `concurrent_ticket_fetches`, and the
+    /// components' concurrency), whose high-water marks restart there.
     pub fn reset(&self) {
         let mut core = self.lock();
         core.world.reset();
@@ -160,13 +193,31 @@ impl SimState {
                 ..CorpStats::default()
             };
         }
+        for component in stats.components.values_mut() {
+            let (token, authorizer) = (
+                component.concurrent_token_fetches,
+                component.concurrent_authorizer_fetches,
+            );
+            *component = crate::stats::ComponentStats {
+                concurrent_token_fetches: token,
+                max_concurrent_token_fetches: token,
+                concurrent_authorizer_fetches: authorizer,
+                max_concurrent_authorizer_fetches: authorizer,
+                ..Default::default()
+            };
+        }
         *stats = Stats {
             apps: std::mem::take(&mut stats.apps),
             corps: std::mem::take(&mut stats.corps),
+            components: std::mem::take(&mut stats.components),
             concurrent_fetches: stats.concurrent_fetches,
             max_concurrent_fetches: stats.concurrent_fetches,
             ..Stats::default()
         };
+        // Authorizers are gone; requests in flight find no tally to leave.
+        core.tallies.clear();
+        core.last_push.clear();
+        core.mint_first_tickets();
         tracing::info!("simulator reset");
     }
 
@@ -207,6 +258,18 @@ impl SimState {
     /// Tells held requests and the server to let go.
     pub(crate) fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+}
+
+impl Core {
+    /// Every component's first verify ticket, as if pushed at start: the
+    /// push loops deliver it on their first tick.
+    fn mint_first_tickets(&mut self) {
+        for c in 0..=u16::MAX {
+            if self.mint_ticket(c).is_none() {
+                break;
+            }
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 //! the verdict.
 //!
 //! The codes differ by host: an invalid token is 40001 on WeChat and 40014
-//! on WeCom ([`Refusal`] converts to either). The rules are `state`'s.
+//! on WeCom ([`Refusal`] converts to either). An Open Platform authorizer's
+//! token is judged like an app token of the authorizer appid, and counted
+//! on the authorizer's tally instead of `Stats.apps`. The rules are
+//! `state`'s.
 
 use crate::errcode::{WecomError, WxError};
 use crate::state::{Host, TicketOwner, split_agent_key};
@@ -69,6 +72,21 @@ impl Core {
             self.stats.uses_unknown_token += 1;
             return Err(Refusal::Invalid);
         };
+        if let Some(key) = self.world.authorizer_of_token(token) {
+            // An authorizer's use is counted on its compact tally.
+            let tally = self.tallies.entry(key).or_default();
+            let counter = match state {
+                TokenState::Valid => &mut tally.uses_ok,
+                TokenState::Expired => &mut tally.uses_expired,
+                TokenState::Invalid | TokenState::Unknown => &mut tally.uses_invalid,
+            };
+            *counter += 1;
+            return match state {
+                TokenState::Valid => Ok(owner),
+                TokenState::Expired => Err(Refusal::Expired),
+                TokenState::Invalid | TokenState::Unknown => Err(Refusal::Invalid),
+            };
+        }
         let app = self.stats.apps.entry(owner.clone()).or_default();
         match state {
             TokenState::Valid => {
@@ -94,7 +112,10 @@ impl Core {
     ) -> Result<TicketGrant, WxError> {
         let owner = self.judge_use(token, Host::Wechat, now)?;
         let kind = kind.ok_or(WxError::InvalidArgs)?;
-        self.world.app_ticket(&owner, kind, now)
+        match token.and_then(|t| self.world.authorizer_of_token(t)) {
+            Some(key) => self.world.authorizer_ticket(key, kind, now),
+            None => self.world.app_ticket(&owner, kind, now),
+        }
     }
 
     fn wecom_ticket(
@@ -147,9 +168,10 @@ impl SimState {
             .1
             .map(str::to_owned);
         let result = core.world.domain_ip(token, now);
-        match appid {
-            Some(appid) => core.stats.apps.entry(appid).or_default().domain_ip_calls += 1,
-            None => core.stats.uses_unknown_token += 1,
+        match (appid, core.world.authorizer_of_token(token)) {
+            (Some(_), Some(key)) => core.tallies.entry(key).or_default().domain_ip_calls += 1,
+            (Some(appid), None) => core.stats.apps.entry(appid).or_default().domain_ip_calls += 1,
+            (None, _) => core.stats.uses_unknown_token += 1,
         }
         result
     }

@@ -148,6 +148,13 @@ impl World {
             TokenState::Invalid | TokenState::Unknown => return Err(WxError::InvalidCredential),
         }
         let limits = self.limits;
+        // An authorizer's token spends the authorizer's own quota.
+        if let Some(key) = self.authorizer_of_token(token) {
+            let side = self
+                .authorizer_app_side(key)
+                .ok_or(WxError::InvalidCredential)?;
+            return side.quota.take_domain_ip(now, limits);
+        }
         let book = appid
             .and_then(|a| self.apps.get_mut(&a))
             .ok_or(WxError::InvalidCredential)?;

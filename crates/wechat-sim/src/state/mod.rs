@@ -19,6 +19,13 @@
 //! The two hosts do not know each other's tokens ([`Host`]): a WeCom token is
 //! unknown on api.weixin.qq.com and an app token unknown on qyapi.
 //!
+//! Per Open Platform component (`component/`): verify tickets, the
+//! component-token lineage, authorization codes and authorizers, whose
+//! access tokens the WeChat host's app endpoints accept as tokens of the
+//! authorizer appid (kept in a compact book of their own, not in
+//! `tokens`). A component token is accepted only by the component
+//! endpoints.
+//!
 //! This module is synchronous and takes the moment as an argument; it knows
 //! nothing of HTTP, faults, locks or counters (see `shared` and `routes`).
 
@@ -30,9 +37,16 @@ use crate::quota::Limits;
 use crate::stats::{IssuedTicket, IssuedToken};
 use crate::token::{Now, TokenRecord, TokenSource, TokenState, random_token, token_prefix};
 
+mod component;
 mod lineage;
 mod tickets;
 mod wecom;
+
+use component::Components;
+pub(crate) use component::{
+    AuthKey, AuthorizationInfo, AuthorizerGrant, AuthorizerPage, ComponentTokenRequest,
+};
+pub use component::{Authorization, ComponentError};
 
 use lineage::AppBook;
 pub(crate) use lineage::{StableRequest, TokenRequest};
@@ -64,7 +78,13 @@ pub(crate) enum Host {
 
 impl Host {
     fn knows(self, source: TokenSource) -> bool {
-        (source == TokenSource::Wecom) == (self == Host::Wecom)
+        match source {
+            TokenSource::Wecom => self == Host::Wecom,
+            // Only the component endpoints accept component tokens (the
+            // harsher reading; they judge them themselves).
+            TokenSource::Component => false,
+            _ => self == Host::Wechat,
+        }
     }
 }
 
@@ -91,6 +111,8 @@ pub(crate) struct World {
     issued: BTreeMap<String, Vec<String>>,
     /// Every ticket minted, by the owner whose call minted it, oldest first.
     issued_tickets: BTreeMap<String, Vec<IssuedTicket>>,
+    /// Open Platform components, their authorizers and authorizer tokens.
+    components: Components,
 }
 
 pub(crate) fn present(v: Option<&str>) -> Option<&str> {
@@ -130,6 +152,8 @@ impl World {
             tokens: HashMap::new(),
             issued: BTreeMap::new(),
             issued_tickets: BTreeMap::new(),
+            // The epoch authorizer token times count from.
+            components: Components::new(config, Now::current()),
         }
     }
 
@@ -142,8 +166,15 @@ impl World {
     /// either host (the admin view).
     pub(crate) fn token_state(&self, token: &str, now: Now) -> (TokenState, Option<&str>) {
         match self.tokens.get(token) {
-            None => (TokenState::Unknown, None),
+            None => self.judge_authorizer_or_unknown(token, now),
             Some(rec) => (rec.state(now.at), Some(rec.owner.as_str())),
+        }
+    }
+
+    fn judge_authorizer_or_unknown(&self, token: &str, now: Now) -> (TokenState, Option<&str>) {
+        match self.judge_authorizer(token, now) {
+            Some((state, appid)) => (state, Some(appid)),
+            None => (TokenState::Unknown, None),
         }
     }
 
@@ -152,6 +183,7 @@ impl World {
     pub(crate) fn judge(&self, token: &str, host: Host, now: Now) -> (TokenState, Option<&str>) {
         match self.tokens.get(token) {
             Some(rec) if host.knows(rec.source) => (rec.state(now.at), Some(rec.owner.as_str())),
+            None if host == Host::Wechat => self.judge_authorizer_or_unknown(token, now),
             _ => (TokenState::Unknown, None),
         }
     }
@@ -164,7 +196,7 @@ impl World {
                 rec.revoke(now);
                 true
             }
-            None => false,
+            None => self.revoke_authorizer_token(token, now),
         }
     }
 
@@ -230,13 +262,15 @@ impl World {
         self.issued_tickets.get(owner).cloned().unwrap_or_default()
     }
 
-    /// Forgets every token, ticket and quota; the apps and corps stay.
+    /// Forgets every token, ticket and quota, and every authorizer; the
+    /// apps, corps and components stay.
     pub(crate) fn reset(&mut self) {
         self.tokens.clear();
         self.issued.clear();
         self.issued_tickets.clear();
         self.apps.values_mut().for_each(AppBook::reset);
         self.corps.values_mut().for_each(CorpBook::reset);
+        self.components.reset();
     }
 
     fn supersede(&mut self, token: Option<&str>, now: Now) {
@@ -254,14 +288,23 @@ impl World {
     /// Mints a token for `owner` and records it; placing it in a lineage is
     /// the caller's job.
     fn mint_token(&mut self, owner: &str, source: TokenSource, now: Now) -> String {
+        self.mint_token_ttl(owner, source, now, self.ttl)
+    }
+
+    /// [`World::mint_token`] with a life of its own (component tokens).
+    fn mint_token_ttl(
+        &mut self,
+        owner: &str,
+        source: TokenSource,
+        now: Now,
+        ttl: Duration,
+    ) -> String {
         let mut token = random_token();
         while self.tokens.contains_key(&token) {
             token = random_token();
         }
-        self.tokens.insert(
-            token.clone(),
-            TokenRecord::new(owner, source, now, self.ttl),
-        );
+        self.tokens
+            .insert(token.clone(), TokenRecord::new(owner, source, now, ttl));
         self.issued
             .entry(owner.to_owned())
             .or_default()
@@ -270,7 +313,7 @@ impl World {
             appid = owner,
             source = source.as_str(),
             token_prefix = token_prefix(&token),
-            ttl_ms = crate::token::millis(self.ttl),
+            ttl_ms = crate::token::millis(ttl),
             "issued token"
         );
         token

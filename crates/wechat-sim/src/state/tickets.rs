@@ -1,6 +1,7 @@
 //! The Official Account ticket rule (`getticket`: per-type daily quota, one
-//! current ticket per (app, type)) and the lookup of the ticket a JS-SDK
-//! signature must use, for apps and WeCom alike.
+//! current ticket per (app, type)), for apps and for Open Platform
+//! authorizers alike, and the lookup of the ticket a JS-SDK signature must
+//! use, for apps, authorizers and WeCom.
 //!
 //! The token is judged before any of this (`shared`): a ticket call only
 //! reaches these rules with a valid token of the owner.
@@ -48,6 +49,28 @@ impl World {
         Ok(grant)
     }
 
+    /// `getticket` for authorizer `key`, whose token was valid: the same
+    /// rule as an app's, on the authorizer's own quota and slots. Its
+    /// minted tickets are not kept in `issued_tickets` (100 000
+    /// authorizers).
+    pub(crate) fn authorizer_ticket(
+        &mut self,
+        key: super::AuthKey,
+        kind: TicketKind,
+        now: Now,
+    ) -> Result<TicketGrant, WxError> {
+        let (ttl, limits) = (self.ticket_rules.ttl, self.limits);
+        let side = self
+            .authorizer_app_side(key)
+            .ok_or(WxError::InvalidCredential)?;
+        side.quota.take_ticket(now, kind.type_name(), limits)?;
+        let slot = match kind {
+            TicketKind::WxCard => &mut side.wx_card,
+            _ => &mut side.jsapi,
+        };
+        Ok(slot.get_or_mint(kind, now, ttl))
+    }
+
     /// The ticket a signature of `kind` by `owner` must be made with at
     /// `now`, and the stats key to count the check under. `None` when the
     /// owner is not configured or does not have tickets of that kind.
@@ -59,11 +82,17 @@ impl World {
     ) -> Option<(String, Result<&str, TicketUnusable>)> {
         match (kind, owner) {
             (TicketKind::Jsapi | TicketKind::WxCard, TicketOwner::App(appid)) => {
-                let book = self.apps.get(appid)?;
+                let (jsapi, wx_card) = match self.apps.get(appid) {
+                    Some(book) => (&book.jsapi, &book.wx_card),
+                    None => {
+                        let side = self.authorizer_app_side_by_appid(appid)?;
+                        (&side.jsapi, &side.wx_card)
+                    }
+                };
                 let slot = if kind == TicketKind::WxCard {
-                    &book.wx_card
+                    wx_card
                 } else {
-                    &book.jsapi
+                    jsapi
                 };
                 Some((appid.to_owned(), slot.usable(now)))
             }

@@ -31,6 +31,16 @@ async fn binary_help_lists_the_flags() {
         "--ticket-daily-quota",
         "--seed",
         "--log-format",
+        "--component",
+        "--ticket-interval",
+        "--verify-ticket-ttl",
+        "--component-token-ttl",
+        "--authorizer-token-ttl",
+        "--component-token-per-minute",
+        "--component-token-daily-quota",
+        "--authorizer-token-per-minute",
+        "--auth-code-ttl",
+        "--refresh-token-rotation",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -57,6 +67,12 @@ async fn binary_starts_answers_and_stops_on_sigterm() {
             &format!("{CORP}::{AGENT_B_SECRET}"),
             "--ticket-ttl",
             "60s",
+            "--component",
+            &format!("{COMPONENT}:{COMPONENT_SECRET}:{MSG_TOKEN}:{AES_KEY}"),
+            "--ticket-interval",
+            "10m",
+            "--refresh-token-rotation",
+            "false",
             "--log-format",
             "json",
         ])
@@ -110,6 +126,34 @@ async fn binary_starts_answers_and_stops_on_sigterm() {
         assert_eq!(errcode(&v), 0, "{v}");
     }
 
+    let ticket_url = format!("http://127.0.0.1:{port}/__admin/components/verify_ticket");
+    let v: serde_json::Value = http
+        .get(&ticket_url)
+        .query(&[("component_appid", COMPONENT)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let verify_ticket = v["component_verify_ticket"].as_str().unwrap();
+    let component_url = format!("http://127.0.0.1:{port}/cgi-bin/component/api_component_token");
+    let body = serde_json::json!({
+        "component_appid": COMPONENT,
+        "component_appsecret": COMPONENT_SECRET,
+        "component_verify_ticket": verify_ticket,
+    });
+    let v: serde_json::Value = http
+        .post(&component_url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expires_in(&v), 7200, "{v}");
+
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -139,4 +183,10 @@ async fn binary_starts_answers_and_stops_on_sigterm() {
     );
     assert!(!logs.contains(SECRET), "never the secret");
     assert!(!logs.contains(AGENT_SECRET), "never an agent secret");
+    for secret in [COMPONENT_SECRET, MSG_TOKEN, AES_KEY] {
+        assert!(
+            !logs.contains(secret),
+            "never a component secret, token or key"
+        );
+    }
 }

@@ -241,3 +241,73 @@ where
         tokio::time::sleep(ms(50)).await;
     }
 }
+
+pub const COMPONENT: &str = "wx00000000000000c1";
+pub const COMPONENT_SECRET: &str = "c1secret0123456789abcdef01234567";
+pub const MSG_TOKEN: &str = "c1msgtoken";
+pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub const AUTHORIZER: &str = "wx1234567890abcdef";
+pub const AUTHORIZER_B: &str = "wxfedcba0987654321";
+
+/// [`config`] plus one component (no event URL unless `event_url`).
+pub fn component_config(event_url: Option<&str>) -> SimConfig {
+    let mut c = wechat_sim::SimComponent::new(COMPONENT, COMPONENT_SECRET, MSG_TOKEN, AES_KEY);
+    if let Some(url) = event_url {
+        c = c.event_url(url);
+    }
+    config().component(c)
+}
+
+impl Wx {
+    /// POST `path` with `query` and a JSON `body`; the parsed reply.
+    pub async fn post_json(&self, path: &str, query: &[(&str, &str)], body: &Value) -> Value {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .query(query)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200, "WeChat answers with HTTP 200");
+        let text = resp.text().await.expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `api_component_token` for COMPONENT with `ticket`.
+    pub async fn component_token_with(&self, ticket: &str) -> Value {
+        let body = json!({
+            "component_appid": COMPONENT,
+            "component_appsecret": COMPONENT_SECRET,
+            "component_verify_ticket": ticket,
+        });
+        self.post_json("/cgi-bin/component/api_component_token", &[], &body)
+            .await
+    }
+
+    /// A successful component token, bought with the latest ticket.
+    pub async fn component_token(&self) -> String {
+        let ticket = self.sim.verify_ticket(COMPONENT).expect("a ticket");
+        let v = self.component_token_with(&ticket).await;
+        v["component_access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no component_access_token in {v}"))
+            .to_owned()
+    }
+
+    /// POST `cgi-bin/component/{name}?component_access_token=T` with
+    /// `body` (COMPONENT's appid added).
+    pub async fn component_api(&self, name: &str, token: &str, mut body: Value) -> Value {
+        body["component_appid"] = json!(COMPONENT);
+        let path = format!("/cgi-bin/component/{name}");
+        self.post_json(&path, &[("component_access_token", token)], &body)
+            .await
+    }
+
+    /// `api_authorizer_token` for `appid` with `refresh`.
+    pub async fn authorizer_token(&self, token: &str, appid: &str, refresh: &str) -> Value {
+        let body = json!({"authorizer_appid": appid, "authorizer_refresh_token": refresh});
+        self.component_api("api_authorizer_token", token, body)
+            .await
+    }
+}

@@ -3,6 +3,11 @@
 
 mod admin;
 mod binary;
+mod component_authorizers;
+mod component_list;
+mod component_push;
+mod component_scale;
+mod component_token;
 mod concurrency;
 mod error_codes;
 mod faults;
