@@ -97,6 +97,37 @@ impl Keys {
         self.key(id, &format!("quota:verify:{}", day.key_suffix()))
     }
 
+    /// `P:{ID}:refresh_token` — an authorizer's refresh token (SPEC §9),
+    /// sealed with the coordinators' state key; written with the access
+    /// token in one fenced commit. Reader ACL users cannot read it.
+    pub fn refresh_token(&self, id: &CredentialId) -> String {
+        self.key(id, "refresh_token")
+    }
+
+    /// `P:{COMPONENT}:verify_ticket` — the latest `component_verify_ticket`
+    /// WeChat pushed (sealed). Reader ACL users cannot read it.
+    pub fn verify_ticket(&self, component: &CredentialId) -> String {
+        self.key(component, "verify_ticket")
+    }
+
+    /// `P:{COMPONENT}:authorizers` — the registry: a hash of authorizer
+    /// appid → state (`active` | `revoked`), read with HSCAN.
+    pub fn authorizers(&self, component: &CredentialId) -> String {
+        self.key(component, "authorizers")
+    }
+
+    /// `P:{COMPONENT}:push:SHA1` — a push seen (its signature), kept for
+    /// the timestamp window so a replayed push is refused fleet-wide.
+    pub fn push_seen(&self, component: &CredentialId, signature: &str) -> String {
+        self.key(component, &format!("push:{signature}"))
+    }
+
+    /// `P:{COMPONENT}:recovery` — the lease of the replica rebuilding a
+    /// component's registry after Redis lost its data.
+    pub fn recovery(&self, component: &CredentialId) -> String {
+        self.key(component, "recovery")
+    }
+
     /// `P:fleet` — a random marker the replicas keep in Redis; when it is gone
     /// or changed, Redis lost the fleet's data without a restart (FLUSHALL,
     /// failover to an empty replica) and every credential is re-read.
@@ -171,11 +202,15 @@ impl Keys {
         ticket: TicketType,
         period: &QuotaPeriod,
     ) -> Option<String> {
-        let tag = CredentialId::parse(&format!("corp.{corpid}")).ok()?;
-        Some(self.key(
-            &tag,
-            &format!("quota:{}:{}", ticket.as_str(), period.key_suffix()),
-        ))
+        self.shared_quota(&format!("corp.{corpid}"), ticket.as_str(), period)
+    }
+
+    /// `P:{TAG}:quota:NAME:PERIOD` — a limit several credentials share
+    /// (a corp's ticket cap, a component's per-minute authorizer calls),
+    /// under the tag of what they share. `None` when `TAG` is not a valid id.
+    pub fn shared_quota(&self, tag: &str, name: &str, period: &QuotaPeriod) -> Option<String> {
+        let tag = CredentialId::parse(tag).ok()?;
+        Some(self.key(&tag, &format!("quota:{name}:{}", period.key_suffix())))
     }
 }
 

@@ -107,12 +107,14 @@ impl QuotaDay {
     }
 }
 
-/// How long a quota counter counts: a quota day, or a clock hour (WeCom's
-/// hourly ticket caps) at the same offset.
+/// How long a quota counter counts: a quota day, a clock hour (WeCom's
+/// hourly ticket caps) at the same offset, or a minute (an open platform's
+/// per-minute `api_authorizer_token` limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
     Day,
     Hour,
+    Minute,
 }
 
 /// One counting period of a [`Window`]: its key suffix and its bounds.
@@ -144,6 +146,15 @@ impl Window {
                     offset,
                 }
             }
+            Window::Minute => {
+                let minute = (unix_ms - day.start_unix_ms()).div_euclid(60_000);
+                QuotaPeriod {
+                    window: self,
+                    start_ms: day.start_unix_ms() + minute * 60_000,
+                    suffix: format!("{}{:02}{:02}", day.key_suffix(), minute / 60, minute % 60),
+                    offset,
+                }
+            }
         }
     }
 
@@ -151,6 +162,23 @@ impl Window {
         match self {
             Window::Day => 86_400_000,
             Window::Hour => 3_600_000,
+            Window::Minute => 60_000,
+        }
+    }
+
+    /// Whether a limit in this window holds for any window-long stretch
+    /// (the current and the previous period are counted together), not
+    /// per calendar period: WeChat's hourly and per-minute limits slide.
+    pub fn slides(self) -> bool {
+        !matches!(self, Window::Day)
+    }
+
+    /// `day`, `hour`, `minute`: for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Day => "day",
+            Window::Hour => "hour",
+            Window::Minute => "minute",
         }
     }
 }
@@ -160,7 +188,7 @@ impl QuotaPeriod {
         self.window
     }
 
-    /// `YYYYMMDD` or `YYYYMMDDHH` (local time at the offset).
+    /// `YYYYMMDD`, `YYYYMMDDHH` or `YYYYMMDDHHMM` (local time at the offset).
     pub fn key_suffix(&self) -> &str {
         &self.suffix
     }
@@ -208,6 +236,24 @@ mod tests {
         assert_eq!(at.key_suffix(), "20231116");
         assert_eq!(at.start_unix_ms(), SHANGHAI_MIDNIGHT);
         assert_eq!(before.next_start_unix_ms(), SHANGHAI_MIDNIGHT);
+    }
+
+    #[test]
+    fn minutes_are_named_and_bounded_like_hours() {
+        let off = QuotaOffset::default();
+        let p = Window::Minute.at(SHANGHAI_MIDNIGHT + 3_600_000 + 61_000, off);
+        assert_eq!(p.key_suffix(), "202311160101");
+        assert_eq!(p.start_unix_ms(), SHANGHAI_MIDNIGHT + 3_660_000);
+        assert_eq!(p.end_unix_ms(), SHANGHAI_MIDNIGHT + 3_720_000);
+        assert_eq!(p.previous().key_suffix(), "202311160100");
+        assert_eq!(
+            Window::Minute
+                .at(SHANGHAI_MIDNIGHT, off)
+                .previous()
+                .key_suffix(),
+            "202311152359"
+        );
+        assert!(Window::Minute.slides() && Window::Hour.slides() && !Window::Day.slides());
     }
 
     #[test]

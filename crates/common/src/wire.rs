@@ -62,6 +62,14 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
+    /// A component's authorizer was registered, re-authorized or revoked
+    /// (published on the component's channel, SPEC §9). A hint: replicas
+    /// read the registry before acting on it.
+    Authorizer {
+        appid: String,
+        #[serde(default)]
+        state: String,
+    },
     /// An event kind this build does not know; ignored, never an error.
     #[serde(other)]
     Unknown,

@@ -9,6 +9,7 @@
 //! ([`HttpConfig::api_keys`]) and does not choose a replica id.
 
 mod env;
+mod platform;
 mod secret;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use wxtoken_common::{CredentialId, QuotaOffset, TicketType};
 
 pub use env::Env;
+pub use platform::{ComponentConfig, SecurityConfig};
 pub use secret::{RedisUrl, SecretRef};
 use validate::{ConfigFile, syntax_error};
 
@@ -57,6 +59,11 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// `[[wecom]]`: WeCom (企业微信) agents whose tokens the fleet keeps.
     pub wecom: Vec<WecomConfig>,
+    /// `[[components]]`: third-party platforms; their authorizers are
+    /// registered at run time (SPEC §9).
+    pub components: Vec<ComponentConfig>,
+    /// `[security]`: the key sealing refresh tokens and verify tickets.
+    pub security: SecurityConfig,
     /// `[http] api_keys` read at load time with the same environment as the
     /// app secrets; empty when none are configured (the JSON API is closed).
     #[serde(skip)]

@@ -4,8 +4,8 @@
 //! differs between credential kinds: app tokens, JS-SDK tickets, WeCom),
 //! `catalog` (the credentials one replica keeps), `store` (every Redis
 //! operation and script), `upstream` (the HTTP client that calls WeChat),
-//! `refresher` (the refresh step and its policy loop), `wake` (events →
-//! per-credential wake-ups), `http` (the API, WeChat-compatible endpoints,
+//! `refresher` (the refresh step, its policy and the schedule that turns
+//! every credential), `platform` (the open platform), `http` (the API, WeChat-compatible endpoints,
 //! health, metrics), `status`, `metrics`, `replica` (wires one replica
 //! together and runs it until shutdown), `cli`. See ARCHITECTURE.md.
 
@@ -15,9 +15,10 @@ pub mod config;
 pub mod http;
 pub mod kind;
 pub mod metrics;
+pub mod platform;
 pub mod refresher;
 pub mod replica;
 pub mod status;
 pub mod store;
 pub mod upstream;
-pub mod wake;
+pub mod vault;

@@ -30,6 +30,8 @@ pub const FORCED_REFRESHES_TOTAL: &str = "wxtoken_forced_refreshes_total";
 pub const SECRET_GUESSES_LIMITED_TOTAL: &str = "wxtoken_secret_guesses_limited_total";
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "wxtoken_http_connections_closed_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "wxtoken_http_connections_open";
+pub const COMPONENT_PUSHES_TOTAL: &str = "wxtoken_component_pushes_total";
+pub const AUTHORIZERS: &str = "wxtoken_authorizers";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -90,8 +92,30 @@ fn app_label(app: &CredentialId) -> String {
 }
 
 /// The `app` (credential id) and `kind` labels of a credential's series.
+/// Authorizers are labelled by their component, never by their own id:
+/// a platform keeps 100 000 of them.
 fn labels(cred: &Credential) -> (String, &'static str) {
-    (app_label(&cred.cref.id), cred.kind.name())
+    match cred.kind.authorizer_of() {
+        Some((component, _)) => (app_label(component), cred.kind.name()),
+        None => (app_label(&cred.cref.id), cred.kind.name()),
+    }
+}
+
+/// Per-credential gauges, but none per authorizer.
+fn gauge_labels(cred: &Credential) -> Option<(String, &'static str)> {
+    (per_app() && cred.kind.authorizer_of().is_none()).then(|| labels(cred))
+}
+
+/// A push to a component's event URL, by `result` (`accepted` or the
+/// refusal's reason: `bad_signature`, `replayed`, `stale_timestamp`, …).
+pub fn push(component: &str, result: &'static str) {
+    counter!(COMPONENT_PUSHES_TOTAL, "component" => component.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// Authorizers this replica refreshes.
+pub fn authorizers(count: usize) {
+    gauge!(AUTHORIZERS).set(count as f64);
 }
 
 pub fn refresh(cred: &Credential, outcome: &'static str) {
@@ -153,18 +177,16 @@ pub fn lock(acquired: bool) {
 }
 
 pub fn quota_used(cred: &Credential, used: u64) {
-    if !per_app() {
+    let Some((app, kind)) = gauge_labels(cred) else {
         return;
-    }
-    let (app, kind) = labels(cred);
+    };
     gauge!(QUOTA_USED, "app" => app, "kind" => kind).set(used as f64);
 }
 
 pub fn token_ttl(cred: &Credential, ttl: Option<Duration>) {
-    if !per_app() {
+    let Some((app, kind)) = gauge_labels(cred) else {
         return;
-    }
-    let (app, kind) = labels(cred);
+    };
     gauge!(TOKEN_TTL, "app" => app, "kind" => kind).set(ttl.map_or(0.0, |t| t.as_secs_f64()));
 }
 

@@ -1,6 +1,6 @@
 //! `replica`: wires one coordinator replica together — store, upstream,
 //! the catalog of credentials (every kind), the read cache, the event
-//! subscription, one refresh loop per credential — and runs it until
+//! subscription, the schedule that turns every credential — and runs it until
 //! shutdown (SPEC §5: on SIGTERM stop taking locks, release held ones, exit
 //! within 5 s).
 //!
@@ -23,10 +23,26 @@ use wxtoken_common::Keys;
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, HttpState};
-use crate::refresher::{MAX_CONCURRENT_REFRESHES, Refresher, run_credential};
+use crate::platform::{Platform, Pushes, Registry, RegistryHints};
+use crate::refresher::{LoopState, MAX_CONCURRENT_REFRESHES, Refresher, Schedule};
 use crate::store::{self, TokenStore, connect_pool};
 use crate::upstream::Upstream;
-use crate::wake::Wakers;
+use crate::vault::{Sealer, StateKey, Vault};
+
+/// The sealer of `[security] state_key` (plain text without one: warned).
+fn sealer(config: &Config) -> Sealer {
+    let key = config
+        .security
+        .state_key
+        .as_ref()
+        .and_then(|k| StateKey::parse(secrecy::ExposeSecret::expose_secret(k)));
+    if key.is_none() && !config.components.is_empty() {
+        warn!(
+            "no [security] state_key: refresh tokens and verify tickets are stored in Redis in plain text"
+        );
+    }
+    Sealer::new(key)
+}
 
 /// Builds the Redis store described by `config` (connects lazily).
 pub fn build_store(config: &Config) -> anyhow::Result<TokenStore> {
@@ -63,13 +79,19 @@ pub struct ReplicaHandle {
     /// The read path the HTTP API serves from: the client library's cache,
     /// fed by this replica's one event subscription.
     client: TokenClient,
+    /// When each credential turns next; credentials registered at run time
+    /// (authorizers) join it here.
+    schedule: Arc<Schedule>,
+    /// The open platform (registry, event URL), when components are configured.
+    platform: Option<Platform>,
     shutdown: watch::Sender<bool>,
     loops: JoinSet<()>,
     subscription: EventSubscription,
 }
 
 impl ReplicaHandle {
-    /// Starts a replica: one event subscription and one loop per credential.
+    /// Starts a replica: one event subscription and one schedule turning
+    /// every credential.
     pub async fn start(config: &Config, replica_id: String) -> anyhow::Result<Self> {
         let store = build_store(config)?;
         let upstream = Upstream::new(config.refresh.upstream_timeout, MAX_CONCURRENT_REFRESHES)
@@ -83,34 +105,44 @@ impl ReplicaHandle {
             .subscribe(false)
             .build()
             .context("redis.url")?;
+        let vault = Vault::new(store.clone(), sealer(config));
         let refresher = Arc::new(Refresher::new(
             store.clone(),
             upstream,
             client.clone(),
             config.refresh.clone(),
+            vault,
             replica_id,
         ));
-        let wakers = Wakers::new();
+        let schedule = Schedule::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut loops = JoinSet::new();
         let catalog = Arc::new(Catalog::from_config(config));
         for cred in catalog.iter() {
-            let wake = wakers.register(&cred.cref);
-            loops.spawn(run_credential(
-                refresher.clone(),
-                cred.clone(),
-                wake,
-                wakers.events_up(),
-                shutdown_rx.clone(),
-            ));
+            schedule.add(cred.clone(), LoopState::new(cred, refresher.settings()));
         }
+        loops.spawn(schedule.clone().run(refresher.clone(), shutdown_rx.clone()));
+        let registry = Registry::new(refresher.clone(), catalog.clone(), schedule.clone());
+        let (hints, hints_rx) = tokio::sync::mpsc::channel(100_000);
+        let platform = (!config.components.is_empty()).then(|| {
+            loops.spawn(registry.clone().run(hints_rx, shutdown_rx.clone()));
+            Platform {
+                pushes: Pushes::new(&catalog, refresher.clone(), registry.clone()),
+                registry: registry.clone(),
+            }
+        });
         loops.spawn(watch_for_data_loss(
             store.clone(),
-            wakers.clone(),
+            schedule.clone(),
+            platform.as_ref().map(|p| p.registry.clone()),
             config.refresh.loss_check_interval,
             shutdown_rx.clone(),
         ));
-        let sinks: Vec<Arc<dyn EventSink>> = vec![wakers, client.event_sink()];
+        let sinks: Vec<Arc<dyn EventSink>> = vec![
+            schedule.clone(),
+            client.event_sink(),
+            Arc::new(RegistryHints(hints)),
+        ];
         let subscription = EventSubscription::spawn(
             store.client_source(),
             store.keys().clone(),
@@ -122,6 +154,8 @@ impl ReplicaHandle {
             refresher,
             catalog,
             client,
+            schedule,
+            platform,
             shutdown,
             loops,
             subscription,
@@ -154,7 +188,16 @@ impl ReplicaHandle {
             self.client.clone(),
             self.store().clone(),
             self.refresher.ttls().clone(),
+            self.platform.clone(),
         )
+    }
+
+    pub fn platform(&self) -> Option<&Platform> {
+        self.platform.as_ref()
+    }
+
+    pub fn schedule(&self) -> &Arc<Schedule> {
+        &self.schedule
     }
 
     pub fn refresher(&self) -> &Arc<Refresher> {
@@ -255,7 +298,8 @@ pub async fn run_until(
 /// to re-read its credential, which refills what is missing.
 async fn watch_for_data_loss(
     store: TokenStore,
-    wakers: Arc<Wakers>,
+    schedule: Arc<Schedule>,
+    registry: Option<Registry>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -268,7 +312,12 @@ async fn watch_for_data_loss(
             Ok(marker) => {
                 if seen.as_ref().is_some_and(|s| *s != marker) {
                     warn!("redis lost the fleet's data (marker gone); re-reading every credential");
-                    wakers.wake_all();
+                    schedule.wake_all();
+                    if let Some(registry) = &registry {
+                        // Refresh tokens and the registry went too: rebuilt
+                        // from api_get_authorizer_list by one replica.
+                        tokio::spawn(registry.clone().recover_owned());
+                    }
                 }
                 seen = Some(marker);
             }

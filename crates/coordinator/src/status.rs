@@ -2,7 +2,6 @@
 //! `GET /v1/apps`, `GET /v1/credentials`): what its kind says it is, joined
 //! with what Redis holds. Never the value.
 
-use wxtoken_common::Window;
 use wxtoken_common::wire::{AppStatus, ReportStatus};
 
 use crate::config::RefreshConfig;
@@ -37,10 +36,7 @@ pub async fn credential_status(
         last_error: s.last_error,
         quota_used_today: s.quota_used_today,
         daily_budget: limits.budget,
-        quota_window: match limits.window {
-            Window::Day => "day".into(),
-            Window::Hour => "hour".into(),
-        },
+        quota_window: limits.window.name().into(),
         locked_by: s.locked_by,
         reports: ReportStatus {
             refused: s.reports_refused,

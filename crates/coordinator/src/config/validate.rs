@@ -11,9 +11,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use wxtoken_common::{CredentialId, Keys, TicketType};
 
+use super::platform::{ComponentEntry, SecurityEntry};
 use super::{
-    AppConfig, Config, ConfigError, Env, HttpConfig, RedisConfig, RedisMode, RefreshConfig,
-    SecretRef, UpstreamApi, UpstreamConfig, WecomConfig,
+    AppConfig, ComponentConfig, Config, ConfigError, Env, HttpConfig, RedisConfig, RedisMode,
+    RefreshConfig, SecretRef, UpstreamApi, UpstreamConfig, WecomConfig,
 };
 
 /// The file as written: sections default when absent, apps still unresolved.
@@ -26,6 +27,8 @@ pub(super) struct ConfigFile {
     upstream: UpstreamConfig,
     apps: Vec<AppEntry>,
     wecom: Vec<WecomEntry>,
+    components: Vec<ComponentEntry>,
+    security: SecurityEntry,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +81,8 @@ impl ConfigFile {
             mut upstream,
             apps,
             wecom,
+            components,
+            security,
         } = self;
         redis.validate()?;
         http.validate()?;
@@ -86,9 +91,9 @@ impl ConfigFile {
         upstream.wecom_base_url =
             validate_base_url(&upstream.wecom_base_url, "upstream.wecom_base_url")?;
         check(
-            !apps.is_empty() || !wecom.is_empty(),
+            !apps.is_empty() || !wecom.is_empty() || !components.is_empty(),
             "apps",
-            "no [[apps]] or [[wecom]] configured: add at least one credential",
+            "no [[apps]], [[wecom]] or [[components]] configured: add at least one credential",
         )?;
         let mut resolved: Vec<AppConfig> = Vec::with_capacity(apps.len());
         for (i, entry) in apps.into_iter().enumerate() {
@@ -144,6 +149,29 @@ impl ConfigFile {
             }
             agents.push(agent);
         }
+        let mut platforms: Vec<ComponentConfig> = Vec::with_capacity(components.len());
+        for (i, entry) in components.into_iter().enumerate() {
+            let c = entry.resolve(i, env)?;
+            let key = format!("components[{i}].id");
+            let taken = resolved.iter().any(|a| a.id == c.id)
+                || agents.iter().any(|a| a.id == c.id)
+                || platforms.iter().any(|p| p.id == c.id);
+            if taken {
+                let msg = format!("id `{}` is already used by another entry", c.id);
+                return Err(ConfigError::new(key, msg));
+            }
+            if platforms
+                .iter()
+                .any(|p| p.component_appid == c.component_appid)
+            {
+                return Err(ConfigError::new(
+                    format!("components[{i}].component_appid"),
+                    "listed twice: every api_component_token call supersedes the other entry's token; use one entry",
+                ));
+            }
+            platforms.push(c);
+        }
+        let security = security.resolve(env)?;
         let api_keys = http.api_keys_in(env)?;
         Ok(Config {
             redis,
@@ -152,6 +180,8 @@ impl ConfigFile {
             upstream,
             apps: resolved,
             wecom: agents,
+            components: platforms,
+            security,
             api_keys,
         })
     }

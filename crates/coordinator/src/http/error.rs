@@ -44,6 +44,14 @@ pub enum ApiFailure {
     Timeout,
     /// A bug or an unexpected reply (detail is logged).
     Internal(String),
+    /// No `[[components]]` entry has this id.
+    ComponentNotFound(String),
+    /// A push to a component's event URL was refused (the reason only).
+    PushRefused(&'static str),
+    /// WeChat refused to exchange the authorization code (its errcode).
+    AuthorizationRefused(String),
+    /// WeChat (or the component token it needs) is not reachable now.
+    UpstreamUnavailable(String),
 }
 
 impl ApiFailure {
@@ -122,6 +130,26 @@ impl ApiFailure {
                 "internal",
                 "internal error".into(),
             ),
+            ComponentNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                "component_not_found",
+                format!("no component {id:?} is configured ([[components]])"),
+            ),
+            PushRefused(reason) => (
+                StatusCode::BAD_REQUEST,
+                "push_refused",
+                format!("push refused: {reason}"),
+            ),
+            AuthorizationRefused(m) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "authorization_refused",
+                m.clone(),
+            ),
+            UpstreamUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                "WeChat or the component token is not available now; retry shortly".into(),
+            ),
         }
     }
 }
@@ -130,7 +158,10 @@ impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         match &self {
-            Self::TokenUnavailable(d) | Self::RedisUnavailable(d) | Self::Internal(d) => {
+            Self::TokenUnavailable(d)
+            | Self::RedisUnavailable(d)
+            | Self::Internal(d)
+            | Self::UpstreamUnavailable(d) => {
                 warn!(code, detail = %d, "request failed");
             }
             _ => {}

@@ -18,6 +18,7 @@ mod health;
 mod json;
 mod listener;
 mod observe;
+mod platform;
 mod tickets;
 mod v1;
 
@@ -69,6 +70,8 @@ pub struct Shared {
     http_metrics: observe::HttpMetrics,
     /// Failed secret checks of the compatible token endpoints.
     pub guess: GuessLimiter,
+    /// The open platform (event URL, registry), when components are configured.
+    pub platform: Option<crate::platform::Platform>,
 }
 
 impl std::ops::Deref for HttpState {
@@ -101,6 +104,7 @@ impl HttpState {
         client: TokenClient,
         store: TokenStore,
         ttls: Arc<crate::refresher::TtlBook>,
+        platform: Option<crate::platform::Platform>,
     ) -> Result<Self, ConfigError> {
         Ok(Self(Arc::new(Shared {
             client,
@@ -120,6 +124,7 @@ impl HttpState {
                 config.http.secret_failures_per_minute,
                 config.http.secret_failures_per_minute_per_app,
             ),
+            platform,
         })))
     }
 
@@ -160,6 +165,15 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
         .route("/cgi-bin/gettoken", get(compat::wecom_gettoken))
         .route("/cgi-bin/get_jsapi_ticket", get(compat::wecom_jsapi_ticket))
         .route("/cgi-bin/ticket/get", get(compat::wecom_agent_ticket))
+        .route("/wechat/components/{id}/events", post(platform::events))
+        .route(
+            "/v1/components/{id}/authorizers",
+            get(platform::list).post(platform::register),
+        )
+        .route(
+            "/v1/components/{id}/authorizers/import",
+            post(platform::import),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if with_metrics {

@@ -12,6 +12,8 @@
 //! ARCHITECTURE.md "Adding a credential kind".
 
 mod app_token;
+mod authorizer;
+mod component;
 mod js_ticket;
 mod wecom;
 
@@ -21,13 +23,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
-use wxtoken_common::{CredentialRef, TicketType, Window};
+use wxtoken_common::{CredentialId, CredentialRef, Window};
 
 use crate::config::{Config, RefreshConfig};
 use crate::upstream::{FetchError, Upstream};
+use crate::vault::Vault;
 
 pub use crate::store::Life;
 pub use app_token::AppToken;
+pub use authorizer::{AuthorizerToken, authorizer_id};
+pub use component::ComponentToken;
 pub use js_ticket::JsTicket;
 pub use wecom::{WecomTicket, WecomToken};
 
@@ -37,6 +42,7 @@ pub const CATALOG: &[fn(&Config) -> Vec<Credential>] = &[
     js_ticket::from_config,
     wecom::tokens_from_config,
     wecom::tickets_from_config,
+    component::from_config,
 ];
 
 /// One credential the fleet keeps: its name and its kind.
@@ -114,6 +120,11 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn judge(&self, _fetched: &Fetched, _stored: &Digest) -> Judgement {
         Judgement::Commit
     }
+    /// The component and appid of an authorizer (registered at run time,
+    /// revoked on 61023); `None` for every other kind.
+    fn authorizer_of(&self) -> Option<(&CredentialId, &str)> {
+        None
+    }
 }
 
 /// What a fetch has at hand.
@@ -124,6 +135,9 @@ pub struct FetchCx<'a> {
     pub parent: Option<&'a SecretString>,
     /// An operator forced this refresh (stable_token sends `force_refresh`).
     pub force: bool,
+    /// Sealed secrets: a component's verify ticket, an authorizer's
+    /// refresh token (`None` only outside a replica: tests of one fetch).
+    pub vault: Option<&'a Vault>,
 }
 
 /// A value WeChat issued.
@@ -137,6 +151,9 @@ pub struct Fetched {
     /// how long the reply took; the refresher sets both.
     pub sent: Instant,
     pub took: Duration,
+    /// The refresh token that came with the value (an authorizer's), stored
+    /// with it in the same fenced commit.
+    pub refresh_token: Option<SecretString>,
 }
 
 impl Fetched {
@@ -147,6 +164,7 @@ impl Fetched {
             source,
             sent: Instant::now(),
             took: Duration::ZERO,
+            refresh_token: None,
         }
     }
 
@@ -164,6 +182,10 @@ impl fmt::Debug for Fetched {
             .field("expires_in", &self.expires_in)
             .field("source", &self.source)
             .field("took", &self.took)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -181,13 +203,22 @@ pub struct Limits {
     pub shared: Option<SharedLimit>,
 }
 
-/// A limit several credentials share, under its own hash tag.
+/// A limit several credentials share, under its own hash tag (a WeCom
+/// corp's hourly ticket cap across its agents, a component's per-minute
+/// `api_authorizer_token` calls across its authorizers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedLimit {
-    pub corpid: String,
-    pub ticket: TicketType,
+    /// The hash tag of what is shared (`corp.CORPID`, the component id).
+    pub tag: String,
+    /// The counter's name under that tag (`jsapi`, `authorizer_token`).
+    pub name: String,
     pub window: Window,
     pub budget: u64,
+    /// What is limited, for the refusal's message ("corp ww1's jsapi
+    /// tickets (all agents)").
+    pub what: String,
+    /// The refusal's code in status (`corp_cap`, `component_rate`).
+    pub code: &'static str,
 }
 
 /// How a reported value is judged before any refresh (invariant 7).
@@ -224,6 +255,10 @@ pub enum Family {
     App,
     /// `[[wecom]]`: a WeCom agent.
     Wecom,
+    /// `[[components]]`: a third-party platform's component token.
+    Component,
+    /// An account that authorized a component (registered at run time).
+    Authorizer,
 }
 
 /// What is stored, for [`Kind::judge`]: SHA-1s, never values.

@@ -220,10 +220,15 @@ impl Kind for WecomTicket {
             window: Window::Hour,
             budget: s.wecom_ticket_hourly_per_agent,
             shared: Some(SharedLimit {
-                corpid: self.corpid.clone(),
-                ticket: self.ticket,
+                tag: format!("corp.{}", self.corpid),
+                name: self.ticket.as_str().to_owned(),
                 window: Window::Hour,
                 budget: s.wecom_ticket_hourly_per_corp,
+                what: format!(
+                    "corp {}'s {} tickets (all agents)",
+                    self.corpid, self.ticket
+                ),
+                code: "corp_cap",
             }),
         }
     }

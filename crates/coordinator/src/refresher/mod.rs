@@ -17,6 +17,7 @@ mod books;
 mod outcome;
 mod policy;
 mod report;
+mod schedule;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +30,8 @@ use wxtoken_common::{CredentialRef, ErrorClass, QuotaPeriod};
 pub use backoff::Backoff;
 pub use books::{HeldLocks, TtlBook};
 pub use outcome::{Mode, RefreshOutcome, Refusal};
-pub use policy::{Plan, plan, run_credential};
+pub use policy::{LoopState, Plan, Refreshed, plan, turn};
+pub use schedule::Schedule;
 
 use crate::config::RefreshConfig;
 use crate::kind::{Credential, Digest, FetchCx, Fetched, Judgement, sha1_hex};
@@ -38,6 +40,7 @@ use crate::store::{
     StoreError, TokenStore, Verdict,
 };
 use crate::upstream::{FetchError, Upstream};
+use crate::vault::Vault;
 
 /// Refresh steps (and peeks) one replica runs at once. After a data loss every
 /// credential is due together: 10 000 simultaneous upstream calls would open
@@ -54,6 +57,8 @@ pub struct Refresher {
     /// (the cache, kept current by events) rather than from Redis.
     client: TokenClient,
     settings: RefreshConfig,
+    /// Sealed secrets kinds fetch with (verify tickets, refresh tokens).
+    vault: Vault,
     backoff: Backoff,
     replica_id: String,
     held: HeldLocks,
@@ -80,6 +85,7 @@ impl Refresher {
         upstream: Upstream,
         client: TokenClient,
         settings: RefreshConfig,
+        vault: Vault,
         replica_id: String,
     ) -> Self {
         let backoff = Backoff {
@@ -92,6 +98,7 @@ impl Refresher {
             upstream,
             client,
             settings,
+            vault,
             backoff,
             replica_id,
             held: HeldLocks::default(),
@@ -107,6 +114,19 @@ impl Refresher {
 
     pub fn settings(&self) -> &RefreshConfig {
         &self.settings
+    }
+
+    /// The replica's read path (cache + events).
+    pub fn client(&self) -> &TokenClient {
+        &self.client
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     pub fn replica_id(&self) -> &str {
@@ -292,24 +312,26 @@ impl Refresher {
             let shared_period = self.store.period(shared.window, grant.now_ms);
             let taken = self
                 .store
-                .take_corp_quota(&shared.corpid, shared.ticket, &shared_period, shared.budget)
+                .take_shared_quota(&shared.tag, &shared.name, &shared_period, shared.budget)
                 .await?;
             if let QuotaTake::OverBudget { used } = taken {
                 // Nothing was called: the credential's own unit goes back.
                 self.store.give_back(cref, &period).await?;
                 let until = u64::try_from(shared_period.end_unix_ms()).unwrap_or(u64::MAX);
                 let record = FailureRecord {
-                    code: "corp_cap".into(),
+                    code: shared.code.into(),
                     message: format!(
-                        "corp {}'s {} limit of {} fetches per hour (all agents) is reached",
-                        shared.corpid, shared.ticket, shared.budget
+                        "the limit of {} fetches per {} for {} is reached",
+                        shared.budget,
+                        shared.window.name(),
+                        shared.what
                     ),
                     class: ErrorClass::RateLimited,
                     gate: Gate::Until(until),
                     counts: false,
                 };
                 self.store.record_failure(cref, &record).await?;
-                warn!(credential = %cref, used, "the corp's hourly ticket limit is reached");
+                debug!(credential = %cref, used, limit = shared.code, "a shared limit is reached");
                 return Ok(RefreshOutcome::OverBudget { used });
             }
         }
@@ -323,7 +345,7 @@ impl Refresher {
         let force = grant.forced;
         let mut fetched = match self.fetch(cred, force, locked_at, &period).await {
             Ok(f) => f,
-            Err(error) => return self.failed(cref, &grant, error).await,
+            Err(error) => return self.failed(cred, &grant, error).await,
         };
         if let Some(reported) = &plan.compare_with
             && fetched.value.expose_secret() == reported.expose_secret()
@@ -352,7 +374,7 @@ impl Refresher {
                     }
                     fetched = match self.fetch(cred, true, locked_at, &period).await {
                         Ok(f) => f,
-                        Err(error) => return self.failed(cref, &grant, error).await,
+                        Err(error) => return self.failed(cred, &grant, error).await,
                     };
                 }
                 Judgement::Force => {}
@@ -458,6 +480,7 @@ impl Refresher {
                 upstream: &self.upstream,
                 parent: parent.as_ref(),
                 force,
+                vault: Some(&self.vault),
             })
             .await;
         crate::metrics::upstream(cred.kind.api(), started.elapsed());
@@ -490,6 +513,10 @@ impl Refresher {
             life: cred.kind.life(),
             settle: settle(cred, fetched.took),
             reported,
+            refresh_token: fetched
+                .refresh_token
+                .as_ref()
+                .map(|rt| self.vault.sealed_refresh_token(&cref.id, rt)),
         };
         Ok(match self.store.commit(cref, grant, owner, &args).await? {
             Commit::Stored { generation, .. } => {
@@ -513,6 +540,37 @@ impl Refresher {
                 RefreshOutcome::NotStored(other)
             }
         })
+    }
+
+    /// A value WeChat issued outside a refresh step (`api_query_auth`'s
+    /// token, with its refresh token), committed under the credential's
+    /// lock and fence like any fetch. `false` when the lock is held (that
+    /// holder is fetching a newer one) or the commit was refused.
+    pub async fn store_issued(
+        &self,
+        cred: &Credential,
+        fetched: &Fetched,
+    ) -> Result<bool, StoreError> {
+        let cref = &cred.cref;
+        let owner = LockOwner::new(&self.replica_id);
+        if !self
+            .store
+            .try_lock(cref, &owner, self.settings.lock_ttl)
+            .await?
+        {
+            return Ok(false);
+        }
+        let Some(grant) = self.store.begin(cref, &owner).await? else {
+            return Ok(false);
+        };
+        let outcome = self.commit(cred, &grant, &owner, fetched, false).await;
+        if !matches!(
+            outcome,
+            Ok(RefreshOutcome::Refreshed { .. }) | Ok(RefreshOutcome::NotStored(_))
+        ) {
+            let _ = self.store.release(cref, &owner).await;
+        }
+        Ok(matches!(outcome?, RefreshOutcome::Refreshed { .. }))
     }
 
     /// A leader's new value, stored for a follower (under the follower's
@@ -545,6 +603,7 @@ impl Refresher {
                 life: leader.kind.life(),
                 settle: fetched.took + SETTLE_MARGIN + FOLLOWER_GRACE,
                 reported: false,
+                refresh_token: None,
             };
             self.store
                 .commit(follower, &grant, &owner, &args)
@@ -627,10 +686,18 @@ impl Refresher {
 
     async fn failed(
         &self,
-        cref: &CredentialRef,
+        cred: &Credential,
         grant: &Grant,
         error: FetchError,
     ) -> Result<RefreshOutcome, StoreError> {
+        let cref = &cred.cref;
+        if let (FetchError::Revoked { .. }, Some((component, appid))) =
+            (&error, cred.kind.authorizer_of())
+        {
+            let generation = self.store.revoke(component, appid, cref).await?;
+            warn!(credential = %cref, "WeChat says the authorization was revoked (61023): no longer refreshed");
+            return Ok(RefreshOutcome::Revoked { generation });
+        }
         let class = error.class();
         let day = self.store.quota_day(grant.now_ms);
         let gate = self.backoff.gate(

@@ -99,6 +99,9 @@ pub enum RefreshOutcome {
     /// came within `report_refresh_interval` of the last report-triggered
     /// refresh: the refresh waits `wait`.
     ReportDeferred { wait: Duration },
+    /// WeChat said the authorization is gone (61023): the authorizer is
+    /// marked revoked, its token dropped (`generation` invalidated).
+    Revoked { generation: u64 },
 }
 
 impl RefreshOutcome {
@@ -121,6 +124,7 @@ impl RefreshOutcome {
             Self::Unchanged { .. } => "unchanged",
             Self::ReportRefused { .. } => "report_refused",
             Self::ReportDeferred { .. } => "report_deferred",
+            Self::Revoked { .. } => "revoked",
         }
     }
 }

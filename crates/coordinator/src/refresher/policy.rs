@@ -1,23 +1,22 @@
-//! The policy loop around [`Refresher::try_refresh`]: when to wake, when to
-//! act, how long to sleep (SPEC §5).
+//! The policy around [`Refresher::try_refresh`]: when to act and how long
+//! to wait (SPEC §5), one [`turn`] at a time.
 //!
-//! Each iteration reads the credential's state (`peek`), turns it into a
-//! [`Plan`] with the pure [`plan`] function, and either sleeps (waking early on
-//! events) or runs the step once. Back-off lives in Redis (the gate), so after
-//! a failure the next `peek` shows it and the loop sleeps; the loop itself
-//! keeps no failure state beyond a short pause when Redis is unreachable.
+//! A turn reads the credential's state (`peek`, or what an event or the last
+//! step said), turns it into a [`Plan`] with the pure [`plan`] function, and
+//! either returns when to look again or runs the step once. Between turns a
+//! credential is a [`LoopState`] in the replica's schedule (`schedule.rs`),
+//! which owns the waiting. Back-off lives in Redis (the gate), so after a
+//! failure the next `peek` shows it; the state keeps no failure record beyond
+//! a short pause when Redis is unreachable.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{Mode, RefreshOutcome, Refresher};
 use crate::config::RefreshConfig;
 use crate::kind::Credential;
 use crate::store::{Peek, Pending};
-use crate::wake::WakeSignal;
 
 /// What the loop does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,15 +70,15 @@ fn draw_jitter(lead: Duration) -> Duration {
     (lead / 10).mul_f64(rand::random::<f64>())
 }
 
-/// Where the loop's next picture of its credential comes from.
+/// Where the next picture of a credential comes from.
 #[derive(Debug, Clone, Copy)]
 enum Next {
     /// Ask Redis (`peek`): at start, after other events, errors, or while
     /// events are down.
     Peek,
-    /// Already known from a `refreshed` event or the loop's own last step:
-    /// no Redis command. With events up this is how a replica follows the
-    /// refreshes other replicas make.
+    /// Already known from a `refreshed` event or the last step: no Redis
+    /// command. With events up this is how a replica follows the refreshes
+    /// other replicas make.
     Known(Peek),
     /// The planned wake-up came: go straight to the claim, which re-reads
     /// everything under the lock in the same round trip.
@@ -118,171 +117,190 @@ fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
     }
 }
 
-/// Runs one credential until `shutdown` turns true.
-///
-/// A replica runs one of these per credential, mostly asleep: the Redis and
-/// upstream futures are boxed so a sleeping loop holds ~1 KB, not the ~13 KB
-/// of a refresh step, and at most `MAX_CONCURRENT_REFRESHES` of them exist
-/// at once (see `Refresher::peek`).
-///
-/// Steady state costs one Redis round trip per refresh for the replica that
-/// wins it (the claim; then the commit) and none for the others: they learn
-/// the new token's life from its `refreshed` event.
-pub async fn run_credential(
-    refresher: Arc<Refresher>,
-    cred: Arc<Credential>,
-    mut wake: watch::Receiver<WakeSignal>,
-    mut events_up: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let id = &cred.cref;
-    let s = refresher.settings().clone();
-    let lead = cred.kind.lead(&s);
-    let mut jitter = draw_jitter(lead);
-    let mut seen_generation = 0;
-    // What the last peek found pending besides the token's age: a planned
-    // wake-up (gate, lock, report spacing) claims in that mode, not as a
-    // plain due check. A stale one is harmless: the claim re-reads Redis.
-    let mut pending_force = false;
-    let mut pending_report: Option<u64> = None;
-    let mut redis_failures = 0_u32;
-    let mut next = Next::Peek;
-    let mut last_seq = 0;
-    // Events anybody with PUBLISH can send (refresh_requested, reported,
-    // invalidated) cost at most four peeks a second per credential.
-    let mut last_requested_peek: Option<Instant> = None;
-    while !*shutdown.borrow() {
-        let signal = *wake.borrow_and_update();
-        if signal.seq != last_seq {
-            last_seq = signal.seq;
-            next = match signal.refreshed {
-                Some(r) if r.generation >= seen_generation => known(
+/// A `refreshed` event as a credential's loop needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refreshed {
+    pub generation: u64,
+    pub ttl: Duration,
+    /// When the event arrived (the value had `ttl` left then).
+    pub at: Instant,
+}
+
+/// The least time between two peeks that events anybody may publish cause.
+const REQUESTED_PEEK_SPACING: Duration = Duration::from_millis(250);
+
+/// One credential's loop between turns: what it knows and what it waits
+/// for. Small (the schedule keeps one per credential: 100 000 of them).
+#[derive(Debug)]
+pub struct LoopState {
+    jitter: Duration,
+    seen_generation: u64,
+    /// What the last peek found pending besides the value's age: a planned
+    /// wake-up (gate, lock, report spacing) claims in that mode, not as a
+    /// plain due check. A stale one is harmless: the claim re-reads Redis.
+    pending_force: bool,
+    pending_report: Option<u64>,
+    redis_failures: u32,
+    next: Next,
+    /// The planned wake-up is the moment to claim (with events up, nothing
+    /// changed meanwhile, or an event would have said so).
+    claim_on_wake: bool,
+    /// Events anybody with PUBLISH can send (refresh_requested, reported,
+    /// invalidated) cost at most four peeks a second per credential.
+    last_requested_peek: Option<Instant>,
+}
+
+impl LoopState {
+    pub fn new(cred: &Credential, s: &RefreshConfig) -> Self {
+        Self {
+            jitter: draw_jitter(cred.kind.lead(s)),
+            seen_generation: 0,
+            pending_force: false,
+            pending_report: None,
+            redis_failures: 0,
+            next: Next::Peek,
+            claim_on_wake: false,
+            last_requested_peek: None,
+        }
+    }
+
+    /// An event for this credential (`refreshed` with the value's life, or
+    /// one that only says "look again"). Returns when the next turn may run.
+    pub fn on_event(&mut self, refreshed: Option<Refreshed>) -> Instant {
+        let now = Instant::now();
+        self.claim_on_wake = false;
+        match refreshed {
+            Some(r) if r.generation >= self.seen_generation => {
+                self.next = known(
                     Some(r.ttl.saturating_sub(r.at.elapsed())),
                     r.generation,
                     Duration::ZERO,
                     None,
-                ),
-                _ => Next::Peek,
-            };
-            if signal.requested {
-                if let Some(wait) = last_requested_peek
-                    .map(|at| REQUESTED_PEEK_SPACING.saturating_sub(at.elapsed()))
-                    .filter(|w| !w.is_zero())
-                {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => break,
-                    }
-                }
-                last_requested_peek = Some(Instant::now());
+                );
+                now
+            }
+            Some(_) => {
+                self.next = Next::Peek;
+                now
+            }
+            None => {
+                self.next = Next::Peek;
+                let at = self
+                    .last_requested_peek
+                    .map_or(now, |t| (t + REQUESTED_PEEK_SPACING).max(now));
+                self.last_requested_peek = Some(at);
+                at
             }
         }
-        let events = *events_up.borrow();
-        let state = match std::mem::replace(&mut next, Next::Peek) {
+    }
+
+    /// Redis may have changed without an event (a reconnection, data loss):
+    /// look again at once.
+    pub fn reread(&mut self) {
+        self.claim_on_wake = false;
+        self.next = Next::Peek;
+    }
+
+    /// The planned wake-up came (no event since it was planned).
+    pub fn on_timer(&mut self, events_up: bool) {
+        if self.claim_on_wake && events_up {
+            self.next = Next::Claim;
+        }
+        self.claim_on_wake = false;
+    }
+}
+
+/// One turn of a credential's loop: look (peek, or what an event or the
+/// last step said), decide with [`plan`], and run the step if due. Returns
+/// when the next turn is due, absent events. Never sleeps: waiting is the
+/// schedule's business.
+pub async fn turn(
+    refresher: &Refresher,
+    cred: &Credential,
+    st: &mut LoopState,
+    events_up: bool,
+) -> Instant {
+    let id = &cred.cref;
+    let s = refresher.settings();
+    let lead = cred.kind.lead(s);
+    // A step's outcome usually says what to do next (sleep until due):
+    // plan it in the same turn; a second step waits for the next turn.
+    for round in 0..2 {
+        let state = match std::mem::replace(&mut st.next, Next::Peek) {
             Next::Claim => Ok(None),
             Next::Known(peek) => Ok(Some(peek)),
             Next::Peek => refresher.peek(id).await.map(Some),
         };
-        let mut claim_on_wake = false;
         let decided = match state {
             Ok(None) => {
-                redis_failures = 0;
-                let within = lead + jitter;
-                Plan::Refresh(match (pending_force, pending_report) {
+                st.redis_failures = 0;
+                let within = lead + st.jitter;
+                Plan::Refresh(match (st.pending_force, st.pending_report) {
                     (true, _) => Mode::Forced { within },
                     (false, Some(generation)) => Mode::Report { within, generation },
                     (false, None) => Mode::Due { within },
                 })
             }
             Ok(Some(peek)) => {
-                redis_failures = 0;
+                st.redis_failures = 0;
                 refresher.ttls().note(id, peek.token_ttl);
-                if peek.generation != seen_generation {
-                    seen_generation = peek.generation;
-                    jitter = draw_jitter(lead);
+                if peek.generation != st.seen_generation {
+                    st.seen_generation = peek.generation;
+                    st.jitter = draw_jitter(lead);
                 }
-                claim_on_wake = events;
-                pending_force = peek.pending == Pending::Force;
-                pending_report = (peek.pending == Pending::Report).then_some(peek.generation);
-                plan(&peek, &s, lead, jitter, events)
+                st.claim_on_wake = events_up;
+                st.pending_force = peek.pending == Pending::Force;
+                st.pending_report = (peek.pending == Pending::Report).then_some(peek.generation);
+                plan(&peek, s, lead, st.jitter, events_up)
             }
             Err(e) => {
-                redis_failures += 1;
+                st.redis_failures += 1;
                 warn!(%id, error = %e, "cannot read token state from redis");
-                Plan::Sleep(Duration::from_millis(
-                    200 * u64::from(redis_failures.min(25)),
-                ))
+                return Instant::now() + redis_pause(st.redis_failures);
             }
         };
-        match decided {
-            Plan::Refresh(mode) => {
-                // Waiting for a slot (many credentials due together) is the
-                // one moment a `refreshed` event can still spare the claim.
-                let slot = tokio::select! {
-                    s = refresher.slot() => s,
-                    r = wake.changed() => if r.is_err() { break } else { continue },
-                    _ = shutdown.changed() => break,
-                };
-                let Some(slot) = slot else { break };
-                let outcome = tokio::select! {
-                    o = refresher.refresh(slot, &cred, mode) => o,
-                    _ = shutdown.changed() => break,
-                };
-                match outcome {
-                    Ok(o) => {
-                        debug!(%id, outcome = ?o, "refresh step");
-                        if matches!(o, RefreshOutcome::LockLost | RefreshOutcome::NotStored(_)) {
-                            // Do not spin if the same thing keeps happening.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        pending_force = false;
-                        pending_report = None;
-                        if let (
-                            RefreshOutcome::ReportDeferred { wait },
-                            Mode::Report { generation, .. },
-                        ) = (&o, mode)
-                        {
-                            // Claimed again (not re-read: the report key may
-                            // lapse meanwhile) once the spacing ends.
-                            pending_report = Some(generation);
-                            tokio::select! {
-                                _ = tokio::time::sleep(*wait) => next = Next::Claim,
-                                r = wake.changed() => if r.is_err() { break },
-                                _ = shutdown.changed() => {}
-                            }
-                            continue;
-                        }
-                        next = known_after(&o, seen_generation);
-                    }
-                    Err(e) => {
-                        redis_failures += 1;
-                        warn!(%id, error = %e, "refresh step failed on redis");
-                        tokio::time::sleep(Duration::from_millis(
-                            200 * u64::from(redis_failures.min(25)),
-                        ))
-                        .await;
-                    }
+        let mode = match decided {
+            Plan::Sleep(d) => return Instant::now() + d,
+            Plan::Refresh(_) if round > 0 => {
+                st.next = Next::Peek;
+                return Instant::now();
+            }
+            Plan::Refresh(mode) => mode,
+        };
+        st.claim_on_wake = false;
+        match Box::pin(refresher.try_refresh(cred, mode)).await {
+            Ok(o) => {
+                debug!(%id, outcome = ?o, "refresh step");
+                st.pending_force = false;
+                st.pending_report = None;
+                if let (RefreshOutcome::ReportDeferred { wait }, Mode::Report { generation, .. }) =
+                    (&o, mode)
+                {
+                    // Claimed again (not re-read: the report key may lapse
+                    // meanwhile) once the spacing ends.
+                    st.pending_report = Some(generation);
+                    st.next = Next::Claim;
+                    return Instant::now() + *wait;
+                }
+                st.next = known_after(&o, st.seen_generation);
+                if matches!(o, RefreshOutcome::LockLost | RefreshOutcome::NotStored(_)) {
+                    // Do not spin if the same thing keeps happening.
+                    return Instant::now() + Duration::from_millis(50);
                 }
             }
-            Plan::Sleep(d) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => {
-                        if claim_on_wake && *events_up.borrow() {
-                            next = Next::Claim;
-                        }
-                    }
-                    r = wake.changed() => if r.is_err() { break },
-                    _ = events_up.changed() => {}
-                    _ = shutdown.changed() => {}
-                }
+            Err(e) => {
+                st.redis_failures += 1;
+                warn!(%id, error = %e, "refresh step failed on redis");
+                return Instant::now() + redis_pause(st.redis_failures);
             }
         }
     }
-    debug!(%id, "refresh loop stopped");
+    Instant::now()
 }
 
-/// The least time between two peeks that events anybody may publish cause.
-const REQUESTED_PEEK_SPACING: Duration = Duration::from_millis(250);
+fn redis_pause(failures: u32) -> Duration {
+    Duration::from_millis(200 * u64::from(failures.min(25)))
+}
 
 #[cfg(test)]
 mod tests {

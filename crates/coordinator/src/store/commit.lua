@@ -1,6 +1,6 @@
 -- commit: the fenced write of a fetched value (SPEC §3).
 -- KEYS[1] value (access token or ticket), KEYS[2] meta, KEYS[3] epoch,
--- KEYS[4] events, KEYS[5] lock
+-- KEYS[4] events, KEYS[5] lock, KEYS[6] (optional) the refresh token
 -- ARGV[1] epoch, ARGV[2] fence, ARGV[3] value, ARGV[4] ttl_ms,
 -- ARGV[5] fetched_by, ARGV[6] source, ARGV[7] lock owner, ARGV[8] now (unix ms
 -- by Redis' clock: the grant's TIME plus the holder's monotonic time since),
@@ -12,7 +12,9 @@
 -- WeChat's own may lie (the fetch's round trip and a margin; the life is
 -- counted from when the request was sent). No upstream call for this value
 -- until then (`settle_at_ms`, see claim.lua). ARGV[12] '1' when a report
--- triggered this refresh (starts the report spacing)
+-- triggered this refresh (starts the report spacing), ARGV[13] the sealed
+-- refresh token that came with the value ('' or absent: none), stored in
+-- KEYS[6] with the value or not at all (SPEC §9: never lost between the two)
 -- Stores the value only if the epoch is unchanged (Redis did not lose its
 -- data since claim) and the fence is newer than the stored generation.
 -- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} |
@@ -86,6 +88,9 @@ if ARGV[9] == 'first_stored' then
   redis.call('HSET', KEYS[2], 'settle_at_ms', string.format('%d', expires_at + tonumber(ARGV[11])))
 elseif m[4] then
   redis.call('HDEL', KEYS[2], 'settle_at_ms')
+end
+if KEYS[6] and ARGV[13] and ARGV[13] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[13])
 end
 if ARGV[12] == '1' then
   redis.call('HSET', KEYS[2], 'report_refresh_at_ms', string.format('%d', now_ms))

@@ -182,7 +182,7 @@ impl TokenStore {
             .get(k.quota_in(&period.previous()))
             .query_async(&mut c)
             .await?;
-        let before = if window == Window::Hour { before } else { None };
+        let before = if window.slides() { before } else { None };
         Ok(now.unwrap_or(0) + before.unwrap_or(0))
     }
 
@@ -240,7 +240,7 @@ impl TokenStore {
             at_ms: num(7).unwrap_or(0),
             class: field(8).and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
         });
-        let before = if window == Window::Hour { before } else { None };
+        let before = if window.slides() { before } else { None };
         Ok(StoredStatus {
             token_ttl: pttl(token_pttl),
             generation: num(0),

@@ -46,6 +46,9 @@ pub struct CommitArgs<'a> {
     pub settle: Duration,
     /// A report triggered this refresh (starts the report spacing).
     pub reported: bool,
+    /// A refresh token that came with the value, sealed, and the key it goes
+    /// to: stored in the same fenced commit (SPEC §9).
+    pub refresh_token: Option<(String, String)>,
 }
 
 impl<'a> CommitArgs<'a> {
@@ -65,6 +68,7 @@ impl<'a> CommitArgs<'a> {
             life: Life::Reply,
             settle: Duration::ZERO,
             reported: false,
+            refresh_token: None,
         }
     }
 }
@@ -178,7 +182,7 @@ impl TokenStore {
                         spacing,
                     } => ("report", generation, spacing),
                 };
-                let hourly = a.period.window() == Window::Hour;
+                let hourly = a.period.window().slides();
                 script
                     .key(k.quota_in(&a.period))
                     .key(k.quota_in(&a.period.previous()))
@@ -273,7 +277,10 @@ impl TokenStore {
         budget: u64,
     ) -> Result<QuotaTake, StoreError> {
         let k = self.keys.slot(cref);
-        let previous = (period.window() == Window::Hour).then(|| k.quota_in(&period.previous()));
+        let previous = period
+            .window()
+            .slides()
+            .then(|| k.quota_in(&period.previous()));
         self.take_from(k.quota_in(period), previous, period.window(), budget)
             .await
     }
@@ -290,21 +297,25 @@ impl TokenStore {
         self.take_from(key, None, Window::Day, budget).await
     }
 
-    /// One unit of a WeCom corp's ticket cap (shared by its agents), in
-    /// `period` and the one before.
-    pub async fn take_corp_quota(
+    /// One unit of a limit several credentials share (`tag`'s counter
+    /// `name`), in `period` and, for a sliding window, the one before.
+    pub async fn take_shared_quota(
         &self,
-        corpid: &str,
-        ticket: wxtoken_common::TicketType,
+        tag: &str,
+        name: &str,
         period: &QuotaPeriod,
         budget: u64,
     ) -> Result<QuotaTake, StoreError> {
         let key = |p: &QuotaPeriod| {
             self.keys
-                .corp_quota(corpid, ticket, p)
-                .ok_or_else(|| StoreError::Reply(format!("corpid {corpid:?} cannot be a key tag")))
+                .shared_quota(tag, name, p)
+                .ok_or_else(|| StoreError::Reply(format!("{tag:?} cannot be a key tag")))
         };
-        let previous = Some(key(&period.previous())?);
+        let previous = if period.window().slides() {
+            Some(key(&period.previous())?)
+        } else {
+            None
+        };
         self.take_from(key(period)?, previous, period.window(), budget)
             .await
     }
@@ -361,12 +372,16 @@ impl TokenStore {
             .now_ms
             .saturating_add(millis(now.saturating_duration_since(grant.received)));
         let ttl = args.expires.saturating_duration_since(now);
-        let (tag, a, b): (String, u64, Option<u64>) = COMMIT
-            .key(&k.value)
+        let mut script = COMMIT.key(&k.value);
+        script
             .key(&k.meta)
             .key(&k.epoch)
             .key(&k.events)
-            .key(&k.lock)
+            .key(&k.lock);
+        if let Some((key, _)) = &args.refresh_token {
+            script.key(key);
+        }
+        let (tag, a, b): (String, u64, Option<u64>) = script
             .arg(&grant.epoch)
             .arg(grant.fence)
             .arg(args.value.expose_secret())
@@ -382,6 +397,7 @@ impl TokenStore {
             .arg(slot_field(cref.slot))
             .arg(millis(args.settle))
             .arg(if args.reported { "1" } else { "0" })
+            .arg(args.refresh_token.as_ref().map_or("", |(_, v)| v.as_str()))
             .invoke_async(&mut c)
             .await?;
         Ok(match tag.as_str() {

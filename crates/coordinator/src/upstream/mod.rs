@@ -15,7 +15,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use wxtoken_common::ErrorClass;
 
-pub use reply::{Classify, Grant, parse_reply, parse_value, withhold_echo};
+pub use reply::{Classify, Grant, parse_reply, parse_value, sanitize, withhold_echo};
 
 /// The most reply body we read; WeChat's token replies are ~200 bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -48,6 +48,18 @@ pub enum FetchError {
     /// The parent token (a ticket's access token) is not available now.
     #[error("the parent token is unavailable: {0}")]
     ParentUnavailable(String),
+    /// A component has no verify ticket yet (WeChat pushes one every 10
+    /// minutes; a push was requested).
+    #[error("no component_verify_ticket yet: waiting for WeChat's push")]
+    NoVerifyTicket,
+    /// An authorizer has no refresh token in Redis: only an import
+    /// (`api_get_authorizer_list`) or a new authorization gives one back.
+    #[error("no refresh token stored for this authorizer: import the authorizer list")]
+    NoRefreshToken,
+    /// WeChat says the authorization is gone (61023: the merchant revoked
+    /// it). The authorizer is marked revoked and no longer refreshed.
+    #[error("the authorization was revoked (errcode {errcode})")]
+    Revoked { errcode: i64 },
 }
 
 impl FetchError {
@@ -55,6 +67,7 @@ impl FetchError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Wechat { class, .. } => *class,
+            Self::NoRefreshToken | Self::Revoked { .. } => ErrorClass::Fatal,
             _ => ErrorClass::Retryable,
         }
     }
@@ -62,7 +75,11 @@ impl FetchError {
     /// A short code for status and metrics: the errcode, or the failure kind.
     pub fn code(&self) -> String {
         match self {
-            Self::Wechat { errcode, .. } | Self::ParentRejected { errcode } => errcode.to_string(),
+            Self::Wechat { errcode, .. }
+            | Self::ParentRejected { errcode }
+            | Self::Revoked { errcode } => errcode.to_string(),
+            Self::NoVerifyTicket => "no_verify_ticket".into(),
+            Self::NoRefreshToken => "no_refresh_token".into(),
             Self::Status { status } => format!("http_{status}"),
             Self::Timeout => "timeout".into(),
             Self::Connect(_) => "connect".into(),

@@ -17,6 +17,16 @@ pub const ID: &str = "shop";
 pub const API_KEY: &str = "it-api-key-x8Lq";
 pub const CORPID: &str = "ww000000000000c1";
 /// Two WeCom agents of `CORPID`: (credential id, agentid, secret).
+/// The open platform of `Settings::platform` (SPEC §9).
+pub const COMPONENT: &str = "open1";
+pub const COMPONENT_APPID: &str = "wx00000000000000c1";
+pub const COMPONENT_SECRET: &str = "component-secret-9Hq2";
+pub const COMPONENT_TOKEN: &str = "msgtoken-Lw8";
+/// 43 characters of base64 (WeChat's EncodingAESKey shape).
+pub const COMPONENT_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+/// `[security] state_key`: 32 bytes of base64.
+pub const STATE_KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+
 pub const AGENTS: [(&str, u64, &str); 2] = [
     ("hr", 1_000_002, "wecom-hr-secret-Qp3"),
     ("ops", 1_000_003, "wecom-ops-secret-Zx9"),
@@ -49,6 +59,9 @@ pub struct Settings {
     pub ticket_ttl: Duration,
     /// WeCom's hourly caps in the simulator (per agent, per corp).
     pub sim_wecom_caps: (u32, u32),
+    /// Configure the component [`COMPONENT`], its event URL served by the
+    /// first replica ([`Fleet::serve_events`]).
+    pub platform: bool,
 }
 
 impl Default for Settings {
@@ -74,6 +87,7 @@ impl Default for Settings {
             wecom: None,
             ticket_ttl: Duration::from_secs(4),
             sim_wecom_caps: (100, 400),
+            platform: false,
         }
     }
 }
@@ -111,6 +125,9 @@ pub struct Fleet {
     pub settings: Settings,
     pub replicas: Vec<ReplicaHandle>,
     pub store: TokenStore,
+    /// Where the component's event URL is served (`Settings::platform`).
+    pub event_port: u16,
+    events_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn ms(d: Duration) -> String {
@@ -134,6 +151,23 @@ impl Fleet {
         for (_, agentid, secret) in AGENTS {
             sim_config = sim_config.corp_agent(CORPID, Some(agentid), secret);
         }
+        let event_port = wxtoken_testkit::free_port();
+        if settings.platform {
+            sim_config = sim_config
+                .component(
+                    wechat_sim::SimComponent::new(
+                        COMPONENT_APPID,
+                        COMPONENT_SECRET,
+                        COMPONENT_TOKEN,
+                        COMPONENT_AES_KEY,
+                    )
+                    .event_url(format!(
+                        "http://127.0.0.1:{event_port}/wechat/components/{COMPONENT}/events"
+                    )),
+                )
+                .component_token_ttl(settings.token_ttl)
+                .authorizer_token_ttl(settings.token_ttl);
+        }
         let sim = wechat_sim::spawn(sim_config).await.expect("sim starts");
         let prefix = random_prefix();
         let mut fleet = Self {
@@ -144,6 +178,8 @@ impl Fleet {
             settings,
             replicas: Vec::new(),
             store: build_store(&dummy_config()).expect("store"),
+            event_port,
+            events_server: None,
         };
         fleet.store = build_store(&fleet.config(SECRET)).expect("store");
         fleet
@@ -217,6 +253,7 @@ impl Fleet {
             api = "{api}"
             tickets = [{tickets}]
             {wecom}
+            {platform}
             "#,
             redis = redis_url,
             prefix = self.prefix,
@@ -242,6 +279,13 @@ impl Fleet {
                 .map(|t| format!("\"{t}\""))
                 .collect::<Vec<_>>()
                 .join(", "),
+            platform = if s.platform {
+                format!(
+                    "[[components]]\nid = \"{COMPONENT}\"\ncomponent_appid = \"{COMPONENT_APPID}\"\nsecret = {{ env = \"TEST_COMPONENT_SECRET\" }}\ntoken = {{ env = \"TEST_COMPONENT_TOKEN\" }}\nencoding_aes_key = {{ env = \"TEST_COMPONENT_AES\" }}\n[security]\nstate_key = {{ env = \"TEST_STATE_KEY\" }}\n"
+                )
+            } else {
+                String::new()
+            },
             wecom = s.wecom.map_or_else(String::new, |tickets| {
                 let tickets = tickets
                     .iter()
@@ -265,6 +309,14 @@ impl Fleet {
         for (id, _, secret) in AGENTS {
             env.push((format!("TEST_WECOM_{id}"), secret.into()));
         }
+        for (k, v) in [
+            ("TEST_COMPONENT_SECRET", COMPONENT_SECRET),
+            ("TEST_COMPONENT_TOKEN", COMPONENT_TOKEN),
+            ("TEST_COMPONENT_AES", COMPONENT_AES_KEY),
+            ("TEST_STATE_KEY", STATE_KEY),
+        ] {
+            env.push((k.into(), v.into()));
+        }
         let env: Env = env.into_iter().collect();
         Config::from_toml_str(&text, &env).expect("test config is valid")
     }
@@ -287,6 +339,39 @@ impl Fleet {
             "events up"
         );
         self.replicas.push(replica);
+    }
+
+    /// Serves the first replica's HTTP API on [`Fleet::event_port`] (the
+    /// component's event URL the simulator pushes to).
+    pub async fn serve_events(&mut self) {
+        let state = self.replicas[0]
+            .http_state(&self.config(SECRET))
+            .expect("http state");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.event_port))
+            .await
+            .expect("event port");
+        let app = wxtoken_coordinator::http::router(state, true);
+        self.events_server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    /// A new verify ticket pushed by the simulator; asserts it was accepted.
+    pub async fn push_ticket(&self) {
+        let outcome = self
+            .sim
+            .push_verify_ticket(COMPONENT_APPID)
+            .await
+            .expect("component known");
+        assert!(
+            matches!(outcome, wechat_sim::PushOutcome::Success { .. }),
+            "verify ticket push: {outcome:?}"
+        );
+    }
+
+    /// The credential of authorizer `appid`.
+    pub fn authorizer(&self, appid: &str) -> CredentialRef {
+        self.cref(&format!("{COMPONENT}.{appid}"))
     }
 
     pub async fn stop_all(&mut self) {

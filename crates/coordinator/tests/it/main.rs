@@ -8,6 +8,7 @@ mod fencing;
 mod fleet;
 mod http;
 mod invalidation;
+mod platform;
 mod single_flight;
 mod stable;
 mod steady_state;

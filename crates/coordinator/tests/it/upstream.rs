@@ -30,6 +30,7 @@ pub async fn fetch(up: &Upstream, cred: &Credential, force: bool) -> Result<Fetc
             upstream: up,
             parent: None,
             force,
+            vault: None,
         })
         .await
 }

@@ -153,7 +153,7 @@ async fn serve(
         {
             return wx(-1, "system error");
         }
-        crate::metrics::invalidation(cred, "force_refresh");
+        crate::metrics::invalidation(&cred, "force_refresh");
         return match state
             .client
             .wait_for_newer(id, current.generation(), state.token_wait)

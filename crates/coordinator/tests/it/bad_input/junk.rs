@@ -317,6 +317,7 @@ async fn a_failure_on_a_junk_failure_count_does_not_overflow() {
         upstream,
         junk.client(Duration::from_millis(300)),
         refresh,
+        wxtoken_coordinator::vault::Vault::new(junk.store(), Default::default()),
         "r".into(),
     ));
     let app = Catalog::from_config(&config)

@@ -123,6 +123,7 @@ async fn junk_is_an_error_or_a_servable_token_never_a_panic() {
             junk.client(Duration::from_millis(300)),
             store.clone(),
             std::sync::Arc::default(),
+            None,
         );
         let r = router(state.unwrap(), true);
         let uri = format!("/v1/apps/{id}/access_token");

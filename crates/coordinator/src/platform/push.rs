@@ -1,0 +1,227 @@
+//! The component event URL (`POST /wechat/components/{id}/events`, SPEC
+//! §9): WeChat's encrypted pushes, checked and acted on ([`Pushes`]).
+//!
+//! A push is accepted only with `encrypt_type=aes`, a timestamp within
+//! [`CLOCK_WINDOW`] of ours, a valid `msg_signature` over the `Encrypt`
+//! field, a frame that decrypts for this component's appid, an inner
+//! `AppId` that is the component's, and a signature not seen before within
+//! the window (fleet-wide, so a replay to another replica is refused too).
+//! A refusal names its reason and never the body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tracing::{info, warn};
+use wxtoken_common::wire::Event;
+use wxtoken_common::{CredentialId, CredentialRef};
+use wxtoken_msgcrypt::MsgCrypt;
+use wxtoken_msgcrypt::event::{self, ComponentEvent};
+
+use super::registry::Registry;
+use crate::catalog::Catalog;
+use crate::refresher::Refresher;
+
+/// How far a push's timestamp may be from our clock (WeChat retries a
+/// push for about 15 s; SDKs commonly allow 5 minutes).
+pub const CLOCK_WINDOW: Duration = Duration::from_secs(300);
+
+/// The query of a push.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PushQuery {
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub encrypt_type: Option<String>,
+    pub msg_signature: Option<String>,
+}
+
+/// Why a push was refused (its `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    UnknownComponent,
+    NotEncrypted,
+    MissingField,
+    StaleTimestamp,
+    BadSignature,
+    Undecryptable,
+    WrongAppid,
+    BadEvent,
+    Replayed,
+    /// Redis could not record or check it: WeChat retries.
+    Unavailable,
+}
+
+impl Refused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownComponent => "unknown_component",
+            Self::NotEncrypted => "not_encrypted",
+            Self::MissingField => "missing_field",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::BadSignature => "bad_signature",
+            Self::Undecryptable => "undecryptable",
+            Self::WrongAppid => "wrong_appid",
+            Self::BadEvent => "bad_event",
+            Self::Replayed => "replayed",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The event receivers of one replica's components.
+#[derive(Debug, Clone)]
+pub struct Pushes {
+    crypts: Arc<HashMap<CredentialId, MsgCrypt>>,
+    refresher: Arc<Refresher>,
+    registry: Registry,
+}
+
+impl Pushes {
+    pub fn new(catalog: &Catalog, refresher: Arc<Refresher>, registry: Registry) -> Self {
+        let crypts = catalog
+            .components()
+            .filter_map(|c| {
+                MsgCrypt::new(
+                    c.token.expose_secret(),
+                    c.encoding_aes_key.expose_secret(),
+                    &c.component_appid,
+                )
+                .ok()
+                .map(|m| (c.id.clone(), m))
+            })
+            .collect();
+        Self {
+            crypts: Arc::new(crypts),
+            refresher,
+            registry,
+        }
+    }
+
+    /// Checks and handles one push; `Ok` means answer `success`.
+    pub async fn receive(
+        &self,
+        component: &str,
+        q: &PushQuery,
+        body: &[u8],
+    ) -> Result<&'static str, Refused> {
+        let result = self.open(component, q, body).await;
+        let event = match result {
+            Ok(e) => e,
+            Err(why) => {
+                crate::metrics::push(component, why.as_str());
+                warn!(component = %component, reason = why.as_str(), bytes = body.len(), "component push refused");
+                return Err(why);
+            }
+        };
+        let Ok(id) = CredentialId::parse(component) else {
+            return Err(Refused::UnknownComponent);
+        };
+        let kind = event.info_type().to_owned();
+        crate::metrics::push(component, "accepted");
+        self.handle(&id, event).await?;
+        info!(component = %component, info_type = %kind, "component push accepted");
+        Ok("success")
+    }
+
+    async fn open(
+        &self,
+        component: &str,
+        q: &PushQuery,
+        body: &[u8],
+    ) -> Result<ComponentEvent, Refused> {
+        let (id, crypt) = self
+            .crypts
+            .get_key_value(component)
+            .ok_or(Refused::UnknownComponent)?;
+        if q.encrypt_type.as_deref() != Some("aes") {
+            return Err(Refused::NotEncrypted);
+        }
+        let (Some(ts), Some(nonce), Some(sig)) = (&q.timestamp, &q.nonce, &q.msg_signature) else {
+            return Err(Refused::MissingField);
+        };
+        let ts_secs: i64 = ts.trim().parse().map_err(|_| Refused::MissingField)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if now.abs_diff(ts_secs) > CLOCK_WINDOW.as_secs() {
+            return Err(Refused::StaleTimestamp);
+        }
+        let xml = crypt.open(body, ts, nonce, sig).map_err(|e| match e {
+            wxtoken_msgcrypt::CryptError::BadSignature => Refused::BadSignature,
+            wxtoken_msgcrypt::CryptError::WrongAppid => Refused::WrongAppid,
+            wxtoken_msgcrypt::CryptError::BadXml => Refused::BadEvent,
+            _ => Refused::Undecryptable,
+        })?;
+        let event = event::parse(&xml).map_err(|_| Refused::BadEvent)?;
+        if event.appid() != crypt.appid() {
+            return Err(Refused::WrongAppid);
+        }
+        // Signed and fresh: refuse it if the fleet has seen it already.
+        let first = self
+            .refresher
+            .store()
+            .first_push(id, sig, CLOCK_WINDOW * 2)
+            .await
+            .map_err(|_| Refused::Unavailable)?;
+        if !first {
+            return Err(Refused::Replayed);
+        }
+        Ok(event)
+    }
+
+    async fn handle(&self, component: &CredentialId, event: ComponentEvent) -> Result<(), Refused> {
+        match event {
+            ComponentEvent::VerifyTicket { ticket, .. } => {
+                let ticket = SecretString::from(ticket);
+                self.refresher
+                    .vault()
+                    .set_verify_ticket(component, &ticket)
+                    .await
+                    .map_err(|_| Refused::Unavailable)?;
+                // A component failing (waiting for a ticket) tries again now.
+                let cref = CredentialRef::token(component.clone());
+                let store = self.refresher.store();
+                if store.failing(&cref).await.unwrap_or(false) {
+                    let _ = store.clear_gate(&cref).await;
+                    let event = Event::RefreshRequested {
+                        generation: 0,
+                        reason: Some("verify_ticket".into()),
+                        force: false,
+                    };
+                    let _ = store.publish(&cref, &event).await;
+                }
+            }
+            ComponentEvent::Authorized {
+                authorization_code,
+                authorizer_appid,
+                ..
+            }
+            | ComponentEvent::UpdateAuthorized {
+                authorization_code,
+                authorizer_appid,
+                ..
+            } => {
+                // WeChat wants its answer within 5 s: exchange the code
+                // in the background.
+                let registry = self.registry.clone();
+                let component = component.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = registry.authorize(&component, &authorization_code).await {
+                        warn!(component = %component, authorizer = %authorizer_appid, error = %e, "could not register an authorizer from its push");
+                    }
+                });
+            }
+            ComponentEvent::Unauthorized {
+                authorizer_appid, ..
+            } => {
+                self.registry
+                    .revoke(component, &authorizer_appid)
+                    .await
+                    .map_err(|_| Refused::Unavailable)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
