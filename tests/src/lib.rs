@@ -109,6 +109,9 @@ pub struct Timing {
     pub wecom: Option<&'static [&'static str]>,
     /// Life of tickets in the simulator (WeChat: 7200 s).
     pub ticket_ttl: Duration,
+    /// Configure the component [`COMPONENT`]; the first replica serves its
+    /// event URL on [`Fleet::event_port`].
+    pub platform: bool,
 }
 
 impl Default for Timing {
@@ -126,9 +129,18 @@ impl Default for Timing {
             tickets: &[],
             wecom: None,
             ticket_ttl: Duration::from_secs(6),
+            platform: false,
         }
     }
 }
+
+/// The open platform of `Timing::platform` (SPEC §9).
+pub const COMPONENT: &str = "open1";
+pub const COMPONENT_APPID: &str = "wx00000000000000c2";
+pub const COMPONENT_SECRET: &str = "e2e-component-secret-Vb61";
+pub const COMPONENT_TOKEN: &str = "e2e-msgtoken-Ys5";
+pub const COMPONENT_AES_KEY: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
+pub const STATE_KEY: &str = "d2h0b2tlbi1lMmUtc3RhdGUta2V5LTMyLWJ5dGVzISE=";
 
 /// One `wxtoken serve` process.
 #[derive(Debug)]
@@ -219,6 +231,8 @@ pub struct Fleet {
     pub replicas: Vec<ReplicaProcess>,
     keys: Keys,
     logs_seen: Vec<PathBuf>,
+    /// The first replica's HTTP port: the component's event URL.
+    pub event_port: u16,
 }
 
 impl Fleet {
@@ -233,6 +247,24 @@ impl Fleet {
         for (_, agentid, secret) in AGENTS {
             sim = sim.corp_agent(CORPID, Some(agentid), secret);
         }
+        let event_port = wxtoken_testkit::free_port();
+        if timing.platform {
+            sim = sim
+                .component(
+                    wechat_sim::SimComponent::new(
+                        COMPONENT_APPID,
+                        COMPONENT_SECRET,
+                        COMPONENT_TOKEN,
+                        COMPONENT_AES_KEY,
+                    )
+                    .event_url(format!(
+                        "http://127.0.0.1:{event_port}/wechat/components/{COMPONENT}/events"
+                    )),
+                )
+                .component_token_ttl(timing.token_ttl)
+                .authorizer_token_ttl(timing.token_ttl)
+                .authorizer_token_per_minute(1_000_000);
+        }
         let sim = wechat_sim::spawn(sim).await.expect("sim");
         let prefix = random_prefix();
         let keys = Keys::new(&prefix).expect("prefix");
@@ -245,6 +277,7 @@ impl Fleet {
             replicas: Vec::new(),
             keys,
             logs_seen: Vec::new(),
+            event_port,
         }
     }
 
@@ -287,7 +320,7 @@ id = "{ID}"
 appid = "{APPID}"
 secret = {{ env = "E2E_SECRET" }}
 tickets = [{tickets}]
-{wecom}"#,
+{wecom}{platform}"#,
             redis = self.redis.url(),
             prefix = self.prefix,
             ahead = ms(t.refresh_ahead),
@@ -300,6 +333,13 @@ tickets = [{tickets}]
             base = self.sim.base_url(),
             wecom_base = self.sim.wecom_base_url(),
             tickets = quoted(t.tickets),
+            platform = if t.platform {
+                format!(
+                    "\n[[components]]\nid = \"{COMPONENT}\"\ncomponent_appid = \"{COMPONENT_APPID}\"\nsecret = {{ env = \"E2E_COMPONENT_SECRET\" }}\ntoken = {{ env = \"E2E_COMPONENT_TOKEN\" }}\nencoding_aes_key = {{ env = \"E2E_COMPONENT_AES\" }}\n\n[security]\nstate_key = {{ env = \"E2E_STATE_KEY\" }}\n"
+                )
+            } else {
+                String::new()
+            },
             wecom = t.wecom.map_or_else(String::new, |tickets| {
                 AGENTS
                     .iter()
@@ -327,7 +367,92 @@ tickets = [{tickets}]
                 secret.to_owned(),
             ));
         }
+        for (k, v) in [
+            ("E2E_COMPONENT_SECRET", COMPONENT_SECRET),
+            ("E2E_COMPONENT_TOKEN", COMPONENT_TOKEN),
+            ("E2E_COMPONENT_AES", COMPONENT_AES_KEY),
+            ("E2E_STATE_KEY", STATE_KEY),
+        ] {
+            env.push((k.to_owned(), v.to_owned()));
+        }
         env
+    }
+
+    /// Starts `n` replicas, the first one listening on [`Self::event_port`]
+    /// (the component's event URL).
+    pub fn spawn_platform_replicas(&mut self, n: usize) {
+        let listen = format!("127.0.0.1:{}", self.event_port);
+        self.spawn_replica_env(SECRET, &[("WXTOKEN__HTTP__LISTEN", listen.as_str())]);
+        for _ in 1..n {
+            self.spawn_replica_with(SECRET);
+        }
+    }
+
+    /// Pushes a new verify ticket until the first replica accepts it (it
+    /// may still be starting).
+    pub async fn push_ticket(&self) {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let outcome = self
+                .sim
+                .push_verify_ticket(COMPONENT_APPID)
+                .await
+                .expect("component known");
+            if matches!(outcome, wechat_sim::PushOutcome::Success { .. }) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "verify ticket push never accepted: {outcome:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The stored value of any credential id (an authorizer: `open1.wx…`).
+    pub async fn value_of(&self, id: &str) -> Option<StoredToken> {
+        let id = CredentialId::parse(id).ok()?;
+        let mut c = self.conn().await;
+        wxtoken_client::keyspace::read_token(&mut c, &self.keys, &id)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The open platform's secrets never reach a log: the component's
+    /// secret, message token and AES key, verify tickets, and the refresh
+    /// and access tokens of `authorizers`.
+    pub fn assert_platform_logs_clean(&self, authorizers: &[String]) {
+        let logs = self.all_logs();
+        for secret in [
+            COMPONENT_SECRET,
+            COMPONENT_TOKEN,
+            COMPONENT_AES_KEY,
+            STATE_KEY,
+        ] {
+            assert!(
+                !logs.contains(secret),
+                "a component secret appears in the logs"
+            );
+        }
+        if let Some(t) = self.sim.verify_ticket(COMPONENT_APPID) {
+            assert!(!logs.contains(&t), "a verify ticket appears in the logs");
+        }
+        for a in authorizers {
+            let Some(s) = self.sim.authorizer_stats(COMPONENT_APPID, a) else {
+                continue;
+            };
+            assert!(
+                !logs.contains(&s.refresh_token),
+                "a refresh token appears in the logs"
+            );
+            for t in &s.access_tokens {
+                assert!(
+                    !logs.contains(&t.token),
+                    "an authorizer token appears in the logs"
+                );
+            }
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {

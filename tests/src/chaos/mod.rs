@@ -69,6 +69,7 @@ impl ChaosConfig {
                 tickets: &["jsapi"],
                 wecom: Some(&["jsapi"]),
                 ticket_ttl: Duration::from_secs(20),
+                platform: false,
             },
             fault_every: Duration::from_secs(8),
             busy_rate: 0.05,

@@ -350,7 +350,22 @@ async fn acl_users_can_do_their_job_and_nothing_more() {
     let lock = keys.lock(&id);
     let token_key = keys.access_token(&id);
     let meta = keys.meta(&id);
+    // The open platform's secrets (SPEC §9): readers cannot read them.
+    let authorizer = wxtoken_common::CredentialId::parse("open1.wx00000000000000d1").unwrap();
+    let component = wxtoken_common::CredentialId::parse("open1").unwrap();
+    let refresh_token = keys.refresh_token(&authorizer);
+    let verify_ticket = keys.verify_ticket(&component);
     for (who, c) in [("wxtoken-reader", &mut r), ("wxtoken-readonly", &mut ro)] {
+        denied(c, who, redis::cmd("GET").arg(&refresh_token)).await;
+        denied(c, who, redis::cmd("GET").arg(&verify_ticket)).await;
+        denied(
+            c,
+            who,
+            redis::cmd("HGET")
+                .arg(keys.authorizers(&component))
+                .arg("wx1"),
+        )
+        .await;
         denied(c, who, redis::cmd("SET").arg(&token_key).arg("forged")).await;
         // Readers cannot empty the token key or scribble on the meta hash
         // (a report only writes the report key).

@@ -7,5 +7,6 @@ mod client;
 mod crashes;
 mod http;
 mod kinds;
+mod platform;
 mod processes;
 mod sdk;

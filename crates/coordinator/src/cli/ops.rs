@@ -75,8 +75,13 @@ fn find(config: &Config, id: &str, ticket: Option<&str>) -> Result<Arc<Credentia
     };
     let parsed = CredentialId::parse(raw).map_err(|e| ConfigError::new("id", e.to_string()))?;
     let catalog = Catalog::from_config(config);
-    match catalog.find(parsed.as_str(), slot) {
-        Some(c) => Ok(c.clone()),
+    let found = catalog.find(parsed.as_str(), slot).or_else(|| {
+        (slot == Slot::AccessToken)
+            .then(|| catalog.authorizer_by_id(parsed.as_str()))
+            .flatten()
+    });
+    match found {
+        Some(c) => Ok(c),
         None if catalog.family(parsed.as_str()).is_some() => Err(ConfigError::new(
             "ticket",
             format!(
@@ -126,7 +131,11 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             Some(slot) => format!("{}/{slot}", r.id),
             None => r.id.clone(),
         };
-        let per = if r.quota_window == "hour" { "/h" } else { "" };
+        let per = match r.quota_window.as_str() {
+            "hour" => "/h",
+            "minute" => "/min",
+            _ => "",
+        };
         println!(
             "{:<28} {:<26} {:<20} {:>6} {:>10} {:<24} {:>11}  {}",
             name,
@@ -139,7 +148,36 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             error
         );
     }
+    for component in &config.components {
+        let (active, revoked) = registry_counts(&store, &component.id).await?;
+        println!(
+            "component {}: {active} authorizers active, {revoked} revoked (ids {}.<appid>; GET /v1/components/{}/authorizers lists them)",
+            component.id, component.id, component.id
+        );
+    }
     Ok(())
+}
+
+/// Active and revoked authorizers of a component's registry (HSCAN pages).
+async fn registry_counts(
+    store: &TokenStore,
+    component: &wxtoken_common::CredentialId,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut active, mut revoked, mut cursor) = (0, 0, 0);
+    loop {
+        let page = store.registry_page(component, cursor, 1000).await?;
+        for (_, state) in &page.entries {
+            if state == crate::store::ACTIVE {
+                active += 1;
+            } else {
+                revoked += 1;
+            }
+        }
+        cursor = page.cursor;
+        if cursor == 0 {
+            return Ok((active, revoked));
+        }
+    }
 }
 
 pub async fn get(

@@ -9,8 +9,8 @@
 //! A refusal names its reason and never the body.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
@@ -26,6 +26,10 @@ use crate::refresher::Refresher;
 /// How far a push's timestamp may be from our clock (WeChat retries a
 /// push for about 15 s; SDKs commonly allow 5 minutes).
 pub const CLOCK_WINDOW: Duration = Duration::from_secs(300);
+
+/// Signatures remembered per replica before old ones are pruned (WeChat
+/// pushes a few a minute per component).
+const MAX_SEEN: usize = 10_000;
 
 /// The query of a push.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -73,6 +77,9 @@ impl Refused {
 #[derive(Debug, Clone)]
 pub struct Pushes {
     crypts: Arc<HashMap<CredentialId, MsgCrypt>>,
+    /// Signatures this replica accepted within the window: a replay is
+    /// refused even after Redis lost the fleet's marks.
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
     refresher: Arc<Refresher>,
     registry: Registry,
 }
@@ -93,6 +100,7 @@ impl Pushes {
             .collect();
         Self {
             crypts: Arc::new(crypts),
+            seen: Arc::default(),
             refresher,
             registry,
         }
@@ -157,7 +165,11 @@ impl Pushes {
         if event.appid() != crypt.appid() {
             return Err(Refused::WrongAppid);
         }
-        // Signed and fresh: refuse it if the fleet has seen it already.
+        // Signed and fresh: refuse it if this replica or the fleet has seen
+        // it already.
+        if !self.first_here(sig) {
+            return Err(Refused::Replayed);
+        }
         let first = self
             .refresher
             .store()
@@ -168,6 +180,23 @@ impl Pushes {
             return Err(Refused::Replayed);
         }
         Ok(event)
+    }
+
+    fn first_here(&self, sig: &str) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        let window = CLOCK_WINDOW * 2;
+        if seen.len() >= MAX_SEEN {
+            seen.retain(|_, at| at.elapsed() < window);
+        }
+        match seen.get(sig) {
+            Some(at) if at.elapsed() < window => false,
+            _ => {
+                seen.insert(sig.to_owned(), Instant::now());
+                true
+            }
+        }
     }
 
     async fn handle(&self, component: &CredentialId, event: ComponentEvent) -> Result<(), Refused> {

@@ -97,6 +97,7 @@ impl Registry {
         if let Ok(id) = crate::kind::authorizer_id(component, appid) {
             self.schedule.remove(&CredentialRef::token(id.clone()));
             self.catalog.remove_authorizer(&id);
+            crate::metrics::authorizers(self.catalog.authorizer_count());
         }
     }
 
@@ -262,6 +263,9 @@ impl Registry {
         let components: Vec<CredentialId> =
             self.catalog.components().map(|c| c.id.clone()).collect();
         for component in components {
+            // Every replica remembers the latest verify ticket (a push
+            // reaches one replica), so any of them can refill after a wipe.
+            let _ = self.refresher.vault().verify_ticket(&component).await;
             let mut cursor = 0;
             loop {
                 let page = self

@@ -16,6 +16,10 @@ use crate::upstream::{FetchError, Upstream, parse_value, sanitize};
 /// Authorizers per `api_get_authorizer_list` page (WeChat's maximum).
 pub const PAGE: u64 = 500;
 
+/// The largest `api_get_authorizer_list` reply read (a page of 500 is
+/// ~100 KB; WeChat's refresh tokens are ~100 characters).
+const LIST_REPLY_LIMIT: usize = 4 * 1024 * 1024;
+
 /// What `api_query_auth` returns.
 pub struct Authorization {
     pub appid: String,
@@ -116,7 +120,9 @@ pub async fn authorizer_list(
         component_token.expose_secret()
     );
     let body = json!({"component_appid": component_appid, "offset": offset, "count": PAGE});
-    let (status, reply) = upstream.post_json(&url, &body).await?;
+    let (status, reply) = upstream
+        .post_json_large(&url, &body, LIST_REPLY_LIMIT)
+        .await?;
     let v = json_of(status, &reply)?;
     let total = v
         .get("total_count")

@@ -308,6 +308,7 @@ impl Refresher {
                 }
             }
         }
+        let mut shared_taken = None;
         if let Some(shared) = &limits.shared {
             let shared_period = self.store.period(shared.window, grant.now_ms);
             let taken = self
@@ -334,6 +335,7 @@ impl Refresher {
                 debug!(credential = %cref, used, limit = shared.code, "a shared limit is reached");
                 return Ok(RefreshOutcome::OverBudget { used });
             }
+            shared_taken = Some((shared, shared_period));
         }
         // A replica stalled since it took the lock must not call upstream: the
         // lock may already be someone else's, and a token WeChat issues after
@@ -345,7 +347,20 @@ impl Refresher {
         let force = grant.forced;
         let mut fetched = match self.fetch(cred, force, locked_at, &period).await {
             Ok(f) => f,
-            Err(error) => return self.failed(cred, &grant, error).await,
+            Err(error) => {
+                if !error.called_upstream() {
+                    // Nothing reached WeChat: the units go back, so a
+                    // credential waiting for its parent or its refresh
+                    // token does not eat a limit others share.
+                    self.store.give_back(cref, &period).await?;
+                    if let Some((shared, p)) = &shared_taken {
+                        self.store
+                            .give_back_shared(&shared.tag, &shared.name, p)
+                            .await?;
+                    }
+                }
+                return self.failed(cred, &grant, error).await;
+            }
         };
         if let Some(reported) = &plan.compare_with
             && fetched.value.expose_secret() == reported.expose_secret()
@@ -456,7 +471,17 @@ impl Refresher {
         newer: Option<(u64, Duration)>,
     ) -> Result<wxtoken_client::Token, FetchError> {
         let token = match newer {
-            None => self.client.value(parent).await,
+            // The parent's value if there is one now: a credential whose
+            // parent has none (a component token being refilled) fails at
+            // once instead of holding a step slot for `token_wait`.
+            None => tokio::time::timeout(PARENT_WAIT, self.client.value(parent))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(wxtoken_client::ClientError::Unavailable {
+                        id: parent.to_string(),
+                        reason: "no value yet".into(),
+                    })
+                }),
             Some((generation, wait)) => {
                 self.client
                     .wait_for_newer_value(parent, generation, wait)
@@ -729,6 +754,10 @@ const SETTLE_MARGIN: Duration = Duration::from_millis(50);
 /// A follower's own fetch waits this much longer than its leader's, so the
 /// leader, not both, calls WeChat when the shared value runs out.
 const FOLLOWER_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a fetch waits for its parent's current value (a cache miss
+/// is one Redis read; longer means the parent has none).
+const PARENT_WAIT: Duration = Duration::from_millis(250);
 
 /// A leader's value with less life than this is not adopted.
 const MIN_ADOPTED_LIFE: Duration = Duration::from_millis(100);

@@ -24,6 +24,10 @@ use super::policy::{LoopState, Refreshed, turn};
 use super::{MAX_CONCURRENT_REFRESHES, Refresher};
 use crate::kind::Credential;
 
+/// After a wake-up of everything, how much later a credential with a parent
+/// turns than the parents.
+const CHILD_DELAY: Duration = Duration::from_millis(100);
+
 /// Every credential of one replica and when each turns next.
 #[derive(Debug)]
 pub struct Schedule {
@@ -145,9 +149,16 @@ impl Schedule {
     pub fn wake_all(&self) {
         let now = Instant::now();
         let mut t = self.table();
-        let ids: Vec<u32> = t.entries.keys().copied().collect();
-        for id in ids {
-            t.touch(id, Missed::Reread, now);
+        // Credentials others fetch with (a component token) go first, so
+        // their dependants do not fail for want of a parent value.
+        let ids: Vec<(u32, bool)> = t
+            .entries
+            .iter()
+            .map(|(id, e)| (*id, e.cred.kind.parent().is_some()))
+            .collect();
+        for (id, child) in ids {
+            let at = if child { now + CHILD_DELAY } else { now };
+            t.touch(id, Missed::Reread, at);
         }
         drop(t);
         self.changed.notify_one();

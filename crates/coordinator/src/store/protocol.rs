@@ -320,6 +320,21 @@ impl TokenStore {
             .await
     }
 
+    /// Gives back a unit of a shared limit that no call used.
+    pub async fn give_back_shared(
+        &self,
+        tag: &str,
+        name: &str,
+        period: &QuotaPeriod,
+    ) -> Result<(), StoreError> {
+        let Some(key) = self.keys.shared_quota(tag, name, period) else {
+            return Ok(());
+        };
+        let mut c = self.conn().await?;
+        let _: i64 = c.decr(key, 1).await?;
+        Ok(())
+    }
+
     /// Gives back a unit taken in `period` that no call used.
     pub async fn give_back(
         &self,

@@ -67,7 +67,10 @@ impl FetchError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Wechat { class, .. } => *class,
-            Self::NoRefreshToken | Self::Revoked { .. } => ErrorClass::Fatal,
+            // Retryable, not fatal: after a data loss the registry's rebuild
+            // stores it moments later, and a fatal gate would hold the
+            // authorizer for `fatal_cooldown`. No upstream call is made.
+            Self::Revoked { .. } => ErrorClass::Fatal,
             _ => ErrorClass::Retryable,
         }
     }
@@ -86,6 +89,15 @@ impl FetchError {
             Self::Body(_) => "bad_reply".into(),
             Self::ParentUnavailable(_) => "parent_unavailable".into(),
         }
+    }
+
+    /// False when the fetch failed before any call reached WeChat (no
+    /// ticket, no refresh token, no parent value): its quota goes back.
+    pub fn called_upstream(&self) -> bool {
+        !matches!(
+            self,
+            Self::NoVerifyTicket | Self::NoRefreshToken | Self::ParentUnavailable(_)
+        )
     }
 
     fn from_reqwest(e: reqwest::Error) -> Self {
@@ -151,7 +163,8 @@ impl Upstream {
         url: &str,
         query: &[(&str, &str)],
     ) -> Result<(u16, Vec<u8>), FetchError> {
-        self.exchange(self.http.get(url).query(query)).await
+        self.exchange(self.http.get(url).query(query), MAX_BODY)
+            .await
     }
 
     /// `POST url` with a JSON body.
@@ -160,7 +173,21 @@ impl Upstream {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<(u16, Vec<u8>), FetchError> {
-        self.exchange(self.http.post(url).json(body)).await
+        self.exchange(self.http.post(url).json(body), MAX_BODY)
+            .await
+    }
+
+    /// `POST url` with a JSON body whose reply may be up to `max_body`
+    /// bytes (`api_get_authorizer_list`: 500 authorizers with their refresh
+    /// tokens are ~100 KB).
+    pub async fn post_json_large(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        max_body: usize,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        self.exchange(self.http.post(url).json(body), max_body)
+            .await
     }
 
     /// Shows `value` to WeChat at `url` (a call that needs a token and
@@ -207,14 +234,15 @@ impl Upstream {
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
+        max_body: usize,
     ) -> Result<(u16, Vec<u8>), FetchError> {
         let mut response = request.send().await.map_err(FetchError::from_reqwest)?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(FetchError::from_reqwest)? {
-            if body.len() + chunk.len() > MAX_BODY {
+            if body.len() + chunk.len() > max_body {
                 return Err(FetchError::Body(format!(
-                    "reply larger than {MAX_BODY} bytes"
+                    "reply larger than {max_body} bytes"
                 )));
             }
             body.extend_from_slice(&chunk);
