@@ -8,6 +8,7 @@ pub mod alternative;
 pub mod efficiency;
 pub mod hardening;
 pub mod kinds;
+pub mod platform;
 pub mod read_path;
 pub mod scale;
 
@@ -92,6 +93,11 @@ pub const SECTIONS: &[Section] = &[
         name: "hardening",
         key: "hardening",
         run: |q| Box::pin(hardening::run(q)),
+    },
+    Section {
+        name: "platform",
+        key: "platform",
+        run: |q| Box::pin(platform::run(q)),
     },
 ];
 

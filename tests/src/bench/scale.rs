@@ -430,7 +430,7 @@ fn fetched(sim: &wechat_sim::SimHandle) -> u64 {
     sim.stats().apps.values().map(|a| a.fetch_ok).sum()
 }
 
-async fn wait_all_tokens(
+pub(super) async fn wait_all_tokens(
     conn: &mut MultiplexedConnection,
     keys: &[String],
     deadline: Duration,
@@ -477,7 +477,7 @@ async fn wait_all_tokens(
     }
 }
 
-async fn reset_stats(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
+pub(super) async fn reset_stats(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
     redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async::<()>(conn)
@@ -487,7 +487,9 @@ async fn reset_stats(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
 
 /// `INFO commandstats` as command → calls (excluding the INFO/CONFIG this
 /// harness sent).
-async fn commandstats(conn: &mut MultiplexedConnection) -> anyhow::Result<BTreeMap<String, u64>> {
+pub(super) async fn commandstats(
+    conn: &mut MultiplexedConnection,
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let text: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
@@ -515,7 +517,7 @@ async fn commandstats(conn: &mut MultiplexedConnection) -> anyhow::Result<BTreeM
 
 /// Every replica's count of refreshes it stored (`wxtoken_refresh_total`
 /// with `outcome="refreshed"`, summed over credentials).
-async fn refreshed_by(
+pub(super) async fn refreshed_by(
     http: &reqwest::Client,
     replicas: &[ReplicaProcess],
 ) -> anyhow::Result<Vec<u64>> {
@@ -540,7 +542,7 @@ async fn refreshed_by(
 }
 
 /// utime + stime of a replica, in clock ticks.
-fn cpu_ticks(r: &ReplicaProcess) -> anyhow::Result<u64> {
+pub(super) fn cpu_ticks(r: &ReplicaProcess) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", r.pid()))?;
     // Fields after the command name (which is in parentheses).
     let after = stat
@@ -554,7 +556,7 @@ fn cpu_ticks(r: &ReplicaProcess) -> anyhow::Result<u64> {
 }
 
 /// (VmRSS, VmHWM) of a replica in MB.
-fn rss(r: &ReplicaProcess) -> anyhow::Result<(f64, f64)> {
+pub(super) fn rss(r: &ReplicaProcess) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid()))?;
     let kb = |field: &str| -> anyhow::Result<f64> {
         let line = status
