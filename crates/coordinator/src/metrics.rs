@@ -32,6 +32,7 @@ pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "wxtoken_http_connections_closed
 pub const HTTP_CONNECTIONS_OPEN: &str = "wxtoken_http_connections_open";
 pub const COMPONENT_PUSHES_TOTAL: &str = "wxtoken_component_pushes_total";
 pub const AUTHORIZERS: &str = "wxtoken_authorizers";
+pub const STALE_FETCHES_TOTAL: &str = "wxtoken_stale_fetches_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -111,6 +112,13 @@ fn gauge_labels(cred: &Credential) -> Option<(String, &'static str)> {
 pub fn push(component: &str, result: &'static str) {
     counter!(COMPONENT_PUSHES_TOTAL, "component" => component.to_owned(), "result" => result)
         .increment(1);
+}
+
+/// A fetched value refused at commit as stale, for a kind whose fetch cuts
+/// off the stored value: the stored one is replaced at once.
+pub fn stale_fetch(cred: &Credential) {
+    let (app, kind) = labels(cred);
+    counter!(STALE_FETCHES_TOTAL, "app" => app, "kind" => kind).increment(1);
 }
 
 /// Authorizers this replica refreshes.

@@ -75,6 +75,10 @@ impl Kind for AppToken {
         }
     }
 
+    fn supersedes(&self) -> bool {
+        self.api == UpstreamApi::Token
+    }
+
     fn describe(&self) -> Describe {
         Describe {
             family: Family::App,

@@ -119,6 +119,10 @@ impl Kind for AuthorizerToken {
         }
     }
 
+    fn supersedes(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> Describe {
         Describe {
             family: Family::Authorizer,

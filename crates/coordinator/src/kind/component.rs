@@ -127,6 +127,10 @@ impl Kind for ComponentToken {
         CheckBy::Fetch
     }
 
+    fn supersedes(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> Describe {
         Describe {
             family: Family::Component,

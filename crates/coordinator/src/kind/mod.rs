@@ -120,6 +120,13 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn judge(&self, _fetched: &Fetched, _stored: &Digest) -> Judgement {
         Judgement::Commit
     }
+    /// Whether every fetch makes WeChat cut off the value issued before it
+    /// (after the overlap): `cgi-bin/token`, component and authorizer
+    /// tokens. A fetched value refused at commit as stale then means the
+    /// stored one may die early, so the fleet replaces it.
+    fn supersedes(&self) -> bool {
+        false
+    }
     /// The component and appid of an authorizer (registered at run time,
     /// revoked on 61023); `None` for every other kind.
     fn authorizer_of(&self) -> Option<(&CredentialId, &str)> {

@@ -560,6 +560,20 @@ impl Refresher {
                     ttl: grant.token_ttl.unwrap_or_default(),
                 }
             }
+            stale @ Commit::Stale { .. } if cred.kind.supersedes() => {
+                // This replica stalled past its lock: another stored a value
+                // meanwhile, and the one fetched here (issued later, for all
+                // we know) cuts that one off after the overlap. The fleet
+                // replaces it now: one extra call instead of readers meeting
+                // 40001 later.
+                crate::metrics::stale_fetch(cred);
+                let by = format!("stale_fetch:{}", self.replica_id);
+                if let Err(e) = self.store.force_request(cref, &by).await {
+                    warn!(credential = %cref, error = %e, "could not ask for the stored value's replacement");
+                }
+                warn!(credential = %cref, "fetched a value after another replica stored one: replacing the stored value");
+                RefreshOutcome::NotStored(stale)
+            }
             other => {
                 warn!(credential = %cref, outcome = ?other, "fetched value was not stored");
                 RefreshOutcome::NotStored(other)
