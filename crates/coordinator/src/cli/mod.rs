@@ -7,6 +7,7 @@
 
 mod demo;
 mod ops;
+mod platform;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,10 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// A component's authorizers instead: counts by state (active,
+        /// revoked, failing) and the failing ones.
+        #[arg(long, value_name = "ID")]
+        component: Option<String>,
     },
     /// Print the current value of a credential (from Redis): `ID` (its
     /// access token), `ID/ticket:jsapi` or `ID --ticket jsapi`.
@@ -141,7 +146,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", config.redacted_toml());
             Ok(())
         }
-        Command::Status { json } => ops::status(&config, *json).await,
+        Command::Status {
+            json,
+            component: Some(id),
+        } => platform::status(&config, id, *json).await,
+        Command::Status { json, .. } => ops::status(&config, *json).await,
         Command::Get { id, ticket, json } => ops::get(&config, id, ticket.as_deref(), *json).await,
         Command::Invalidate { id, ticket, token } => {
             ops::invalidate(&config, id, ticket.as_deref(), token).await

@@ -99,7 +99,7 @@ fn find(config: &Config, id: &str, ticket: Option<&str>) -> Result<Arc<Credentia
     }
 }
 
-async fn connected_store(config: &Config) -> anyhow::Result<TokenStore> {
+pub(super) async fn connected_store(config: &Config) -> anyhow::Result<TokenStore> {
     let store = build_store(config)?;
     store.ping().await.context("cannot reach redis")?;
     Ok(store)

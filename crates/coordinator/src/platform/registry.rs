@@ -337,11 +337,14 @@ impl Registry {
             return Ok(None);
         }
         // The component token must be back first (its own refill, with the
-        // verify ticket this replica remembers).
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // verify ticket this replica remembers). An import that fails part
+        // way is run again whole (it is idempotent) while the lease is ours:
+        // once the registry is not empty, no other replica would start one.
+        let deadline = Instant::now() + RECOVERY_LEASE / 2;
         let result = loop {
             match self.import(component).await {
-                Err(RegistryError::NoComponentToken(_)) if Instant::now() < deadline => {
+                Err(e) if Instant::now() < deadline => {
+                    debug!(component = %component, error = %e, "registry rebuild: import failed; again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 other => break other,

@@ -20,6 +20,9 @@ pub const PAGE: u64 = 500;
 /// ~100 KB; WeChat's refresh tokens are ~100 characters).
 const LIST_REPLY_LIMIT: usize = 4 * 1024 * 1024;
 
+/// How long one list page may take (the reply is ~100 KB).
+const LIST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What `api_query_auth` returns.
 pub struct Authorization {
     pub appid: String,
@@ -121,7 +124,7 @@ pub async fn authorizer_list(
     );
     let body = json!({"component_appid": component_appid, "offset": offset, "count": PAGE});
     let (status, reply) = upstream
-        .post_json_large(&url, &body, LIST_REPLY_LIMIT)
+        .post_json_large(&url, &body, LIST_REPLY_LIMIT, LIST_TIMEOUT)
         .await?;
     let v = json_of(status, &reply)?;
     let total = v

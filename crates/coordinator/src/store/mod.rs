@@ -27,7 +27,7 @@ use std::time::Duration;
 use wxtoken_client::connect::{ClientSource, PooledConn, RedisPool};
 use wxtoken_common::{Keys, QuotaDay, QuotaOffset, Slot};
 
-pub use platform::{ACTIVE, REVOKED, RegistryPage};
+pub use platform::{ACTIVE, AuthorizerState, REVOKED, RegistryPage};
 pub use pool::{StoreError, connect_pool, target};
 pub use protocol::CommitArgs;
 pub use types::*;

@@ -249,6 +249,59 @@ impl TokenStore {
     }
 }
 
+/// What `wxtoken status --component` needs of one authorizer.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizerState {
+    pub has_token: bool,
+    pub failures: u64,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl TokenStore {
+    /// Whether each authorizer has a token and its last failure, one
+    /// pipeline for all of `crefs` (a page of the registry).
+    pub async fn authorizer_states(
+        &self,
+        crefs: &[CredentialRef],
+    ) -> Result<Vec<AuthorizerState>, StoreError> {
+        if crefs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for cref in crefs {
+            let k = self.keys.slot(cref);
+            pipe.exists(&k.value);
+            pipe.cmd("HMGET")
+                .arg(&k.meta)
+                .arg(wxtoken_common::meta::FAILURES)
+                .arg(wxtoken_common::meta::LAST_ERROR_CODE)
+                .arg(wxtoken_common::meta::LAST_ERROR_MSG);
+        }
+        let mut c = self.conn().await?;
+        let replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let mut out = Vec::with_capacity(crefs.len());
+        for pair in replies.chunks(2) {
+            let has_token: bool = pair
+                .first()
+                .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                .unwrap_or(false);
+            let fields: Vec<Option<String>> = pair
+                .get(1)
+                .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                .unwrap_or_default();
+            let field = |i: usize| fields.get(i).cloned().flatten();
+            out.push(AuthorizerState {
+                has_token,
+                failures: field(0).and_then(|f| f.parse().ok()).unwrap_or(0),
+                code: field(1),
+                message: field(2).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// Registry states.
 pub const ACTIVE: &str = "active";
 pub const REVOKED: &str = "revoked";

@@ -179,14 +179,15 @@ impl Upstream {
 
     /// `POST url` with a JSON body whose reply may be up to `max_body`
     /// bytes (`api_get_authorizer_list`: 500 authorizers with their refresh
-    /// tokens are ~100 KB).
+    /// tokens are ~100 KB), and its own `timeout`.
     pub async fn post_json_large(
         &self,
         url: &str,
         body: &serde_json::Value,
         max_body: usize,
+        timeout: Duration,
     ) -> Result<(u16, Vec<u8>), FetchError> {
-        self.exchange(self.http.post(url).json(body), max_body)
+        self.exchange(self.http.post(url).json(body).timeout(timeout), max_body)
             .await
     }
 
