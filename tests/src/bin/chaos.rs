@@ -32,6 +32,10 @@ struct Args {
     /// Write the JSON report here as well.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// The open platform profile instead (issue 14): one component, merchants
+    /// authorizing and revoking all the time, replica kills and Redis wipes.
+    #[arg(long)]
+    platform: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -41,6 +45,9 @@ async fn main() -> ExitCode {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .try_init();
+    }
+    if args.platform {
+        return platform(&args).await;
     }
     let mut cfg = ChaosConfig::new(args.duration, args.seed);
     cfg.replicas = args.replicas.max(1);
@@ -80,6 +87,36 @@ async fn main() -> ExitCode {
     println!("{json}");
     if let Some(path) = args.json
         && let Err(e) = std::fs::write(&path, &json)
+    {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn platform(args: &Args) -> ExitCode {
+    let mut cfg = wxtoken_e2e::chaos::platform::PlatformChaos::new(args.duration, args.seed);
+    cfg.replicas = args.replicas.max(1);
+    cfg.fault_every = args.fault_every;
+    eprintln!(
+        "chaos --platform: {:?}, seed {}, {} replicas",
+        cfg.duration, cfg.seed, cfg.replicas
+    );
+    let report = match wxtoken_e2e::chaos::platform::run(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chaos run failed to complete: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.table());
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    println!("{json}");
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, &json)
     {
         eprintln!("cannot write {}: {e}", path.display());
     }

@@ -7,6 +7,7 @@
 //! at configured rates. [`run`] returns a [`Report`] that judges the run.
 
 mod kinds;
+pub mod platform;
 mod report;
 
 use std::collections::{BTreeMap, HashSet};

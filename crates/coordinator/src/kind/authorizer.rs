@@ -123,6 +123,10 @@ impl Kind for AuthorizerToken {
         true
     }
 
+    fn spreads_after_fill(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> Describe {
         Describe {
             family: Family::Authorizer,

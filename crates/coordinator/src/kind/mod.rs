@@ -127,6 +127,12 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn supersedes(&self) -> bool {
         false
     }
+    /// Whether a value filled with many others (an import, a refill after
+    /// data loss) is refreshed at a random point of its second half-life,
+    /// to spread the lives that follow (authorizers: 100 000 at once).
+    fn spreads_after_fill(&self) -> bool {
+        false
+    }
     /// The component and appid of an authorizer (registered at run time,
     /// revoked on 61023); `None` for every other kind.
     fn authorizer_of(&self) -> Option<(&CredentialId, &str)> {

@@ -19,13 +19,17 @@ use wxtoken_common::{CredentialId, CredentialRef};
 use wxtoken_msgcrypt::MsgCrypt;
 use wxtoken_msgcrypt::event::{self, ComponentEvent};
 
-use super::registry::Registry;
+use super::registry::{Registry, RegistryError};
 use crate::catalog::Catalog;
 use crate::refresher::Refresher;
 
 /// How far a push's timestamp may be from our clock (WeChat retries a
 /// push for about 15 s; SDKs commonly allow 5 minutes).
 pub const CLOCK_WINDOW: Duration = Duration::from_secs(300);
+
+/// How long a push waits for its authorization code's exchange before
+/// answering (WeChat gives up after 5 s).
+const AUTHORIZE_WAIT: Duration = Duration::from_secs(3);
 
 /// Signatures remembered per replica before old ones are pruned (WeChat
 /// pushes a few a minute per component).
@@ -126,8 +130,17 @@ impl Pushes {
             return Err(Refused::UnknownComponent);
         };
         let kind = event.info_type().to_owned();
+        if let Err(why) = self.handle(&id, event).await {
+            // Not kept: WeChat's retry of this very push must not be taken
+            // for a replay.
+            if let Some(sig) = &q.msg_signature {
+                self.forget(&id, sig).await;
+            }
+            crate::metrics::push(component, why.as_str());
+            warn!(component = %component, reason = why.as_str(), "component push not kept; WeChat will push it again");
+            return Err(why);
+        }
         crate::metrics::push(component, "accepted");
-        self.handle(&id, event).await?;
         info!(component = %component, info_type = %kind, "component push accepted");
         Ok("success")
     }
@@ -182,6 +195,13 @@ impl Pushes {
         Ok(event)
     }
 
+    async fn forget(&self, component: &CredentialId, sig: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(sig);
+        }
+        let _ = self.refresher.store().forget_push(component, sig).await;
+    }
+
     fn first_here(&self, sig: &str) -> bool {
         let Ok(mut seen) = self.seen.lock() else {
             return true;
@@ -231,15 +251,27 @@ impl Pushes {
                 authorizer_appid,
                 ..
             } => {
-                // WeChat wants its answer within 5 s: exchange the code
-                // in the background.
+                // Registered before the answer, so a replica that dies
+                // meanwhile answers nothing and WeChat pushes again. WeChat
+                // wants its answer within 5 s: past AUTHORIZE_WAIT the
+                // exchange goes on in the background and `success` goes out.
                 let registry = self.registry.clone();
                 let component = component.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = registry.authorize(&component, &authorization_code).await {
+                let task = tokio::spawn(async move {
+                    let result = registry.authorize(&component, &authorization_code).await;
+                    if let Err(e) = &result {
                         warn!(component = %component, authorizer = %authorizer_appid, error = %e, "could not register an authorizer from its push");
                     }
+                    result
                 });
+                if let Ok(Ok(Err(RegistryError::Store(_) | RegistryError::NoComponentToken(_)))) =
+                    tokio::time::timeout(AUTHORIZE_WAIT, task).await
+                {
+                    // Nothing kept: let WeChat push it again. (Registered,
+                    // refused by WeChat — a used or expired code, which a
+                    // retry would not help — or still running: success.)
+                    return Err(Refused::Unavailable);
+                }
             }
             ComponentEvent::Unauthorized {
                 authorizer_appid, ..

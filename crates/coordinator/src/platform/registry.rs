@@ -305,7 +305,7 @@ impl Registry {
                         info!(component = %component, authorizers = n, took_ms = started.elapsed().as_millis() as u64, "registry rebuilt after data loss");
                         break;
                     }
-                    // Another replica holds the lease, or the registry is intact.
+                    // Another replica holds the lease: it imports.
                     Ok(None) => break,
                     Err(e) => {
                         warn!(component = %component, error = %e, "registry rebuild failed; retrying");
@@ -326,9 +326,10 @@ impl Registry {
 
     async fn try_recover(&self, component: &CredentialId) -> Result<Option<u64>, RegistryError> {
         let store = self.refresher.store();
-        if store.registry_len(component).await? > 0 {
-            return Ok(None);
-        }
+        // Not "is the registry empty?": authorizations pushed since the
+        // loss already refill it. The replica that takes the lease imports;
+        // the lease is left to expire, so replicas that notice the same loss
+        // later do not import again (a new loss wipes it with the rest).
         let owner = self.refresher.replica_id().to_owned();
         if !store
             .take_recovery(component, &owner, RECOVERY_LEASE)
@@ -338,8 +339,7 @@ impl Registry {
         }
         // The component token must be back first (its own refill, with the
         // verify ticket this replica remembers). An import that fails part
-        // way is run again whole (it is idempotent) while the lease is ours:
-        // once the registry is not empty, no other replica would start one.
+        // way is run again whole (it is idempotent) while the lease is ours.
         let deadline = Instant::now() + RECOVERY_LEASE / 2;
         let result = loop {
             match self.import(component).await {
@@ -350,7 +350,10 @@ impl Registry {
                 other => break other,
             }
         };
-        let _ = store.end_recovery(component, &owner).await;
+        if result.is_err() {
+            // Let another replica try.
+            let _ = store.end_recovery(component, &owner).await;
+        }
         result.map(Some)
     }
 

@@ -552,7 +552,11 @@ impl Refresher {
                         self.hand_over(follower, cred, fetched, expires).await;
                     }
                 }
-                RefreshOutcome::Refreshed { generation, ttl }
+                RefreshOutcome::Refreshed {
+                    generation,
+                    ttl,
+                    filled: grant.token_ttl.is_none(),
+                }
             }
             Commit::Same { .. } => {
                 debug!(credential = %cref, "WeChat handed out the stored value again");

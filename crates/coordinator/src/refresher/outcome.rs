@@ -70,8 +70,13 @@ impl Refusal {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RefreshOutcome {
-    /// This replica fetched and stored a new value.
-    Refreshed { generation: u64, ttl: Duration },
+    /// This replica fetched and stored a new value; `filled`: none was
+    /// stored before (a first fill, or a refill after data loss).
+    Refreshed {
+        generation: u64,
+        ttl: Duration,
+        filled: bool,
+    },
     /// After taking the lock the stored value was fresh: nothing to do.
     StillFresh { ttl: Duration },
     /// Another replica holds the lock.

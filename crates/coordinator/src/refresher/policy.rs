@@ -105,9 +105,9 @@ fn known(
 /// The state a step's outcome leaves behind, when it says enough.
 fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
     match outcome {
-        RefreshOutcome::Refreshed { generation, ttl } => {
-            known(Some(*ttl), *generation, Duration::ZERO, None)
-        }
+        RefreshOutcome::Refreshed {
+            generation, ttl, ..
+        } => known(Some(*ttl), *generation, Duration::ZERO, None),
         RefreshOutcome::StillFresh { ttl } => known(Some(*ttl), generation, Duration::ZERO, None),
         RefreshOutcome::LockedElsewhere {
             lock_ttl: Some(lock),
@@ -281,6 +281,20 @@ pub async fn turn(
                     st.pending_report = Some(generation);
                     st.next = Next::Claim;
                     return Instant::now() + *wait;
+                }
+                if let RefreshOutcome::Refreshed {
+                    generation,
+                    ttl,
+                    filled: true,
+                } = o
+                    && cred.kind.spreads_after_fill()
+                {
+                    // Filled with many others (an import, a refill after
+                    // data loss): the next refresh at a random point of the
+                    // second half of this life, so the lives that follow
+                    // are spread, not due together.
+                    st.seen_generation = generation;
+                    st.jitter = ttl.mul_f64(rand::random::<f64>() / 2.0);
                 }
                 st.next = known_after(&o, st.seen_generation);
                 if matches!(o, RefreshOutcome::LockLost | RefreshOutcome::NotStored(_)) {

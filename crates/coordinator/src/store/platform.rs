@@ -199,6 +199,17 @@ impl TokenStore {
         Ok(generation)
     }
 
+    /// Forgets a push seen (it was not kept: its retry is welcome).
+    pub async fn forget_push(
+        &self,
+        component: &CredentialId,
+        signature: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = c.del(self.keys.push_seen(component, signature)).await?;
+        Ok(())
+    }
+
     /// Takes the recovery lease of `component` (`SET NX PX`).
     pub async fn take_recovery(
         &self,

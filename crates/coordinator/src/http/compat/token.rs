@@ -116,6 +116,9 @@ async fn serve(
         return wx(45011, "api minute-quota reach limit");
     }
     let Some(app) = state.app_by_appid(appid, prefer) else {
+        if let Some(cred) = authorizer_of(state, appid) {
+            return serve_authorizer(state, ip, appid, secret, &cred).await;
+        }
         state.guess.failed(ip, None);
         return wx(40013, "invalid appid");
     };
@@ -164,6 +167,43 @@ async fn serve(
         };
     }
     match state.client.access_token(id).await {
+        Ok(t) => reply(&t, cred.kind.lead(&state.refresh)),
+        Err(_) => wx(-1, "system error"),
+    }
+}
+
+/// The authorizer credential of `appid` under any configured component.
+fn authorizer_of(
+    state: &HttpState,
+    appid: &str,
+) -> Option<std::sync::Arc<crate::kind::Credential>> {
+    state.catalog.components().find_map(|c| {
+        state.catalog.find(
+            &format!("{}.{appid}", c.id),
+            wxtoken_common::Slot::AccessToken,
+        )
+    })
+}
+
+/// An authorizer has no appsecret of its own: an SDK pointed at wxtoken
+/// for an authorizer's appid sends one of the API keys as its `secret`.
+/// Served from the fleet's shared token; never a fetch, never a force.
+async fn serve_authorizer(
+    state: &HttpState,
+    ip: Option<std::net::IpAddr>,
+    appid: &str,
+    secret: &str,
+    cred: &crate::kind::Credential,
+) -> Response {
+    let accepted = state
+        .api_keys
+        .iter()
+        .fold(false, |ok, k| ok | secret_eq(secret, k.expose_secret()));
+    if !accepted {
+        state.guess.failed(ip, Some(appid));
+        return wx(40125, "invalid appsecret");
+    }
+    match state.client.value(&cred.cref).await {
         Ok(t) => reply(&t, cred.kind.lead(&state.refresh)),
         Err(_) => wx(-1, "system error"),
     }
