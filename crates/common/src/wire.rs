@@ -29,6 +29,12 @@ pub enum Event {
         /// asking Redis.
         #[serde(default)]
         ttl_ms: u64,
+        /// Stored where none was (an import, a refill after data loss):
+        /// kinds that spread such fills plan the next refresh at a point of
+        /// the second half-life derived from the generation, the same on
+        /// every replica.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        filled: bool,
     },
     /// A coordinator found that WeChat rejects the stored token of this
     /// generation (a verified report, or an upstream call that said
@@ -325,6 +331,7 @@ mod tests {
             expires_at_ms: 1000,
             fetched_by: Some("r1".into()),
             ttl_ms: 7_200_000,
+            filled: false,
         };
         assert_eq!(
             e.to_json(),

@@ -459,12 +459,14 @@ pub(super) async fn wait_all_tokens(
             let logs: String = replicas
                 .iter()
                 .map(|r| {
-                    r.logs()
+                    let logs = r.logs();
+                    let mut lines: Vec<&str> = logs
                         .lines()
-                        .rev()
-                        .take(5)
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                        .filter(|l| l.contains("registry") || l.contains("lost"))
+                        .take(20)
+                        .collect();
+                    lines.extend(logs.lines().rev().take(5));
+                    lines.join("\n")
                 })
                 .collect::<Vec<_>>()
                 .join("\n");

@@ -102,17 +102,49 @@ impl Registry {
     }
 
     /// The component's current token (from this replica's cache).
+    /// The component's current token, read from Redis (not the cache:
+    /// after a data loss the cache may still hold a token the refill has
+    /// since replaced, which WeChat kills at the next fetch but one).
     async fn component_token(
         &self,
         component: &CredentialId,
     ) -> Result<SecretString, RegistryError> {
-        let token = self
-            .refresher
-            .client()
-            .value(&CredentialRef::token(component.clone()))
+        let cref = CredentialRef::token(component.clone());
+        match self.refresher.store().read_value(&cref).await? {
+            Some(t) => Ok(SecretString::from(t.value)),
+            None => Err(RegistryError::NoComponentToken("none stored".into())),
+        }
+    }
+
+    /// One page of the list with the component's current token; a token
+    /// WeChat rejects (replaced meanwhile) is read again, a few times.
+    async fn list_page(
+        &self,
+        component: &CredentialId,
+        component_appid: &str,
+        offset: u64,
+    ) -> Result<(Vec<wechat::Listed>, u64), RegistryError> {
+        let mut tries = 0;
+        loop {
+            let token = self.component_token(component).await?;
+            match wechat::authorizer_list(
+                self.refresher.upstream(),
+                self.catalog.base_url(),
+                component_appid,
+                &token,
+                offset,
+            )
             .await
-            .map_err(|e| RegistryError::NoComponentToken(e.to_string()))?;
-        Ok(SecretString::from(token.value().to_owned()))
+            {
+                Err(FetchError::Wechat { errcode, .. })
+                    if wxtoken_common::is_token_rejected(errcode) && tries < 5 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other.map_err(RegistryError::Refused),
+            }
+        }
     }
 
     /// Registers the account behind an authorization code: exchanges it
@@ -168,19 +200,12 @@ impl Registry {
     /// current refresh token. Returns how many.
     pub async fn import(&self, component: &CredentialId) -> Result<u64, RegistryError> {
         let config = self.component(component)?.clone();
-        let token = self.component_token(component).await?;
         let mut offset = 0;
         let mut imported = 0;
         loop {
-            let (page, total) = wechat::authorizer_list(
-                self.refresher.upstream(),
-                self.catalog.base_url(),
-                &config.component_appid,
-                &token,
-                offset,
-            )
-            .await
-            .map_err(RegistryError::Refused)?;
+            let (page, total) = self
+                .list_page(component, &config.component_appid, offset)
+                .await?;
             let n = page.len() as u64;
             for listed in page {
                 match self
@@ -246,11 +271,14 @@ impl Registry {
             .registered(&hint.component, &hint.appid)
             .await
         {
-            Ok(Some(state)) if state == ACTIVE => {
-                if let Err(why) = self.follow(&hint.component, &hint.appid) {
-                    warn!(component = %hint.component, why = %why, "registry entry ignored");
+            Ok(Some(state)) if state == ACTIVE => match self.follow(&hint.component, &hint.appid) {
+                // Registered again (or imported): it may have a refresh
+                // token now and its gate lifted: look at once.
+                Ok(cred) => self.schedule.reread(&cred.cref),
+                Err(why) => {
+                    warn!(component = %hint.component, why = %why, "registry entry ignored")
                 }
-            }
+            },
             Ok(_) => self.unfollow(&hint.component, &hint.appid),
             Err(e) => debug!(error = %e, "registry read failed; the next sync catches up"),
         }
@@ -344,7 +372,7 @@ impl Registry {
         let result = loop {
             match self.import(component).await {
                 Err(e) if Instant::now() < deadline => {
-                    debug!(component = %component, error = %e, "registry rebuild: import failed; again");
+                    warn!(component = %component, error = %e, "registry rebuild: import failed; again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 other => break other,

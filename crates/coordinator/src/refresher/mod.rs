@@ -538,6 +538,7 @@ impl Refresher {
             life: cred.kind.life(),
             settle: settle(cred, fetched.took),
             reported,
+            filled: grant.token_ttl.is_none() && cred.kind.spreads_after_fill(),
             refresh_token: fetched
                 .refresh_token
                 .as_ref()
@@ -646,6 +647,7 @@ impl Refresher {
                 life: leader.kind.life(),
                 settle: fetched.took + SETTLE_MARGIN + FOLLOWER_GRACE,
                 reported: false,
+                filled: false,
                 refresh_token: None,
             };
             self.store
@@ -743,13 +745,21 @@ impl Refresher {
         }
         let class = error.class();
         let day = self.store.quota_day(grant.now_ms);
-        let gate = self.backoff.gate(
-            class,
-            grant.failures.saturating_add(1),
-            grant.now_ms,
-            day,
-            rand::random::<f64>(),
-        );
+        let gate = if matches!(error, FetchError::NoRefreshToken) {
+            // Only a registration or an import brings one, and either lifts
+            // this gate and wakes the credential on every replica: until
+            // then, turning it again is load for nothing (100 000 of them
+            // after a data loss would starve the rebuild).
+            Gate::For(NO_REFRESH_TOKEN_WAIT)
+        } else {
+            self.backoff.gate(
+                class,
+                grant.failures.saturating_add(1),
+                grant.now_ms,
+                day,
+                rand::random::<f64>(),
+            )
+        };
         let record = FailureRecord {
             code: error.code(),
             message: error.to_string(),
@@ -772,6 +782,10 @@ const SETTLE_MARGIN: Duration = Duration::from_millis(50);
 /// A follower's own fetch waits this much longer than its leader's, so the
 /// leader, not both, calls WeChat when the shared value runs out.
 const FOLLOWER_GRACE: Duration = Duration::from_secs(1);
+
+/// The gate of an authorizer without a refresh token (lifted early by the
+/// registration or import that stores one).
+const NO_REFRESH_TOKEN_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a fetch waits for its parent's current value (a cache miss
 /// is one Redis read; longer means the parent has none).

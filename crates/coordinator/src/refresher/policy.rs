@@ -122,8 +122,18 @@ fn known_after(outcome: &RefreshOutcome, generation: u64) -> Next {
 pub struct Refreshed {
     pub generation: u64,
     pub ttl: Duration,
+    /// A fill to spread (see `Kind::spreads_after_fill`).
+    pub filled: bool,
     /// When the event arrived (the value had `ttl` left then).
     pub at: Instant,
+}
+
+/// Where in its second half-life a filled value is refreshed: the same on
+/// every replica for one generation (so the claim race, not the filler,
+/// decides who refreshes), different across credentials.
+fn spread_jitter(ttl: Duration, generation: u64) -> Duration {
+    let mixed = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    ttl.mul_f64(mixed as f64 / (1_u64 << 53) as f64 / 2.0)
 }
 
 /// The least time between two peeks that events anybody may publish cause.
@@ -148,6 +158,8 @@ pub struct LoopState {
     /// Events anybody with PUBLISH can send (refresh_requested, reported,
     /// invalidated) cost at most four peeks a second per credential.
     last_requested_peek: Option<Instant>,
+    /// The next generation seen is a fill to spread (its event said so).
+    spread_next: bool,
 }
 
 impl LoopState {
@@ -161,6 +173,7 @@ impl LoopState {
             next: Next::Peek,
             claim_on_wake: false,
             last_requested_peek: None,
+            spread_next: false,
         }
     }
 
@@ -171,6 +184,7 @@ impl LoopState {
         self.claim_on_wake = false;
         match refreshed {
             Some(r) if r.generation >= self.seen_generation => {
+                self.spread_next = r.filled;
                 self.next = known(
                     Some(r.ttl.saturating_sub(r.at.elapsed())),
                     r.generation,
@@ -246,7 +260,15 @@ pub async fn turn(
                 refresher.ttls().note(id, peek.token_ttl);
                 if peek.generation != st.seen_generation {
                     st.seen_generation = peek.generation;
-                    st.jitter = draw_jitter(lead);
+                    st.jitter = match peek.token_ttl {
+                        Some(ttl)
+                            if std::mem::take(&mut st.spread_next)
+                                && cred.kind.spreads_after_fill() =>
+                        {
+                            spread_jitter(ttl, peek.generation)
+                        }
+                        _ => draw_jitter(lead),
+                    };
                 }
                 st.claim_on_wake = events_up;
                 st.pending_force = peek.pending == Pending::Force;
@@ -294,7 +316,7 @@ pub async fn turn(
                     // second half of this life, so the lives that follow
                     // are spread, not due together.
                     st.seen_generation = generation;
-                    st.jitter = ttl.mul_f64(rand::random::<f64>() / 2.0);
+                    st.jitter = spread_jitter(ttl, generation);
                 }
                 st.next = known_after(&o, st.seen_generation);
                 if matches!(o, RefreshOutcome::LockLost | RefreshOutcome::NotStored(_)) {

@@ -355,10 +355,14 @@ impl EventSink for Schedule {
             // component token.
             Event::Authorizer { .. } => return,
             Event::Refreshed {
-                generation, ttl_ms, ..
+                generation,
+                ttl_ms,
+                filled,
+                ..
             } if ttl_ms > 0 => Some(Refreshed {
                 generation,
                 ttl: Duration::from_millis(ttl_ms),
+                filled,
                 at: Instant::now(),
             }),
             _ => None,

@@ -14,7 +14,8 @@
 -- until then (`settle_at_ms`, see claim.lua). ARGV[12] '1' when a report
 -- triggered this refresh (starts the report spacing), ARGV[13] the sealed
 -- refresh token that came with the value ('' or absent: none), stored in
--- KEYS[6] with the value or not at all (SPEC §9: never lost between the two)
+-- KEYS[6] with the value or not at all (SPEC §9: never lost between the two),
+-- ARGV[14] '1': announce a fill to spread (the event's `filled`)
 -- Stores the value only if the epoch is unchanged (Redis did not lose its
 -- data since claim) and the fence is newer than the stored generation.
 -- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} |
@@ -98,6 +99,7 @@ end
 redis.call('PUBLISH', KEYS[4],
   '{"event":"refreshed","generation":' .. fence_s .. ',"expires_at_ms":' .. expires_s
   .. ',"ttl_ms":' .. string.format('%d', ttl)
-  .. ',"fetched_by":' .. cjson.encode(ARGV[5]) .. ARGV[10] .. '}')
+  .. ',"fetched_by":' .. cjson.encode(ARGV[5]) .. ARGV[10]
+  .. (ARGV[14] == '1' and ',"filled":true' or '') .. '}')
 release()
 return {'ok', fence, expires_at}

@@ -46,6 +46,9 @@ pub struct CommitArgs<'a> {
     pub settle: Duration,
     /// A report triggered this refresh (starts the report spacing).
     pub reported: bool,
+    /// Announce the value as a fill to be spread (`refreshed` event's
+    /// `filled`).
+    pub filled: bool,
     /// A refresh token that came with the value, sealed, and the key it goes
     /// to: stored in the same fenced commit (SPEC §9).
     pub refresh_token: Option<(String, String)>,
@@ -68,6 +71,7 @@ impl<'a> CommitArgs<'a> {
             life: Life::Reply,
             settle: Duration::ZERO,
             reported: false,
+            filled: false,
             refresh_token: None,
         }
     }
@@ -413,6 +417,7 @@ impl TokenStore {
             .arg(millis(args.settle))
             .arg(if args.reported { "1" } else { "0" })
             .arg(args.refresh_token.as_ref().map_or("", |(_, v)| v.as_str()))
+            .arg(if args.filled { "1" } else { "0" })
             .invoke_async(&mut c)
             .await?;
         Ok(match tag.as_str() {
