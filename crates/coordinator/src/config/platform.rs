@@ -44,8 +44,9 @@ pub(super) struct ComponentEntry {
 }
 
 fn default_per_minute() -> u64 {
-    // WeChat publishes no per-minute figure for api_authorizer_token; this
-    // refills 100 000 authorizers in two minutes.
+    // WeChat publishes no per-minute figure for api_authorizer_token. Counted
+    // with the previous minute, this refills 60 000 authorizers per two
+    // minutes; raise it for larger platforms if WeChat allows.
     60_000
 }
 
