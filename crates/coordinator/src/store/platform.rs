@@ -51,14 +51,8 @@ impl TokenStore {
         component: &CredentialId,
         sealed: &str,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.verify_ticket(component))
-            .arg(sealed)
-            .arg("NX")
-            .query_async(&mut c)
-            .await?;
-        Ok(set.is_some())
+        self.set_nx(&self.keys.verify_ticket(component), sealed, None)
+            .await
     }
 
     /// The sealed refresh token of an authorizer, if any.
@@ -161,16 +155,8 @@ impl TokenStore {
         signature: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.push_seen(component, signature))
-            .arg("1")
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl).max(1))
-            .query_async(&mut c)
-            .await?;
-        Ok(set.is_some())
+        self.set_nx(&self.keys.push_seen(component, signature), "1", Some(ttl))
+            .await
     }
 
     /// Marks `appid` revoked in the registry and its token dead: deleted,
@@ -217,16 +203,8 @@ impl TokenStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.recovery(component))
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl).max(1))
-            .query_async(&mut c)
-            .await?;
-        Ok(set.is_some())
+        self.set_nx(&self.keys.recovery(component), owner, Some(ttl))
+            .await
     }
 
     /// Gives the recovery lease back (only if still ours).
@@ -257,6 +235,25 @@ impl TokenStore {
             .query_async(&mut c)
             .await?;
         Ok(())
+    }
+}
+
+impl TokenStore {
+    /// `SET key value NX [PX ttl]`: true when this call set it.
+    async fn set_nx(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX");
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(millis(ttl).max(1));
+        }
+        let mut c = self.conn().await?;
+        let set: Option<String> = cmd.query_async(&mut c).await?;
+        Ok(set.is_some())
     }
 }
 
