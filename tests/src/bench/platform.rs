@@ -91,6 +91,8 @@ pub struct Point {
     pub commands: u64,
     pub commands_per_refresh: f64,
     pub commands_per_authorizer_hour: f64,
+    /// Commands per refresh by name (where they go).
+    pub command_mix: std::collections::BTreeMap<String, f64>,
     pub rss_mb: Vec<f64>,
     pub peak_rss_mb: Vec<f64>,
     pub cpu_percent: Vec<f64>,
@@ -334,6 +336,10 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
         commands,
         commands_per_refresh: per_refresh,
         commands_per_authorizer_hour: per_refresh * 3600.0 / PROD_CYCLE_S,
+        command_mix: stats
+            .iter()
+            .map(|(name, calls)| (name.clone(), *calls as f64 / refreshes.max(1) as f64))
+            .collect(),
         rss_mb,
         peak_rss_mb,
         cpu_percent,

@@ -104,6 +104,8 @@ impl Kind for AuthorizerToken {
                 budget: self.calls_per_minute,
                 what: format!("component {}'s authorizers", self.component),
                 code: "component_rate",
+                // ≤ 1/64 of the limit idle per replica and minute.
+                reserve: (self.calls_per_minute / 64).clamp(1, 64),
             }),
         }
     }

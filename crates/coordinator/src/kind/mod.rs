@@ -232,6 +232,12 @@ pub struct SharedLimit {
     pub what: String,
     /// The refusal's code in status (`corp_cap`, `component_rate`).
     pub code: &'static str,
+    /// How many units a replica reserves at once (1: one per call). A large
+    /// per-minute limit many credentials share is taken in chunks, so most
+    /// refreshes cost no Redis command for it; units a replica reserved and
+    /// did not use are lost with their period (at most `reserve - 1` per
+    /// replica and period).
+    pub reserve: u64,
 }
 
 /// How a reported value is judged before any refresh (invariant 7).

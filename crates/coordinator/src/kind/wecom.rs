@@ -229,6 +229,8 @@ impl Kind for WecomTicket {
                     self.corpid, self.ticket
                 ),
                 code: "corp_cap",
+                // A small hourly cap: every unit counted as it is used.
+                reserve: 1,
             }),
         }
     }

@@ -311,10 +311,7 @@ impl Refresher {
         let mut shared_taken = None;
         if let Some(shared) = &limits.shared {
             let shared_period = self.store.period(shared.window, grant.now_ms);
-            let taken = self
-                .store
-                .take_shared_quota(&shared.tag, &shared.name, &shared_period, shared.budget)
-                .await?;
+            let taken = self.store.take_shared_quota(shared, &shared_period).await?;
             if let QuotaTake::OverBudget { used } = taken {
                 // Nothing was called: the credential's own unit goes back.
                 self.store.give_back(cref, &period).await?;
@@ -354,9 +351,7 @@ impl Refresher {
                     // token does not eat a limit others share.
                     self.store.give_back(cref, &period).await?;
                     if let Some((shared, p)) = &shared_taken {
-                        self.store
-                            .give_back_shared(&shared.tag, &shared.name, p)
-                            .await?;
+                        self.store.give_back_shared(shared, p).await?;
                     }
                 }
                 return self.failed(cred, &grant, error).await;

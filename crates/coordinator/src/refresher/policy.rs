@@ -128,12 +128,15 @@ pub struct Refreshed {
     pub at: Instant,
 }
 
-/// Where in its second half-life a filled value is refreshed: the same on
-/// every replica for one generation (so the claim race, not the filler,
-/// decides who refreshes), different across credentials.
-fn spread_jitter(ttl: Duration, generation: u64) -> Duration {
+/// Where in its second half-life a filled value is refreshed: the same
+/// point on every replica for one generation (so the filler is not the one
+/// that refreshes them all), different across credentials, plus each
+/// replica's own [`draw_jitter`]: one replica, a random one, wakes first and
+/// the others find the value fresh (its event) instead of claiming at the
+/// same instant and losing the lock.
+fn spread_jitter(ttl: Duration, generation: u64, lead: Duration) -> Duration {
     let mixed = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-    ttl.mul_f64(mixed as f64 / (1_u64 << 53) as f64 / 2.0)
+    ttl.mul_f64(mixed as f64 / (1_u64 << 53) as f64 / 2.0) + draw_jitter(lead)
 }
 
 /// The least time between two peeks that events anybody may publish cause.
@@ -265,7 +268,7 @@ pub async fn turn(
                             if std::mem::take(&mut st.spread_next)
                                 && cred.kind.spreads_after_fill() =>
                         {
-                            spread_jitter(ttl, peek.generation)
+                            spread_jitter(ttl, peek.generation, lead)
                         }
                         _ => draw_jitter(lead),
                     };
@@ -316,7 +319,7 @@ pub async fn turn(
                     // second half of this life, so the lives that follow
                     // are spread, not due together.
                     st.seen_generation = generation;
-                    st.jitter = spread_jitter(ttl, generation);
+                    st.jitter = spread_jitter(ttl, generation, lead);
                 }
                 st.next = known_after(&o, st.seen_generation);
                 if matches!(o, RefreshOutcome::LockLost | RefreshOutcome::NotStored(_)) {

@@ -12,13 +12,14 @@
 //! period, the life rule, the slot).
 //!
 //! `protocol.rs` holds the refresh protocol (claim, commit, quota, reports,
-//! failures), `ops.rs` what operators and readers do (status, reset, force,
+//! failures), `quota.rs` the quota counters, `ops.rs` what operators and readers do (status, reset, force,
 //! reads); `types.rs` the values they exchange.
 
 mod ops;
 mod platform;
 mod pool;
 mod protocol;
+mod quota;
 mod types;
 
 use std::fmt;
@@ -77,6 +78,7 @@ pub struct TokenStore {
     pool: RedisPool,
     keys: Keys,
     quota_offset: QuotaOffset,
+    reserves: quota::Reserves,
 }
 
 impl fmt::Debug for TokenStore {
@@ -103,6 +105,7 @@ impl TokenStore {
             pool,
             keys,
             quota_offset,
+            reserves: quota::Reserves::default(),
         }
     }
 

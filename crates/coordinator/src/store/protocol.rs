@@ -4,31 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use secrecy::{ExposeSecret, SecretString};
-use wxtoken_common::{CredentialRef, QuotaDay, QuotaPeriod, Window, meta};
+use wxtoken_common::{CredentialRef, meta};
 
+use super::quota::quota_ttl_ms;
 use super::{
     Claim, ClaimArgs, ClaimMode, Commit, FailureRecord, Gate, Grant, Life, LockOwner, Peek,
-    Pending, QuotaTake, ReportCheck, StoreError, TokenStore, Verdict, millis, pttl, script,
-    slot_field, truncate,
+    Pending, ReportCheck, StoreError, TokenStore, Verdict, millis, pttl, script, slot_field,
+    truncate,
 };
 
 script!(LOCK, "lock.lua");
 script!(CLAIM, quota, "claim.lua");
 script!(COMMIT, "commit.lua");
 script!(RELEASE, "release.lua");
-script!(QUOTA_TAKE, quota, "quota_take.lua");
 script!(RECORD_FAILURE, "record_failure.lua");
 script!(PEEK, "peek.lua");
 script!(REFUSE_REPORT, "refuse_report.lua");
 script!(DROP_TOKEN, "drop_token.lua");
-
-/// Quota counters live three periods, long enough for `status` across the
-/// boundary and for the previous hour an hourly limit also counts.
-fn quota_ttl_ms(window: Window) -> u64 {
-    u64::try_from(3 * window.length_ms()).unwrap_or(u64::MAX)
-}
 
 /// What a commit writes besides the value.
 #[derive(Debug)]
@@ -270,108 +263,6 @@ impl TokenStore {
             },
             verdict,
         }))
-    }
-
-    /// One unit of `cref`'s quota in `period` (an hourly period also counts
-    /// the hour before: see `quota.lua`).
-    pub async fn take_quota(
-        &self,
-        cref: &CredentialRef,
-        period: &QuotaPeriod,
-        budget: u64,
-    ) -> Result<QuotaTake, StoreError> {
-        let k = self.keys.slot(cref);
-        let previous = period
-            .window()
-            .slides()
-            .then(|| k.quota_in(&period.previous()));
-        self.take_from(k.quota_in(period), previous, period.window(), budget)
-            .await
-    }
-
-    /// One unit of `day`'s token-check budget (the cheap WeChat call that
-    /// verifies a reported token).
-    pub async fn take_verify_quota(
-        &self,
-        cref: &CredentialRef,
-        day: QuotaDay,
-        budget: u64,
-    ) -> Result<QuotaTake, StoreError> {
-        let key = self.keys.slot(cref).verify_quota(day);
-        self.take_from(key, None, Window::Day, budget).await
-    }
-
-    /// One unit of a limit several credentials share (`tag`'s counter
-    /// `name`), in `period` and, for a sliding window, the one before.
-    pub async fn take_shared_quota(
-        &self,
-        tag: &str,
-        name: &str,
-        period: &QuotaPeriod,
-        budget: u64,
-    ) -> Result<QuotaTake, StoreError> {
-        let key = |p: &QuotaPeriod| {
-            self.keys
-                .shared_quota(tag, name, p)
-                .ok_or_else(|| StoreError::Reply(format!("{tag:?} cannot be a key tag")))
-        };
-        let previous = if period.window().slides() {
-            Some(key(&period.previous())?)
-        } else {
-            None
-        };
-        self.take_from(key(period)?, previous, period.window(), budget)
-            .await
-    }
-
-    /// Gives back a unit of a shared limit that no call used.
-    pub async fn give_back_shared(
-        &self,
-        tag: &str,
-        name: &str,
-        period: &QuotaPeriod,
-    ) -> Result<(), StoreError> {
-        let Some(key) = self.keys.shared_quota(tag, name, period) else {
-            return Ok(());
-        };
-        let mut c = self.conn().await?;
-        let _: i64 = c.decr(key, 1).await?;
-        Ok(())
-    }
-
-    /// Gives back a unit taken in `period` that no call used.
-    pub async fn give_back(
-        &self,
-        cref: &CredentialRef,
-        period: &QuotaPeriod,
-    ) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: i64 = c.decr(self.keys.slot(cref).quota_in(period), 1).await?;
-        Ok(())
-    }
-
-    async fn take_from(
-        &self,
-        key: String,
-        previous: Option<String>,
-        window: Window,
-        budget: u64,
-    ) -> Result<QuotaTake, StoreError> {
-        let mut c = self.conn().await?;
-        let mut script = QUOTA_TAKE.key(key);
-        if let Some(previous) = previous {
-            script.key(previous);
-        }
-        let (tag, used): (String, u64) = script
-            .arg(budget)
-            .arg(quota_ttl_ms(window))
-            .invoke_async(&mut c)
-            .await?;
-        Ok(if tag == "ok" {
-            QuotaTake::Taken { used }
-        } else {
-            QuotaTake::OverBudget { used }
-        })
     }
 
     /// The fenced write, of a value that dies at `args.expires`.

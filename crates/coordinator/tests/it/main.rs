@@ -9,6 +9,7 @@ mod fleet;
 mod http;
 mod invalidation;
 mod platform;
+mod quota;
 mod single_flight;
 mod stable;
 mod steady_state;
