@@ -9,6 +9,7 @@
 //! ([`HttpConfig::api_keys`]) and does not choose a replica id.
 
 mod env;
+mod gateway;
 mod platform;
 mod secret;
 #[cfg(test)]
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use wxtoken_common::{CredentialId, QuotaOffset, TicketType};
 
 pub use env::Env;
+pub use gateway::GatewayConfig;
 pub use platform::{ComponentConfig, SecurityConfig};
 pub use secret::{RedisUrl, SecretRef};
 use validate::{ConfigFile, syntax_error};
@@ -64,6 +66,8 @@ pub struct Config {
     pub components: Vec<ComponentConfig>,
     /// `[security]`: the key sealing refresh tokens and verify tickets.
     pub security: SecurityConfig,
+    /// `[gateway]`: the reverse proxy to WeChat (SPEC §10).
+    pub gateway: GatewayConfig,
     /// `[http] api_keys` read at load time with the same environment as the
     /// app secrets; empty when none are configured (the JSON API is closed).
     #[serde(skip)]

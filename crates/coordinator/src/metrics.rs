@@ -33,6 +33,8 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "wxtoken_http_connections_open";
 pub const COMPONENT_PUSHES_TOTAL: &str = "wxtoken_component_pushes_total";
 pub const AUTHORIZERS: &str = "wxtoken_authorizers";
 pub const STALE_FETCHES_TOTAL: &str = "wxtoken_stale_fetches_total";
+pub const GATEWAY_CALLS_TOTAL: &str = "wxtoken_gateway_calls_total";
+pub const GATEWAY_SECONDS: &str = "wxtoken_gateway_call_duration_seconds";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -203,6 +205,26 @@ pub fn token_ttl(cred: &Credential, ttl: Option<Duration>) {
 pub fn invalidation(cred: &Credential, result: &'static str) {
     let (app, kind) = labels(cred);
     counter!(INVALIDATIONS_TOTAL, "app" => app, "kind" => kind, "result" => result).increment(1);
+}
+
+/// One call through the gateway: by key, credential (an authorizer's
+/// component), API path (`other` when WeChat did not know it, so callers
+/// cannot mint series), WeChat's errcode (`-` for a reply without one) and
+/// whether a refused token was healed by a retry.
+pub fn gateway(
+    key: &str,
+    cred: &Credential,
+    path: &str,
+    errcode: Option<i64>,
+    healed: bool,
+    took: Duration,
+) {
+    let (app, _) = labels(cred);
+    let errcode = errcode.map_or_else(|| "-".to_owned(), |c| c.to_string());
+    let healed = if healed { "true" } else { "false" };
+    counter!(GATEWAY_CALLS_TOTAL, "key" => key.to_owned(), "app" => app.clone(), "path" => path.to_owned(), "errcode" => errcode, "healed" => healed)
+        .increment(1);
+    histogram!(GATEWAY_SECONDS, "app" => app, "path" => path.to_owned()).record(took.as_secs_f64());
 }
 
 pub fn http(route: String, status: u16, took: Duration) {

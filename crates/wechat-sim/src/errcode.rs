@@ -33,6 +33,15 @@ pub(crate) enum WxError {
     /// 40002: missing or other `grant_type`.
     #[error("invalid grant_type")]
     InvalidGrantType,
+    /// 40003: `touser` is not an openid (custom message).
+    #[error("invalid openid")]
+    InvalidOpenid,
+    /// 40004: `type` of a media upload is not image, voice, video or thumb.
+    #[error("invalid media type")]
+    InvalidMediaType,
+    /// 40008: `msgtype` of a custom message is missing or unknown.
+    #[error("invalid message type")]
+    InvalidMessageType,
     /// 40013: unknown appid.
     #[error("invalid appid")]
     InvalidAppid,
@@ -51,6 +60,12 @@ pub(crate) enum WxError {
     /// 41002: no appid.
     #[error("appid missing")]
     AppidMissing,
+    /// 41005: a media upload without its `media` part.
+    #[error("media data missing")]
+    MediaDataMissing,
+    /// 40169: `scene` of a mini-program code is missing or over 32 characters.
+    #[error("invalid length for scene")]
+    InvalidScene,
     /// 41004: no secret.
     #[error("appsecret missing")]
     SecretMissing,
@@ -105,6 +120,9 @@ impl WxError {
             WxError::SystemBusy => -1,
             WxError::InvalidCredential => 40001,
             WxError::InvalidGrantType => 40002,
+            WxError::InvalidOpenid => 40003,
+            WxError::InvalidMediaType => 40004,
+            WxError::InvalidMessageType => 40008,
             WxError::InvalidAppid => 40013,
             WxError::InvalidUrl => 40066,
             WxError::InvalidArgs => 40097,
@@ -112,6 +130,8 @@ impl WxError {
             WxError::AccessTokenMissing => 41001,
             WxError::AppidMissing => 41002,
             WxError::SecretMissing => 41004,
+            WxError::MediaDataMissing => 41005,
+            WxError::InvalidScene => 40169,
             WxError::AccessTokenExpired => 42001,
             WxError::RequireGet => 43001,
             WxError::RequirePost => 43002,
@@ -136,6 +156,9 @@ impl WxError {
                 "invalid credential, access_token is invalid or not latest"
             }
             WxError::InvalidGrantType => "invalid grant_type",
+            WxError::InvalidOpenid => "invalid openid",
+            WxError::InvalidMediaType => "invalid media type",
+            WxError::InvalidMessageType => "invalid message type",
             WxError::InvalidAppid => "invalid appid",
             WxError::InvalidUrl => "invalid url",
             WxError::InvalidArgs => "invalid args",
@@ -143,6 +166,8 @@ impl WxError {
             WxError::AccessTokenMissing => "access_token missing",
             WxError::AppidMissing => "appid missing",
             WxError::SecretMissing => "appsecret missing",
+            WxError::MediaDataMissing => "media data missing",
+            WxError::InvalidScene => "invalid length for scene",
             WxError::AccessTokenExpired => "access_token expired",
             WxError::RequireGet => "require GET method",
             WxError::RequirePost => "require POST method",

@@ -75,12 +75,12 @@ mod token;
 pub use config::{ConfigError, SimAgent, SimApp, SimComponent, SimConfig, SimCorp};
 pub use faults::Faults;
 pub use handle::{SimHandle, serve, spawn, spawn_on};
-pub use routes::router;
+pub use routes::{router, wxacode_image};
 pub use shared::{Forgery, PushOutcome, SimState};
 pub use state::{Authorization, ComponentError};
 pub use stats::{
     AgentTicketStats, AppStats, AuthorizerStats, ComponentStats, CorpStats, IssuedTicket,
-    IssuedToken, MAX_ANOMALIES, Stats, endpoint,
+    IssuedToken, MAX_ANOMALIES, Stats, Upload, endpoint,
 };
 pub use ticket::{jsapi_signature, url_without_fragment};
 pub use token::{TokenSource, TokenState};

@@ -47,6 +47,23 @@ pub struct Stats {
     /// Per configured Open Platform component, by component appid. Its
     /// authorizers are counted there, not in `apps`.
     pub components: BTreeMap<String, ComponentStats>,
+    /// Business calls answered with success (a valid token and a
+    /// well-formed request), by path (`/cgi-bin/message/custom/send`, …).
+    pub business_ok: BTreeMap<String, u64>,
+    /// The last media uploads received (at most 64, oldest first).
+    pub uploads: Vec<Upload>,
+}
+
+/// One media upload as the simulator received it, so a test can tell that
+/// every byte went through a proxy unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Upload {
+    pub media_id: String,
+    /// Bytes of the `media` part.
+    pub bytes: u64,
+    /// SHA-1 (hex) of the `media` part.
+    pub sha1: String,
 }
 
 impl Stats {

@@ -177,7 +177,16 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
     let prefix = random_prefix();
     let keys = Keys::new(&prefix)?;
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("wxtoken.toml");
+    // WXTOKEN_BENCH_LOG=info keeps the replicas' logs (the path is printed).
+    let log_level = std::env::var("WXTOKEN_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let dir = if log_level == "warn" {
+        dir.path().to_owned()
+    } else {
+        let kept = dir.keep();
+        eprintln!("replica logs kept in {}", kept.display());
+        kept
+    };
+    let config = dir.join("wxtoken.toml");
     std::fs::write(
         &config,
         config_text(plan, &redis.url(), &prefix, &sim.base_url()),
@@ -189,7 +198,7 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
         ("BENCH_AES_KEY", AES_KEY),
         ("BENCH_STATE_KEY", STATE_KEY),
         ("BENCH_API_KEYS", API_KEY),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", log_level.as_str()),
     ];
     crate::wxtoken_bin();
     let listen = format!("127.0.0.1:{event_port}");
@@ -199,7 +208,7 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
             if r == 1 {
                 env.push(("WXTOKEN__HTTP__LISTEN", listen.as_str()));
             }
-            ReplicaProcess::spawn(&config, &format!("r{r}"), dir.path(), &env)
+            ReplicaProcess::spawn(&config, &format!("r{r}"), &dir, &env)
         })
         .collect();
     replicas[0].http = listen.parse()?;

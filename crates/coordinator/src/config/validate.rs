@@ -29,6 +29,7 @@ pub(super) struct ConfigFile {
     wecom: Vec<WecomEntry>,
     components: Vec<ComponentEntry>,
     security: SecurityEntry,
+    gateway: super::GatewayConfig,
 }
 
 #[derive(Deserialize)]
@@ -83,8 +84,10 @@ impl ConfigFile {
             wecom,
             components,
             security,
+            gateway,
         } = self;
         redis.validate()?;
+        gateway.validate()?;
         http.validate()?;
         refresh.validate()?;
         upstream.base_url = validate_base_url(&upstream.base_url, "upstream.base_url")?;
@@ -182,6 +185,7 @@ impl ConfigFile {
             wecom: agents,
             components: platforms,
             security,
+            gateway,
             api_keys,
         })
     }

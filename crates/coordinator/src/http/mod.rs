@@ -1,18 +1,22 @@
 //! `http`: the coordinator's HTTP API (SPEC §6, §8) — the JSON API for
 //! tokens (`v1`) and tickets and JS-SDK signatures (`tickets`),
 //! WeChat-compatible endpoints (`compat`: WeChat's and WeCom's own paths),
+//! the gateway to WeChat's business APIs (`gateway`),
 //! health and metrics (`health`).
 //!
 //! Handlers read through the replica's [`TokenClient`] (the same cache and
 //! event stream as the client library, not a second copy) and never call
-//! WeChat. [`router`] builds everything from an [`HttpState`], so handler
+//! WeChat themselves: the gateway's calls go through `upstream::proxy`,
+//! with the token the fleet stored. [`router`] builds everything from an [`HttpState`], so handler
 //! tests run without a socket; [`serve`] takes an already-bound listener and
 //! a shutdown future. The request log and metrics record the matched route,
 //! never the URI: `/cgi-bin/token` carries a secret in its query string.
 
 mod auth;
 mod compat;
+mod dropin;
 pub mod error;
+mod gateway;
 mod guess;
 mod health;
 mod json;
@@ -72,6 +76,11 @@ pub struct Shared {
     pub guess: GuessLimiter,
     /// The open platform (event URL, registry), when components are configured.
     pub platform: Option<crate::platform::Platform>,
+    /// The gateway's WeChat client (`/wx/{id}/…`) and its limits.
+    pub gateway: crate::upstream::proxy::Proxy,
+    pub gateway_config: crate::config::GatewayConfig,
+    /// Tokens the fleet stored, for the drop-in API base (`dropin`).
+    pub tokens: dropin::TokenIndex,
 }
 
 impl std::ops::Deref for HttpState {
@@ -125,6 +134,10 @@ impl HttpState {
                 config.http.secret_failures_per_minute_per_app,
             ),
             platform,
+            gateway: crate::upstream::proxy::Proxy::new(&config.gateway)
+                .map_err(|e| ConfigError::new("gateway", e.to_string()))?,
+            gateway_config: config.gateway.clone(),
+            tokens: dropin::TokenIndex::default(),
         })))
     }
 
@@ -174,6 +187,9 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
             "/v1/components/{id}/authorizers/import",
             post(platform::import),
         )
+        // WeChat's APIs are GET and POST (and CONNECT's 2xx would be a tunnel).
+        .route("/wx/{id}/{*path}", get(gateway::proxy).post(gateway::proxy))
+        .merge(dropin_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if with_metrics {
@@ -187,6 +203,33 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
         ))
         .layer(DefaultBodyLimit::max(state.body_limit))
         .with_state(state)
+}
+
+/// WeChat's API paths beside the compatible token endpoints: an SDK whose
+/// API base is the coordinator calls them with its `access_token`.
+fn dropin_routes() -> Router<HttpState> {
+    const PREFIXES: [&str; 14] = [
+        "/cgi-bin",
+        "/wxa",
+        "/datacube",
+        "/card",
+        "/merchant",
+        "/customservice",
+        "/shop",
+        "/product",
+        "/wxaapi",
+        "/semantic",
+        "/tcb",
+        "/union",
+        "/channels",
+        "/wxopen",
+    ];
+    PREFIXES.iter().fold(Router::new(), |r, p| {
+        r.route(
+            &format!("{p}/{{*rest}}"),
+            get(dropin::drop_in).post(dropin::drop_in),
+        )
+    })
 }
 
 /// Only `/metrics`, for a separate listener.

@@ -23,7 +23,7 @@ use crate::metrics::{HTTP_SECONDS, HTTP_TOTAL};
 /// The router's patterns and their metric labels: `{id}` → `:id`, because
 /// braces in label values are legal but trip common exposition parsers. A
 /// pattern missing here still gets the right label, computed per request.
-pub(super) const ROUTES: [(&str, &str); 16] = [
+pub(super) const ROUTES: [(&str, &str); 17] = [
     ("/v1/apps", "/v1/apps"),
     ("/v1/credentials", "/v1/credentials"),
     ("/v1/apps/{id}/access_token", "/v1/apps/:id/access_token"),
@@ -46,6 +46,7 @@ pub(super) const ROUTES: [(&str, &str); 16] = [
     ("/cgi-bin/gettoken", "/cgi-bin/gettoken"),
     ("/cgi-bin/get_jsapi_ticket", "/cgi-bin/get_jsapi_ticket"),
     ("/cgi-bin/ticket/get", "/cgi-bin/ticket/get"),
+    ("/wx/{id}/{*path}", "/wx/:id/:*path"),
     ("/healthz", "/healthz"),
     ("/readyz", "/readyz"),
     ("/metrics", "/metrics"),
@@ -151,7 +152,14 @@ pub(super) async fn observe(State(state): State<HttpState>, req: Request, next: 
     let route = RouteLabel::of(&req);
     let method = req.method().clone();
     let started = Instant::now();
-    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    // A gateway call streams bodies to and from WeChat: its own timeout.
+    let gateway = route.as_str().starts_with("/wx/") || route.as_str().ends_with("/:*rest");
+    let limit = if gateway {
+        state.gateway_config.timeout
+    } else {
+        state.request_timeout
+    };
+    let response = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) if route.as_str().starts_with("/cgi-bin/") => compat::wx(-1, "system error"),
         Err(_) => ApiFailure::Timeout.into_response(),

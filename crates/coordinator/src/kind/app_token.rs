@@ -48,6 +48,10 @@ pub(super) fn from_config(config: &Config) -> Vec<Credential> {
 }
 
 impl Kind for AppToken {
+    fn api_base(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn name(&self) -> &'static str {
         "app_token"
     }

@@ -81,6 +81,10 @@ fn blames_component_token(errcode: i64) -> bool {
 }
 
 impl Kind for AuthorizerToken {
+    fn api_base(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn name(&self) -> &'static str {
         "authorizer_token"
     }

@@ -138,6 +138,13 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn authorizer_of(&self) -> Option<(&CredentialId, &str)> {
         None
     }
+    /// Where business calls made with this value go (the gateway, SPEC §10):
+    /// WeChat's API host for app and authorizer tokens, WeCom's for agents'
+    /// tokens. `None` for values that are no `access_token` of business
+    /// APIs (tickets, component tokens): the gateway does not proxy them.
+    fn api_base(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What a fetch has at hand.

@@ -124,6 +124,10 @@ pub fn rejects(errcode: i64) -> bool {
 }
 
 impl Kind for WecomToken {
+    fn api_base(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+
     fn name(&self) -> &'static str {
         "wecom_token"
     }

@@ -28,10 +28,12 @@ use crate::state::Grant;
 use crate::ticket::TicketGrant;
 use crate::token::whole_seconds;
 
+mod business;
 mod component;
 mod wechat;
 mod wecom;
 
+pub use business::wxacode_image;
 pub(crate) use wecom::WECOM_PREFIX;
 
 const BAD_GATEWAY_HTML: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n\
@@ -43,6 +45,7 @@ const BAD_GATEWAY_HTML: &str = "<html>\r\n<head><title>502 Bad Gateway</title></
 pub fn router(state: SimState) -> Router {
     Router::new()
         .merge(wechat::routes())
+        .merge(business::routes())
         .merge(component::routes())
         .merge(wecom::routes())
         .merge(crate::admin::routes())

@@ -141,6 +141,19 @@ impl Core {
 }
 
 impl SimState {
+    /// A business call that succeeded (see `routes::business`); `upload`
+    /// records a media upload's part.
+    pub(crate) fn business_ok(&self, path: &'static str, upload: Option<crate::stats::Upload>) {
+        let mut core = self.lock();
+        *core.stats.business_ok.entry(path.to_owned()).or_default() += 1;
+        if let Some(u) = upload {
+            if core.stats.uploads.len() >= 64 {
+                core.stats.uploads.remove(0);
+            }
+            core.stats.uploads.push(u);
+        }
+    }
+
     /// A plain use endpoint (`getcallbackip`, WeCom `get_api_domain_ip`)
     /// with `token` on `host`; counted on the token's owner.
     pub(crate) fn use_token<E: From<Refusal>>(

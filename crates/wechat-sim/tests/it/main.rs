@@ -3,6 +3,7 @@
 
 mod admin;
 mod binary;
+mod business;
 mod component_authorizers;
 mod component_list;
 mod component_push;

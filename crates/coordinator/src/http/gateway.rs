@@ -1,0 +1,279 @@
+//! The gateway (SPEC §10): `ANY /wx/{id}/{*path}` calls WeChat for the
+//! caller with the credential's current token, so services hold none. A
+//! reply refusing the token (40001 / 40014 / 42001) is healed: the value is
+//! reported (the fleet checks it and replaces it only if WeChat rejects
+//! it), the newer token awaited, and the call made once more — when the
+//! request body was small enough to keep (`[gateway] retry_body_limit`).
+//!
+//! The log line of a call names the key, the credential, the path and
+//! WeChat's errcode; never the token, the query string or a body.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use tracing::{info, warn};
+use wxtoken_client::{Invalidation, Token, Verdict};
+use wxtoken_common::{Slot, is_token_rejected};
+
+use super::HttpState;
+use super::auth::ApiKey;
+use super::error::ApiFailure;
+use super::v1::{resolve, token_failure};
+use crate::kind::Credential;
+use crate::upstream::proxy::{Answer, Call, Payload, body_of};
+
+/// The longest API path passed on.
+const MAX_PATH: usize = 256;
+
+pub async fn proxy(
+    State(state): State<HttpState>,
+    _: ApiKey,
+    params: Result<Path<(String, String)>, PathRejection>,
+    request: Request,
+) -> Result<Response, ApiFailure> {
+    let Path((raw, path)) = params.map_err(|e| ApiFailure::InvalidId(e.to_string()))?;
+    let cred = resolve(&state, &raw, Slot::AccessToken)?;
+    forward(&state, &cred, "api_key", &path, request).await
+}
+
+/// Calls WeChat at `path` for `cred` with what `request` carries.
+pub(super) async fn forward(
+    state: &HttpState,
+    cred: &Credential,
+    key: &str,
+    path: &str,
+    request: Request,
+) -> Result<Response, ApiFailure> {
+    let started = Instant::now();
+    let base = cred.kind.api_base().ok_or_else(|| {
+        ApiFailure::WrongKind(format!(
+            "{} has no access token for WeChat's business APIs",
+            cred.cref
+        ))
+    })?;
+    let url = target(base, path, request.uri().query())?;
+    let (parts, body) = request.into_parts();
+    let (payload, stream) = payload(state, &parts.headers, body).await?;
+    let call = Call {
+        method: &parts.method,
+        url: &url,
+        headers: &parts.headers,
+    };
+    let token = current(state, cred).await?;
+    let mut answer = send(state, &call, &token, &payload, stream).await?;
+    let mut healed = false;
+    if let Some(errcode) = answer.errcode().filter(|c| is_token_rejected(*c)) {
+        if !matches!(payload, Payload::Kept(_)) {
+            // The body is gone: WeChat's reply goes back as it is, and the
+            // report heals the token for the next call.
+            report(state, cred, &token).await;
+            warn!(credential = %cred.cref, %path, errcode, "WeChat refused the token of a streamed call; reported, not retried");
+        } else {
+            match newer(state, cred, &token).await {
+                Some(fresh) => {
+                    answer = send(state, &call, &fresh, &payload, None).await?;
+                    healed = answer.errcode().is_none_or(|c| !is_token_rejected(c));
+                    info!(credential = %cred.cref, %path, errcode, healed, "WeChat refused the token; retried with the newer one");
+                }
+                None => {
+                    warn!(credential = %cred.cref, %path, errcode, "WeChat refused the token and no newer one came; its reply is passed on")
+                }
+            }
+        }
+    }
+    let errcode = answer.errcode();
+    // A path WeChat does not know (40066, or HTTP 404) is not a series.
+    let known = answer.status() != axum::http::StatusCode::NOT_FOUND && errcode != Some(40066);
+    let label = if known { path } else { "other" };
+    crate::metrics::gateway(key, cred, label, errcode, healed, started.elapsed());
+    info!(
+        key,
+        credential = %cred.cref,
+        %path,
+        status = answer.status().as_u16(),
+        errcode = errcode.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        healed,
+        ms = started.elapsed().as_millis() as u64,
+        "gateway call"
+    );
+    Ok(answer.into_response())
+}
+
+/// The WeChat URL: the credential's host, `path`, and the caller's query
+/// without any `access_token` of its own. Refuses paths that could leave
+/// the host or the API (`..`, empty segments, odd characters).
+fn target(base: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url, ApiFailure> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
+    let bad = path.is_empty()
+        || path.len() > MAX_PATH
+        || !path.chars().all(plain)
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        return Err(ApiFailure::InvalidRequest(format!(
+            "the API path must be 1-{MAX_PATH} characters of letters, digits, '_', '-', '.' in '/'-separated segments"
+        )));
+    }
+    let base_url = reqwest::Url::parse(base)
+        .map_err(|e| ApiFailure::Internal(format!("upstream base url: {e}")))?;
+    let mut url = reqwest::Url::parse(&format!("{}/{path}", base.trim_end_matches('/')))
+        .map_err(|e| ApiFailure::Internal(format!("gateway url: {e}")))?;
+    if url.origin() != base_url.origin() {
+        return Err(ApiFailure::InvalidRequest(
+            "the API path leaves WeChat's host".into(),
+        ));
+    }
+    url.set_query(None);
+    if let Some(q) = query {
+        let mut given = base_url.clone();
+        given.set_query(Some(q));
+        let kept: Vec<(String, String)> = given
+            .query_pairs()
+            .filter(|(k, _)| k != "access_token")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+    }
+    Ok(url)
+}
+
+/// Keeps a body that fits `retry_body_limit` (declared by its length, or
+/// none at all); streams a larger one, refusing what passes `max_body`.
+async fn payload(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Payload, Option<Body>), ApiFailure> {
+    let g = &state.gateway_config;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    if length.is_some_and(|n| n > g.max_body) {
+        return Err(ApiFailure::PayloadTooLarge);
+    }
+    let keep = match length {
+        Some(n) => n <= g.retry_body_limit,
+        None => !chunked,
+    };
+    if keep {
+        let bytes: Bytes = axum::body::to_bytes(body, g.retry_body_limit)
+            .await
+            .map_err(|_| ApiFailure::PayloadTooLarge)?;
+        return Ok((Payload::Kept(bytes), None));
+    }
+    // Counted as it streams: a chunked body past max_body is cut off.
+    let max = g.max_body;
+    let mut seen = 0_usize;
+    let limited = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len();
+        if seen > max {
+            return Err(axum::Error::new(std::io::Error::other(
+                "request body over gateway.max_body",
+            )));
+        }
+        Ok(chunk)
+    });
+    Ok((Payload::Streamed, Some(Body::from_stream(limited))))
+}
+
+async fn current(state: &HttpState, cred: &Credential) -> Result<Token, ApiFailure> {
+    state.client.value(&cred.cref).await.map_err(token_failure)
+}
+
+async fn send(
+    state: &HttpState,
+    call: &Call<'_>,
+    token: &Token,
+    payload: &Payload,
+    stream: Option<Body>,
+) -> Result<Answer, ApiFailure> {
+    let value = SecretString::from(token.value().to_owned());
+    state
+        .gateway
+        .send(call, &value, body_of(payload, stream))
+        .await
+        .map_err(|e| ApiFailure::UpstreamUnavailable(e.to_string()))
+}
+
+/// After WeChat refused `dead`: reports it and waits for the fleet's
+/// verdict. The token to retry with, or `None` when the fleet keeps `dead`
+/// (WeChat accepted it when checked) or nothing newer came in time.
+async fn newer(state: &HttpState, cred: &Credential, dead: &Token) -> Option<Token> {
+    let token = match report(state, cred, dead).await? {
+        Invalidation::Reported { generation } => {
+            let wait = state.token_wait + state.refresh.upstream_timeout * 2;
+            match state
+                .client
+                .wait_for_verdict_on(&cred.cref, generation, wait)
+                .await
+            {
+                Ok(Verdict::Replaced(t)) => t,
+                Ok(Verdict::Refused { token: Some(t), .. }) => t,
+                _ => current(state, cred).await.ok()?,
+            }
+        }
+        _ => current(state, cred).await.ok()?,
+    };
+    (token.value() != dead.value()).then_some(token)
+}
+
+/// Reports `dead` to the fleet (compare-and-invalidate: only if it is
+/// still the stored value, and only replaced if WeChat rejects it).
+async fn report(state: &HttpState, cred: &Credential, dead: &Token) -> Option<Invalidation> {
+    let reported = state.client.report(&cred.cref, dead.value()).await.ok()?;
+    crate::metrics::invalidation(cred, "gateway");
+    Some(reported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "https://api.weixin.qq.com";
+
+    #[test]
+    fn the_target_keeps_the_host_and_replaces_the_callers_token() {
+        let u = target(
+            BASE,
+            "cgi-bin/message/custom/send",
+            Some("access_token=MINE&x=1"),
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://api.weixin.qq.com/cgi-bin/message/custom/send?x=1"
+        );
+        let u = target("http://127.0.0.1:9/qyapi", "cgi-bin/user/get", None).unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:9/qyapi/cgi-bin/user/get");
+    }
+
+    #[test]
+    fn paths_that_could_leave_the_api_are_refused() {
+        for bad in [
+            "",
+            "../admin",
+            "cgi-bin/../../x",
+            "cgi-bin//x",
+            "@evil.example/x",
+            "cgi-bin/x?y",
+            "cgi-bin/%2e%2e/x",
+            "cgi-bin/x#f",
+            "a:b",
+        ] {
+            assert!(target(BASE, bad, None).is_err(), "{bad}");
+        }
+        assert!(target(BASE, &"a".repeat(MAX_PATH + 1), None).is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! The gateway (issue 15, SPEC §10) through its router: calls reach
+//! wechat-sim's business endpoints with the fleet's token (the caller's own
+//! `access_token` is replaced), a token WeChat revoked behind the fleet's
+//! back is healed with one refresh and the call retried, images come back
+//! byte for byte, a 20 MB upload streams through unchanged, a streamed call
+//! is not retried, and paths that could leave the API are refused.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wxtoken_coordinator::http::router;
+
+use crate::fleet::{API_KEY, APPID, Fleet, ID, SECRET, Settings};
+
+fn long_lived() -> Settings {
+    Settings {
+        token_ttl: Duration::from_secs(60),
+        ..Settings::default()
+    }
+}
+
+async fn app(fleet: &Fleet) -> Router {
+    let state = fleet.replicas[0]
+        .http_state(&fleet.config(SECRET))
+        .expect("state");
+    router(state, true)
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn call(
+    router: &Router,
+    uri: &str,
+    key: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Reply {
+    // An empty body is a GET (the compatible token endpoint, /metrics).
+    let method = if body.is_empty() {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, body.len());
+    if let Some(key) = key {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let resp = router
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap()
+        .to_vec();
+    Reply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn message() -> Vec<u8> {
+    json!({"touser": "oUser1", "msgtype": "text", "text": {"content": "hello"}})
+        .to_string()
+        .into_bytes()
+}
+
+fn send_uri() -> String {
+    // The caller's own token is replaced by the fleet's.
+    format!("/wx/{ID}/cgi-bin/message/custom/send?access_token=NOT_MINE")
+}
+
+fn multipart(boundary: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_carry_the_fleets_token_and_a_revoked_one_is_healed_once() {
+    let fleet = Fleet::start(long_lived(), 1).await;
+    let first = fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let r = app(&fleet).await;
+
+    let reply = call(
+        &r,
+        &send_uri(),
+        Some(API_KEY),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+    let stats = fleet.sim.stats();
+    assert_eq!(stats.business_ok["/cgi-bin/message/custom/send"], 1);
+    assert_eq!(
+        stats.uses_unknown_token, 0,
+        "the caller's token was passed on"
+    );
+
+    // WeChat revokes the token behind the fleet's back: the call still
+    // succeeds, after exactly one refresh.
+    let fetched = fleet.app().fetch_ok;
+    assert!(fleet.sim.revoke(&first.value));
+    let reply = call(
+        &r,
+        &send_uri(),
+        Some(API_KEY),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+    assert_eq!(
+        fleet.app().fetch_ok,
+        fetched + 1,
+        "one refresh per revocation"
+    );
+    let now = fleet.token().await.expect("a token");
+    assert!(now.generation > first.generation);
+    // WeChat's own errors pass through in its shape.
+    let reply = call(
+        &r,
+        &send_uri(),
+        Some(API_KEY),
+        "application/json",
+        br#"{"touser":"o1"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["errcode"], 40008);
+    assert_eq!(
+        fleet.app().fetch_ok,
+        fetched + 1,
+        "a business error is no token error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_and_large_uploads_stream_through_unchanged() {
+    let fleet = Fleet::start(long_lived(), 1).await;
+    let first = fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let r = app(&fleet).await;
+
+    let reply = call(
+        &r,
+        &format!("/wx/{ID}/wxa/getwxacodeunlimit"),
+        Some(API_KEY),
+        "application/json",
+        br#"{"scene":"a=1","width":640}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type, "image/jpeg");
+    assert_eq!(reply.body, wechat_sim::wxacode_image("a=1", 640));
+
+    // 20 MB: over retry_body_limit, so streamed, never kept.
+    let data: Vec<u8> = (0..20 << 20)
+        .map(|i: u32| (i.wrapping_mul(31) >> 3) as u8)
+        .collect();
+    let boundary = "wxtokenBoundary7MA4YWxk";
+    let reply = call(
+        &r,
+        &format!("/wx/{ID}/cgi-bin/media/upload?type=image"),
+        Some(API_KEY),
+        &format!("multipart/form-data; boundary={boundary}"),
+        multipart(boundary, &data),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let media_id = reply.json()["media_id"].as_str().unwrap_or("").to_owned();
+    let uploads = fleet.sim.stats().uploads;
+    let last = uploads.last().expect("an upload");
+    assert_eq!(last.media_id, media_id);
+    assert_eq!(last.bytes, data.len() as u64);
+    assert_eq!(last.sha1, sha1_smol::Sha1::from(&data).digest().to_string());
+
+    // A streamed call WeChat refuses for its token is not retried (the body
+    // is gone): its reply comes back unchanged, and the report heals the
+    // token for the next call.
+    assert!(fleet.sim.revoke(&first.value));
+    let big: Vec<u8> = vec![7; 100 << 10];
+    let reply = call(
+        &r,
+        &format!("/wx/{ID}/cgi-bin/media/upload?type=image"),
+        Some(API_KEY),
+        &format!("multipart/form-data; boundary={boundary}"),
+        multipart(boundary, &big),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 40001, "{:?}", reply.json());
+    fleet
+        .wait_generation(first.generation + 1, Duration::from_secs(5))
+        .await;
+    let reply = call(
+        &r,
+        &send_uri(),
+        Some(API_KEY),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_callers_and_paths_it_should() {
+    let fleet = Fleet::start(long_lived(), 1).await;
+    fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let r = app(&fleet).await;
+    let code = |reply: &Reply| {
+        reply.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+
+    let reply = call(&r, &send_uri(), None, "application/json", message()).await;
+    assert_eq!(
+        (reply.status, code(&reply).as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let reply = call(
+        &r,
+        &send_uri(),
+        Some("wrong"),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, code(&reply).as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let reply = call(
+        &r,
+        "/wx/nosuch/cgi-bin/message/custom/send",
+        Some(API_KEY),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, code(&reply).as_str()),
+        (StatusCode::NOT_FOUND, "app_not_found")
+    );
+    for path in ["cgi-bin//x", "cgi-bin/./x", "cgi-bin/..", "cgi-bin/a:b@c"] {
+        let reply = call(
+            &r,
+            &format!("/wx/{ID}/{path}"),
+            Some(API_KEY),
+            "application/json",
+            message(),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, code(&reply).as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{path}"
+        );
+    }
+    // An unknown WeChat path gets WeChat's answer (the simulator's 40066),
+    // and its metric series is `other`, not the caller's path.
+    let reply = call(
+        &r,
+        &format!("/wx/{ID}/cgi-bin/no_such_api_{}", 7),
+        Some(API_KEY),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 40066);
+    let metrics = call(&r, "/metrics", None, "text/plain", Vec::new()).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("wxtoken_gateway_calls_total"), "{text}");
+    assert!(
+        !text.contains("no_such_api"),
+        "a caller's path became a series"
+    );
+    assert!(!text.contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_pointed_at_the_coordinator_keeps_its_paths_and_never_sees_40001() {
+    let fleet = Fleet::start(long_lived(), 1).await;
+    let first = fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let r = app(&fleet).await;
+    // The SDK gets its token from the compatible endpoint, as from WeChat.
+    let got = call(
+        &r,
+        &format!("/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret={SECRET}"),
+        None,
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    let t = got.json()["access_token"].as_str().unwrap_or("").to_owned();
+    assert_eq!(t, first.value);
+    let send = |t: &str| format!("/cgi-bin/message/custom/send?access_token={t}");
+
+    let reply = call(&r, &send(&t), None, "application/json", message()).await;
+    assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+    // Revoked behind the fleet's back: the SDK's T is replaced and healed.
+    let fetched = fleet.app().fetch_ok;
+    assert!(fleet.sim.revoke(&t));
+    let reply = call(&r, &send(&t), None, "application/json", message()).await;
+    assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+    assert_eq!(fleet.app().fetch_ok, fetched + 1);
+    // Still holding the stale T: the current token is used.
+    let reply = call(&r, &send(&t), None, "application/json", message()).await;
+    assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+    assert_eq!(fleet.app().fetch_ok, fetched + 1);
+    assert_eq!(
+        fleet.sim.stats().business_ok["/cgi-bin/message/custom/send"],
+        3
+    );
+
+    // A token the fleet never stored proves nothing: WeChat's 40001.
+    let reply = call(
+        &r,
+        &send("forged0123456789"),
+        None,
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 40001);
+    let reply = call(
+        &r,
+        "/cgi-bin/message/custom/send",
+        None,
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 41001);
+    assert_eq!(
+        fleet.sim.stats().business_ok["/cgi-bin/message/custom/send"],
+        3
+    );
+}
