@@ -339,6 +339,11 @@ impl Refresher {
         // theirs would kill theirs five minutes later.
         if self.lock_nearly_gone(locked_at) {
             warn!(credential = %cref, "lock nearly expired before the upstream call; not calling");
+            // Nothing was called: the units go back.
+            self.store.give_back(cref, &period).await?;
+            if let Some((shared, p)) = &shared_taken {
+                self.store.give_back_shared(shared, p).await?;
+            }
             return Ok(RefreshOutcome::LockLost);
         }
         let force = grant.forced;

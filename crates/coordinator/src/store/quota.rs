@@ -22,8 +22,13 @@ pub(super) fn quota_ttl_ms(window: Window) -> u64 {
 
 /// Units of shared limits this replica reserved and has not used yet, by
 /// counter key (the key names the period, so units never outlive theirs).
+/// One replica reserves one chunk at a time: steps that find the reserve
+/// empty together wait for that chunk instead of each counting one.
 #[derive(Debug, Clone, Default)]
-pub struct Reserves(Arc<Mutex<HashMap<String, Held>>>);
+pub struct Reserves {
+    held: Arc<Mutex<HashMap<String, Held>>>,
+    reserving: Arc<tokio::sync::Mutex<()>>,
+}
 
 #[derive(Debug)]
 struct Held {
@@ -35,16 +40,23 @@ struct Held {
 impl Reserves {
     /// One unit of `key`'s reserve, if any is left.
     fn take(&self, key: &str) -> Option<u64> {
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let h = held.get_mut(key).filter(|h| h.left > 0)?;
         h.left -= 1;
         Some(h.used)
     }
 
-    /// Keeps `left` reserved units of `key`; a reserve of another period of
-    /// the same limit ends (its key differs only in the period suffix).
+    /// Adds `left` reserved units to `key`'s reserve (steps that found it
+    /// empty at the same moment each reserved a chunk: every unit is kept);
+    /// a reserve of another period of the same limit ends (its key differs
+    /// only in the period suffix).
     fn hold(&self, key: String, left: u64, used: u64) {
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = held.get_mut(&key) {
+            h.left += left;
+            h.used = h.used.max(used);
+            return;
+        }
         let stem = stem(&key);
         held.retain(|k, _| self::stem(k) != stem);
         held.insert(key, Held { left, used });
@@ -52,7 +64,7 @@ impl Reserves {
 
     /// Returns an unused unit to `key`'s reserve; false when none is held.
     fn put_back(&self, key: &str) -> bool {
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         match held.get_mut(key) {
             Some(h) => {
                 h.left += 1;
@@ -116,6 +128,15 @@ impl TokenStore {
         if let Some(used) = self.reserves.take(&current) {
             return Ok(QuotaTake::Taken { used });
         }
+        let _one_at_a_time = if limit.reserve > 1 {
+            let guard = self.reserves.reserving.lock().await;
+            if let Some(used) = self.reserves.take(&current) {
+                return Ok(QuotaTake::Taken { used });
+            }
+            Some(guard)
+        } else {
+            None
+        };
         let previous = if period.window().slides() {
             Some(key(&period.previous())?)
         } else {

@@ -122,3 +122,27 @@ async fn a_reserve_of_one_counts_every_unit() {
     let n: u64 = c.get(&counter).await.unwrap();
     assert_eq!(n, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_steps_of_one_replica_lose_no_reserved_unit() {
+    let fleet = Fleet::start(Settings::default(), 0).await;
+    let s = build_store(&fleet.config(SECRET)).unwrap();
+    let l = limit(640, 8);
+    let period = s.period(l.window, AT_MS);
+    // 640 steps at once: many find the reserve empty together and each
+    // reserves a chunk; every unit must still be handed out, none twice.
+    let tasks: Vec<_> = (0..640)
+        .map(|_| {
+            let (s, l, p) = (s.clone(), l.clone(), period.clone());
+            tokio::spawn(async move { s.take_shared_quota(&l, &p).await.unwrap() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), QuotaTake::Taken { .. }) {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 640, "units reserved by one replica were lost");
+    assert_eq!(take_all(&s, &l, AT_MS, 1).await, 0);
+}
