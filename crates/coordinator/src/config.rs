@@ -10,6 +10,7 @@
 
 mod env;
 mod gateway;
+pub mod keys;
 mod platform;
 mod secret;
 #[cfg(test)]
@@ -118,6 +119,13 @@ pub struct HttpConfig {
     /// so a rotated key file is picked up without reloading the config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<SecretRef>,
+    /// `[[http.keys]]`: scoped keys (ids, operations, API paths).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<keys::KeyEntry>,
+    /// A TOML file of `[[keys]]` entries, re-read on SIGHUP and when it
+    /// changes (rotation without a restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
     /// A separate listener for `/metrics`, when it must not share `listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
@@ -420,6 +428,8 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
             api_keys: None,
+            keys: Vec::new(),
+            keys_file: None,
             metrics_listen: None,
             request_timeout: Duration::from_secs(5),
             body_limit: 64 * 1024,

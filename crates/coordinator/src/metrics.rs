@@ -224,7 +224,8 @@ pub fn gateway(
     let healed = if healed { "true" } else { "false" };
     counter!(GATEWAY_CALLS_TOTAL, "key" => key.to_owned(), "app" => app.clone(), "path" => path.to_owned(), "errcode" => errcode, "healed" => healed)
         .increment(1);
-    histogram!(GATEWAY_SECONDS, "app" => app, "path" => path.to_owned()).record(took.as_secs_f64());
+    histogram!(GATEWAY_SECONDS, "key" => key.to_owned(), "app" => app, "path" => path.to_owned())
+        .record(took.as_secs_f64());
 }
 
 pub fn http(route: String, status: u16, took: Duration) {

@@ -264,6 +264,7 @@ pub async fn run_until(
         config.http.conn_limits("api"),
         stopped(http_stopped.clone()),
     ));
+    tokio::spawn(http::keys::watch(state.clone(), http_stopped.clone()));
     if let Some(addr) = config.http.metrics_listen {
         let listener = TcpListener::bind(addr)
             .await

@@ -39,7 +39,7 @@ impl SecretRef {
     }
 
     /// Several values: comma-separated in an env var, one per non-empty line in a file.
-    pub(super) fn resolve_list(&self, env: &Env) -> Result<Vec<SecretString>, String> {
+    pub(crate) fn resolve_list(&self, env: &Env) -> Result<Vec<SecretString>, String> {
         let text = self.read(env)?;
         let sep = match self {
             SecretRef::Env(_) => ',',

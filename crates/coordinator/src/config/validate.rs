@@ -321,6 +321,10 @@ impl RedisConfig {
 impl HttpConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         nonzero(self.request_timeout, "http.request_timeout")?;
+        super::keys::validate_all(&self.keys, "http.keys")?;
+        if let Some(path) = &self.keys_file {
+            super::keys::read_key_file(path)?;
+        }
         check(
             self.body_limit > 0,
             "http.body_limit",

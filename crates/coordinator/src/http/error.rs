@@ -17,6 +17,10 @@ pub enum ApiFailure {
     Unauthorized,
     /// A bearer key that is not one of ours.
     Forbidden,
+    /// A scoped key used beyond its scope (which key, what, for which id).
+    NotAllowed(String),
+    /// A key over its `per_second` limit (its name).
+    RateLimited(String),
     /// No API keys configured: the JSON token API is closed.
     ApiClosed,
     InvalidId(String),
@@ -68,6 +72,12 @@ impl ApiFailure {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "the API key is not accepted".into(),
+            ),
+            NotAllowed(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            RateLimited(name) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("key {name:?} is over its per_second limit; retry shortly"),
             ),
             ApiClosed => (
                 StatusCode::UNAUTHORIZED,

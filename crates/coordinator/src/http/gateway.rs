@@ -22,8 +22,8 @@ use wxtoken_client::{Invalidation, Token, Verdict};
 use wxtoken_common::{Slot, is_token_rejected};
 
 use super::HttpState;
-use super::auth::ApiKey;
 use super::error::ApiFailure;
+use super::keys::ApiKey;
 use super::v1::{resolve, token_failure};
 use crate::kind::Credential;
 use crate::upstream::proxy::{Answer, Call, Payload, body_of};
@@ -33,13 +33,13 @@ const MAX_PATH: usize = 256;
 
 pub async fn proxy(
     State(state): State<HttpState>,
-    _: ApiKey,
+    key: ApiKey,
     params: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiFailure> {
     let Path((raw, path)) = params.map_err(|e| ApiFailure::InvalidId(e.to_string()))?;
     let cred = resolve(&state, &raw, Slot::AccessToken)?;
-    forward(&state, &cred, "api_key", &path, request).await
+    forward(&state, &cred, &key.name, &path, request).await
 }
 
 /// Calls WeChat at `path` for `cred` with what `request` carries.

@@ -20,6 +20,7 @@ mod gateway;
 mod guess;
 mod health;
 mod json;
+pub mod keys;
 mod listener;
 mod observe;
 mod platform;
@@ -34,7 +35,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::SecretString;
 use wxtoken_client::TokenClient;
 
 use crate::catalog::Catalog;
@@ -45,6 +45,7 @@ use error::ApiFailure;
 pub use auth::secret_eq;
 pub use compat::{FORCE_DAILY, FORCE_SPACING};
 pub use guess::{Admission, GuessLimiter};
+pub use keys::ApiKey;
 pub use listener::{ConnLimits, Peer, serve};
 
 /// What the handlers share. Cheap to clone.
@@ -60,8 +61,8 @@ pub struct Shared {
     /// authenticate by the app's (or agent's) own secret.
     pub apps: Vec<Arc<AppConfig>>,
     pub wecom: Vec<Arc<WecomConfig>>,
-    /// Resolved once at start-up; `SecretString` so they never print.
-    pub api_keys: Vec<SecretString>,
+    /// The keys accepted now (`api_keys` and scoped keys), reloadable.
+    pub keys: keys::KeyStore,
     pub token_wait: Duration,
     pub request_timeout: Duration,
     pub body_limit: usize,
@@ -100,7 +101,7 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpState")
             .field("apps", &self.apps.len())
-            .field("api_keys", &self.api_keys.len())
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
@@ -121,7 +122,7 @@ impl HttpState {
             catalog,
             apps: config.apps.iter().cloned().map(Arc::new).collect(),
             wecom: config.wecom.iter().cloned().map(Arc::new).collect(),
-            api_keys: config.api_keys.clone(),
+            keys: keys::KeyStore::new(config)?,
             token_wait: config.http.token_wait,
             request_timeout: config.http.request_timeout,
             body_limit: config.http.body_limit,

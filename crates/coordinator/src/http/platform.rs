@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use wxtoken_common::CredentialId;
 
 use super::HttpState;
-use super::auth::ApiKey;
 use super::error::ApiFailure;
+use super::keys::ApiKey;
 use crate::platform::{Platform, PushQuery, Refused, RegistryError};
 
 fn platform<'a>(

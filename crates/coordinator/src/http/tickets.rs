@@ -17,9 +17,9 @@ use wxtoken_common::wire::{AgentConfig, JsapiConfig, SignatureResponse};
 use wxtoken_common::{Slot, TicketType};
 
 use super::HttpState;
-use super::auth::ApiKey;
 use super::error::ApiFailure;
 use super::json::{Field, value_json};
+use super::keys::ApiKey;
 use super::v1::{WaitQuery, json_body, report, reported_value, resolve, token_failure};
 use crate::kind::{Credential, Family};
 

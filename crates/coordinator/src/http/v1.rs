@@ -19,9 +19,9 @@ use wxtoken_common::wire::AppStatus;
 use wxtoken_common::{CredentialId, Slot};
 
 use super::HttpState;
-use super::auth::ApiKey;
 use super::error::ApiFailure;
 use super::json::{Field, value_json, value_object};
+use super::keys::ApiKey;
 use crate::kind::{Credential, Family};
 
 /// The credential `raw` names in `slot`, before any Redis call: an unknown

@@ -133,6 +133,10 @@ impl Kind for AuthorizerToken {
         true
     }
 
+    fn needs_refresh_token(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> Describe {
         Describe {
             family: Family::Authorizer,

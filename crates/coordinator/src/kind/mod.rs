@@ -138,6 +138,14 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn authorizer_of(&self) -> Option<(&CredentialId, &str)> {
         None
     }
+    /// Whether a fetch needs a refresh token the fleet stores (authorizers):
+    /// without one stored, the refresher does not even claim (only an
+    /// authorization or an import brings one, and either wakes the
+    /// credential), so 100 000 authorizers waiting for a rebuild after a
+    /// data loss cost one GET each instead of a claim and a failure record.
+    fn needs_refresh_token(&self) -> bool {
+        false
+    }
     /// Where business calls made with this value go (the gateway, SPEC §10):
     /// WeChat's API host for app and authorizer tokens, WeCom's for agents'
     /// tokens. `None` for values that are no `access_token` of business

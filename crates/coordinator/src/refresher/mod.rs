@@ -149,6 +149,17 @@ impl Refresher {
         mode: Mode,
     ) -> Result<RefreshOutcome, StoreError> {
         let cref = &cred.cref;
+        if cred.kind.needs_refresh_token()
+            && matches!(mode, Mode::Due { .. })
+            && !self.vault.has_refresh_token(&cref.id).await?
+        {
+            debug!(credential = %cref, "no refresh token stored: not claiming until an authorization or import");
+            let outcome = RefreshOutcome::Gated {
+                wait: NO_REFRESH_TOKEN_WAIT,
+            };
+            crate::metrics::refresh(cred, "no_refresh_token");
+            return Ok(outcome);
+        }
         let owner = LockOwner::new(&self.replica_id);
         let limits = cred.kind.limits(&self.settings);
         let args = ClaimArgs {

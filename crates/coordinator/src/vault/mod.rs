@@ -104,6 +104,11 @@ impl Vault {
         }
     }
 
+    /// Whether a refresh token is stored for `id` (one GET; not opened).
+    pub async fn has_refresh_token(&self, id: &CredentialId) -> Result<bool, StoreError> {
+        Ok(self.store.refresh_token(id).await?.is_some())
+    }
+
     /// `(key, sealed value)` of a refresh token, for the fenced commit that
     /// stores it with the access token it came with.
     pub fn sealed_refresh_token(

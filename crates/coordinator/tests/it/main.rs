@@ -9,6 +9,7 @@ mod fleet;
 mod gateway;
 mod http;
 mod invalidation;
+mod keys;
 mod platform;
 mod quota;
 mod single_flight;

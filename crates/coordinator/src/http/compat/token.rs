@@ -195,8 +195,9 @@ async fn serve_authorizer(
     secret: &str,
     cred: &crate::kind::Credential,
 ) -> Response {
-    let accepted = state
-        .api_keys
+    let keys = state.keys.current();
+    let accepted = keys
+        .all_access()
         .iter()
         .fold(false, |ok, k| ok | secret_eq(secret, k.expose_secret()));
     if !accepted {

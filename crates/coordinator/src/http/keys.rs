@@ -1,0 +1,479 @@
+//! Who may call what (SPEC §10): the live key set — Part I's `api_keys`
+//! (all access) and scoped `[[http.keys]]` / `keys_file` entries — and the
+//! one table from route to the permission it needs ([`need`]). The
+//! [`ApiKey`] extractor checks both for every JSON and gateway route, so no
+//! handler decides access itself.
+//!
+//! Keys are compared in constant time (a hashed key by its SHA-256); the
+//! set is swapped whole on reload ([`KeyStore::reload`]): a request sees
+//! the old set or the new one, never a mix, and none is dropped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::HttpState;
+use super::error::ApiFailure;
+use crate::config::keys::{KeyEntry, read_key_file};
+use crate::config::{Config, ConfigError, Env, SecretRef};
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need<'a> {
+    /// An operation (`token:read`, …) on the route's `{id}` (if any).
+    Op(&'static str),
+    /// A gateway call of this API path.
+    Proxy(&'a str),
+}
+
+/// The table: route pattern and method → permission.
+pub fn need<'a>(method: &Method, route: &str, path: Option<&'a str>) -> Need<'a> {
+    let write = method == Method::POST;
+    match route {
+        "/v1/apps/{id}/access_token" | "/v1/apps/{id}/tickets/{type}" => Need::Op("token:read"),
+        "/v1/apps/{id}/access_token/invalidate" | "/v1/apps/{id}/tickets/{type}/invalidate" => {
+            Need::Op("token:invalidate")
+        }
+        "/v1/apps/{id}/jsapi_signature" => Need::Op("ticket:sign"),
+        "/v1/components/{id}/authorizers" if !write => Need::Op("status:read"),
+        "/v1/components/{id}/authorizers" | "/v1/components/{id}/authorizers/import" => {
+            Need::Op("platform:write")
+        }
+        "/wx/{id}/{*path}" => Need::Proxy(path.unwrap_or("")),
+        // `/v1/apps`, `/v1/credentials` and anything added later without an
+        // entry here: status reads (no id, no token).
+        _ => Need::Op("status:read"),
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let Some(mut text) = text.strip_prefix(head) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('*').collect();
+    let (last, middle) = parts.split_last().unwrap_or((&"", &[]));
+    for part in middle {
+        match text.find(part) {
+            Some(i) => text = &text[i + part.len()..],
+            None => return false,
+        }
+    }
+    text.len() >= last.len() && text.ends_with(last)
+}
+
+/// One scoped key, resolved.
+struct Scoped {
+    name: String,
+    secret: Option<SecretString>,
+    sha256: Option<[u8; 32]>,
+    ids: Vec<String>,
+    allow: Vec<String>,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl Scoped {
+    fn matches(&self, given: &str, given_sha: &[u8; 32]) -> bool {
+        match (&self.secret, &self.sha256) {
+            (Some(s), _) => given.as_bytes().ct_eq(s.expose_secret().as_bytes()).into(),
+            (None, Some(h)) => given_sha.ct_eq(h).into(),
+            (None, None) => false,
+        }
+    }
+
+    fn permits(&self, need: Need<'_>, id: Option<&str>) -> bool {
+        if let Some(id) = id
+            && !self.ids.iter().any(|g| glob(g, id))
+        {
+            return false;
+        }
+        self.allow.iter().any(|a| match need {
+            _ if a == "*" => true,
+            Need::Op(op) => a == op,
+            Need::Proxy(path) => a
+                .strip_prefix("proxy:")
+                .is_some_and(|g| g == "*" || glob(g, &format!("/{path}"))),
+        })
+    }
+}
+
+/// The keys one replica accepts now.
+pub struct KeySet {
+    all_access: Vec<SecretString>,
+    scoped: Vec<Scoped>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.scoped.iter().map(|k| k.name.as_str()).collect();
+        f.debug_struct("KeySet")
+            .field("all_access", &self.all_access.len())
+            .field("scoped", &names)
+            .finish()
+    }
+}
+
+impl KeySet {
+    fn build(
+        all_access: Vec<SecretString>,
+        entries: &[KeyEntry],
+        env: &Env,
+    ) -> Result<Self, ConfigError> {
+        let mut scoped = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let secret = match &e.key {
+                Some(r) => Some(
+                    r.resolve(env)
+                        .map_err(|m| ConfigError::new(format!("http.keys[{i}].key"), m))?,
+                ),
+                None => None,
+            };
+            let sha256 = e.sha256.as_deref().and_then(|h| {
+                let mut out = [0_u8; 32];
+                for (j, byte) in out.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(h.get(2 * j..2 * j + 2)?, 16).ok()?;
+                }
+                Some(out)
+            });
+            let limiter = e
+                .per_second
+                .and_then(std::num::NonZeroU32::new)
+                .map(|n| RateLimiter::direct(Quota::per_second(n)));
+            scoped.push(Scoped {
+                name: e.name.clone(),
+                secret,
+                sha256,
+                ids: e.ids.clone(),
+                allow: e.allow.clone(),
+                limiter,
+            });
+        }
+        Ok(Self { all_access, scoped })
+    }
+
+    /// Part I's all-access keys (also the stand-in secret of authorizers on
+    /// the compatible `/cgi-bin/token`).
+    pub fn all_access(&self) -> &[SecretString] {
+        &self.all_access
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all_access.is_empty() && self.scoped.is_empty()
+    }
+
+    /// The caller's key name if `given` may do `need` on `id`.
+    fn admit(&self, given: &str, need: Need<'_>, id: Option<&str>) -> Result<String, ApiFailure> {
+        if self.is_empty() {
+            return Err(ApiFailure::ApiClosed);
+        }
+        // Every key is compared, without stopping at the first match.
+        let mut all = None;
+        for (i, k) in self.all_access.iter().enumerate() {
+            let hit: bool = given.as_bytes().ct_eq(k.expose_secret().as_bytes()).into();
+            if hit && all.is_none() {
+                all = Some(i);
+            }
+        }
+        if let Some(i) = all {
+            return Ok(format!("api_keys#{i}"));
+        }
+        let sha: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let mut found = None;
+        for k in &self.scoped {
+            if k.matches(given, &sha) && found.is_none() {
+                found = Some(k);
+            }
+        }
+        let key = found.ok_or(ApiFailure::Forbidden)?;
+        if !key.permits(need, id) {
+            let what = match need {
+                Need::Op(op) => op.to_owned(),
+                Need::Proxy(path) => format!("proxy:/{path}"),
+            };
+            return Err(ApiFailure::NotAllowed(format!(
+                "key {:?} may not {what}{}",
+                key.name,
+                id.map_or_else(String::new, |id| format!(" for {id}"))
+            )));
+        }
+        if let Some(l) = &key.limiter
+            && l.check().is_err()
+        {
+            return Err(ApiFailure::RateLimited(key.name.clone()));
+        }
+        Ok(key.name.clone())
+    }
+}
+
+/// Where keys come from, and the set now in force.
+pub struct KeyStore {
+    current: ArcSwap<KeySet>,
+    api_keys: Option<SecretRef>,
+    inline: Vec<KeyEntry>,
+    keys_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("current", &self.current.load())
+            .field("keys_file", &self.keys_file)
+            .finish()
+    }
+}
+
+impl KeyStore {
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let http = &config.http;
+        let store = Self {
+            current: ArcSwap::from_pointee(KeySet {
+                all_access: Vec::new(),
+                scoped: Vec::new(),
+            }),
+            api_keys: http.api_keys.clone(),
+            inline: http.keys.clone(),
+            keys_file: http.keys_file.clone(),
+        };
+        let first = store.read(Some(config.api_keys.clone()))?;
+        store.current.store(Arc::new(first));
+        Ok(store)
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    fn read(&self, all_access: Option<Vec<SecretString>>) -> Result<KeySet, ConfigError> {
+        let env = Env::process();
+        // A file is read again; an environment variable cannot change under
+        // a running process, so its keys stay those read at start.
+        let all_access = match (all_access, &self.api_keys) {
+            (Some(keys), _) => keys,
+            (None, Some(r @ SecretRef::File(_))) => r
+                .resolve_list(&env)
+                .map_err(|m| ConfigError::new("http.api_keys", m))?,
+            (None, Some(SecretRef::Env(_))) => self.current.load().all_access.clone(),
+            (None, None) => Vec::new(),
+        };
+        let mut entries = self.inline.clone();
+        if let Some(path) = &self.keys_file {
+            entries.extend(read_key_file(path)?);
+        }
+        crate::config::keys::validate_all(&entries, "keys")?;
+        KeySet::build(all_access, &entries, &env)
+    }
+
+    /// Reads every source again and swaps the set in; on error the old set
+    /// stays in force and the error (naming the key at fault) is returned.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let next = self.read(None)?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// When the key files last changed (to reload on change).
+    pub fn stamp(&self) -> Vec<Option<SystemTime>> {
+        let file_time = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut out = vec![self.keys_file.as_deref().and_then(file_time)];
+        if let Some(SecretRef::File(p)) = &self.api_keys {
+            out.push(file_time(p));
+        }
+        out
+    }
+}
+
+/// Reloads the key set on SIGHUP and when a key file changes (checked
+/// every second), until `stop` turns true. A bad file is refused with the
+/// offending key logged; the old set stays in force.
+pub async fn watch(state: HttpState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; key files are still watched");
+            None
+        }
+    };
+    let mut seen = state.keys.stamp();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let why = tokio::select! {
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
+            _ = tick.tick() => {
+                let now = state.keys.stamp();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "a key file changed"
+            }
+            _ = stop.changed() => return,
+        };
+        match state.keys.reload() {
+            Ok(()) => tracing::info!(why, keys = ?state.keys.current(), "API keys reloaded"),
+            Err(e) => {
+                tracing::warn!(why, key = %e.key, error = %e.message, "API keys not reloaded; the previous keys stay in force")
+            }
+        }
+    }
+}
+
+/// Extractor: the request carries a key that may use this route (for its
+/// `{id}` and, on the gateway, its API path). Holds the key's name.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+}
+
+/// `Authorization: Bearer <key>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+impl FromRequestParts<HttpState> for ApiKey {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiFailure> {
+        let keys = state.keys.current();
+        if keys.is_empty() {
+            return Err(ApiFailure::ApiClosed);
+        }
+        let given = bearer(&parts.headers)
+            .ok_or(ApiFailure::Unauthorized)?
+            .to_owned();
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let params = RawPathParams::from_request_parts(parts, state).await.ok();
+        let param = |name: &str| {
+            params.as_ref().and_then(|p| {
+                p.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_owned())
+            })
+        };
+        let (id, path) = (param("id"), param("path"));
+        let need = need(&parts.method, &route, path.as_deref());
+        let name = keys.admit(&given, need, id.as_deref())?;
+        Ok(ApiKey { name })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "anything"));
+        assert!(glob("shop", "shop") && !glob("shop", "shop2"));
+        assert!(glob("open1.*", "open1.wx123") && !glob("open1.*", "open2.wx1"));
+        assert!(glob("/cgi-bin/message/*", "/cgi-bin/message/custom/send"));
+        assert!(!glob("/cgi-bin/message/*", "/cgi-bin/media/upload"));
+        assert!(glob("a*b*c", "aXXbYYc") && !glob("a*b*c", "aXXcYYb"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    fn set(entries: &[KeyEntry]) -> KeySet {
+        KeySet::build(vec![SecretString::from("all")], entries, &Env::process()).unwrap()
+    }
+
+    fn scoped(name: &str, value: &str, ids: &[&str], allow: &[&str]) -> KeyEntry {
+        let sha: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+        KeyEntry {
+            name: name.into(),
+            key: None,
+            sha256: Some(sha.iter().map(|b| format!("{b:02x}")).collect()),
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+            per_second: None,
+        }
+    }
+
+    #[test]
+    fn scoped_keys_get_what_they_are_allowed_and_nothing_else() {
+        let s = set(&[scoped(
+            "orders",
+            "k-orders",
+            &["shop"],
+            &["token:read", "proxy:/cgi-bin/message/*"],
+        )]);
+        let read = Need::Op("token:read");
+        assert_eq!(s.admit("all", read, Some("other")), Ok("api_keys#0".into()));
+        assert_eq!(s.admit("k-orders", read, Some("shop")), Ok("orders".into()));
+        assert!(matches!(
+            s.admit("k-orders", read, Some("b")),
+            Err(ApiFailure::NotAllowed(_))
+        ));
+        let inv = Need::Op("token:invalidate");
+        assert!(matches!(
+            s.admit("k-orders", inv, Some("shop")),
+            Err(ApiFailure::NotAllowed(_))
+        ));
+        let send = Need::Proxy("cgi-bin/message/custom/send");
+        assert!(s.admit("k-orders", send, Some("shop")).is_ok());
+        let upload = Need::Proxy("cgi-bin/media/upload");
+        assert!(matches!(
+            s.admit("k-orders", upload, Some("shop")),
+            Err(ApiFailure::NotAllowed(_))
+        ));
+        assert_eq!(
+            s.admit("nope", read, Some("shop")),
+            Err(ApiFailure::Forbidden)
+        );
+    }
+
+    #[test]
+    fn routes_map_to_permissions() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(
+            need(&get, "/v1/apps/{id}/access_token", None),
+            Need::Op("token:read")
+        );
+        assert_eq!(
+            need(&post, "/v1/apps/{id}/tickets/{type}/invalidate", None),
+            Need::Op("token:invalidate")
+        );
+        assert_eq!(
+            need(&get, "/v1/components/{id}/authorizers", None),
+            Need::Op("status:read")
+        );
+        assert_eq!(
+            need(&post, "/v1/components/{id}/authorizers", None),
+            Need::Op("platform:write")
+        );
+        assert_eq!(
+            need(&post, "/wx/{id}/{*path}", Some("a/b")),
+            Need::Proxy("a/b")
+        );
+        assert_eq!(need(&get, "/v1/apps", None), Need::Op("status:read"));
+    }
+}
