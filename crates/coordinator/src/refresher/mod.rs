@@ -149,8 +149,13 @@ impl Refresher {
         mode: Mode,
     ) -> Result<RefreshOutcome, StoreError> {
         let cref = &cred.cref;
+        // Only while no value is stored (a data loss, a new registration):
+        // a steady-state refresh, made while the value lives, reads the
+        // refresh token under the lock anyway.
+        let no_value = !matches!(self.ttls.ttl(cref), Some(Some(ttl)) if !ttl.is_zero());
         if cred.kind.needs_refresh_token()
             && matches!(mode, Mode::Due { .. })
+            && no_value
             && !self.vault.has_refresh_token(&cref.id).await?
         {
             debug!(credential = %cref, "no refresh token stored: not claiming until an authorization or import");
