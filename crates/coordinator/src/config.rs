@@ -258,6 +258,12 @@ pub struct AppConfig {
     /// JS-SDK tickets the fleet keeps for this app (`jsapi`, `wx_card`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tickets: Vec<TicketType>,
+    /// The stand-in secret the compatible endpoints accept instead of the
+    /// appsecret (SDK configs then hold no real secret).
+    #[serde(skip)]
+    pub compat_secret: Option<SecretString>,
+    #[serde(rename = "compat_secret", skip_serializing_if = "Option::is_none")]
+    pub compat_secret_ref: Option<SecretRef>,
 }
 
 /// One `[[wecom]]` entry (SPEC §8), with its secret resolved.

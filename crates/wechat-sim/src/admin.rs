@@ -62,6 +62,7 @@ pub(crate) fn routes() -> Router<SimState> {
         .route("/__admin/external_refresh", post(external_refresh))
         .route("/__admin/clear_quota", post(clear_quota))
         .route("/__admin/revoke", post(revoke))
+        .route("/__admin/login_code", post(login_code))
         .route("/__admin/token_state", get(token_state))
         .route("/__admin/jsapi_check", post(jsapi_check))
 }
@@ -136,6 +137,20 @@ async fn revoke(State(state): State<SimState>, q: Params) -> Response {
         ok()
     } else {
         wx_error(StatusCode::NOT_FOUND, WxError::InvalidCredential)
+    }
+}
+
+/// `POST /__admin/login_code?appid=&openid=[&risky=true]`: the code a
+/// user's `wx.login` (or OAuth redirect) would get, single-use, 5 minutes.
+async fn login_code(State(state): State<SimState>, q: Params) -> Response {
+    let Some(appid) = param(&q, "appid") else {
+        return wx_error(StatusCode::BAD_REQUEST, WxError::AppidMissing);
+    };
+    let openid = param(&q, "openid").unwrap_or("oSimUser");
+    let risky = param(&q, "risky") == Some("true");
+    match state.login_code(appid, openid, risky) {
+        Some(code) => Json(json!({ "code": code })).into_response(),
+        None => wx_error(StatusCode::NOT_FOUND, WxError::InvalidAppid),
     }
 }
 

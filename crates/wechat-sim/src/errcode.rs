@@ -42,6 +42,21 @@ pub(crate) enum WxError {
     /// 40008: `msgtype` of a custom message is missing or unknown.
     #[error("invalid message type")]
     InvalidMessageType,
+    /// 40029: a login code never minted, of another app, or past its life.
+    #[error("invalid code")]
+    InvalidCode,
+    /// 40030: an OAuth refresh token never issued (or of another app).
+    #[error("invalid refresh_token")]
+    InvalidRefreshToken,
+    /// 40163: a login code exchanged before.
+    #[error("code been used")]
+    CodeUsed,
+    /// 40226: the user is judged risky; the code is spent.
+    #[error("high risk user")]
+    RiskyUser,
+    /// 41008: no code.
+    #[error("missing code")]
+    CodeMissing,
     /// 40013: unknown appid.
     #[error("invalid appid")]
     InvalidAppid,
@@ -123,6 +138,11 @@ impl WxError {
             WxError::InvalidOpenid => 40003,
             WxError::InvalidMediaType => 40004,
             WxError::InvalidMessageType => 40008,
+            WxError::InvalidCode => 40029,
+            WxError::InvalidRefreshToken => 40030,
+            WxError::CodeUsed => 40163,
+            WxError::RiskyUser => 40226,
+            WxError::CodeMissing => 41008,
             WxError::InvalidAppid => 40013,
             WxError::InvalidUrl => 40066,
             WxError::InvalidArgs => 40097,
@@ -159,6 +179,11 @@ impl WxError {
             WxError::InvalidOpenid => "invalid openid",
             WxError::InvalidMediaType => "invalid media type",
             WxError::InvalidMessageType => "invalid message type",
+            WxError::InvalidCode => "invalid code",
+            WxError::InvalidRefreshToken => "invalid refresh_token",
+            WxError::CodeUsed => "code been used",
+            WxError::RiskyUser => "high risk user",
+            WxError::CodeMissing => "missing code",
             WxError::InvalidAppid => "invalid appid",
             WxError::InvalidUrl => "invalid url",
             WxError::InvalidArgs => "invalid args",

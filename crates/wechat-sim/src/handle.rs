@@ -143,6 +143,17 @@ impl SimHandle {
         self.state.token_state(token)
     }
 
+    /// A single-use login code (`wx.login` / OAuth) for `appid`'s user
+    /// `openid`; `None` for an unknown app.
+    pub fn login_code(&self, appid: &str, openid: &str) -> Option<String> {
+        self.state.login_code(appid, openid, false)
+    }
+
+    /// A login code whose exchange WeChat refuses as a risky user (40226).
+    pub fn risky_login_code(&self, appid: &str, openid: &str) -> Option<String> {
+        self.state.login_code(appid, openid, true)
+    }
+
     /// Revokes `token` (app or WeCom) at once; false if it was never issued.
     pub fn revoke(&self, token: &str) -> bool {
         self.state.revoke(token)

@@ -42,6 +42,9 @@ struct AppEntry {
     api: UpstreamApi,
     #[serde(default)]
     tickets: Vec<TicketType>,
+    /// A stand-in secret SDKs may send instead of the real one (SPEC §10).
+    #[serde(default)]
+    compat_secret: Option<SecretRef>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +222,25 @@ impl AppEntry {
             &key("tickets"),
             &[TicketType::Jsapi, TicketType::WxCard],
         )?;
+        let compat_secret = match &self.compat_secret {
+            Some(r) => {
+                let value = r
+                    .resolve(env)
+                    .map_err(|m| ConfigError::new(key("compat_secret"), m))?;
+                check(
+                    value.expose_secret().len() >= 16,
+                    &key("compat_secret"),
+                    "must be at least 16 characters",
+                )?;
+                check(
+                    value.expose_secret() != secret.expose_secret(),
+                    &key("compat_secret"),
+                    "must differ from the appsecret (it stands in for it)",
+                )?;
+                Some(value)
+            }
+            None => None,
+        };
         Ok(AppConfig {
             id,
             appid: self.appid,
@@ -226,6 +248,8 @@ impl AppEntry {
             secret_ref: self.secret,
             api: self.api,
             tickets,
+            compat_secret,
+            compat_secret_ref: self.compat_secret,
         })
     }
 }

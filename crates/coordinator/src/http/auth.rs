@@ -8,6 +8,18 @@ pub fn secret_eq(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
+/// Whether `given` is `app`'s secret or its stand-in `compat_secret` (both
+/// compared in constant time, both always).
+pub fn app_accepts(app: &crate::config::AppConfig, given: &str) -> bool {
+    use secrecy::ExposeSecret;
+    let real = secret_eq(given, app.secret().expose_secret());
+    let stand_in = app
+        .compat_secret
+        .as_ref()
+        .is_some_and(|c| secret_eq(given, c.expose_secret()));
+    real | stand_in
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

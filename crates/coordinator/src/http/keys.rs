@@ -45,6 +45,9 @@ pub fn need<'a>(method: &Method, route: &str, path: Option<&'a str>) -> Need<'a>
             Need::Op("token:invalidate")
         }
         "/v1/apps/{id}/jsapi_signature" => Need::Op("ticket:sign"),
+        "/v1/apps/{id}/jscode2session"
+        | "/v1/apps/{id}/oauth2/access_token"
+        | "/v1/apps/{id}/oauth2/refresh_token" => Need::Op("login"),
         "/v1/components/{id}/authorizers" if !write => Need::Op("status:read"),
         "/v1/components/{id}/authorizers" | "/v1/components/{id}/authorizers/import" => {
             Need::Op("platform:write")

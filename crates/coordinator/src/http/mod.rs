@@ -22,6 +22,7 @@ mod health;
 mod json;
 pub mod keys;
 mod listener;
+mod login;
 mod observe;
 mod platform;
 mod tickets;
@@ -82,6 +83,8 @@ pub struct Shared {
     pub gateway_config: crate::config::GatewayConfig,
     /// Tokens the fleet stored, for the drop-in API base (`dropin`).
     pub tokens: dropin::TokenIndex,
+    /// WeChat, for the code exchanges (`login`).
+    pub upstream: crate::upstream::Upstream,
 }
 
 impl std::ops::Deref for HttpState {
@@ -139,6 +142,8 @@ impl HttpState {
                 .map_err(|e| ConfigError::new("gateway", e.to_string()))?,
             gateway_config: config.gateway.clone(),
             tokens: dropin::TokenIndex::default(),
+            upstream: crate::upstream::Upstream::new(config.refresh.upstream_timeout, 16)
+                .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
         })))
     }
 
@@ -189,6 +194,24 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
             post(platform::import),
         )
         // WeChat's APIs are GET and POST (and CONNECT's 2xx would be a tunnel).
+        .route("/v1/apps/{id}/jscode2session", post(login::jscode2session))
+        .route(
+            "/v1/apps/{id}/oauth2/access_token",
+            post(login::oauth2_access_token),
+        )
+        .route(
+            "/v1/apps/{id}/oauth2/refresh_token",
+            post(login::oauth2_refresh_token),
+        )
+        .route("/sns/jscode2session", get(login::sns_jscode2session))
+        .route(
+            "/sns/oauth2/access_token",
+            get(login::sns_oauth2_access_token),
+        )
+        .route(
+            "/sns/oauth2/refresh_token",
+            get(login::sns_oauth2_refresh_token),
+        )
         .route("/wx/{id}/{*path}", get(gateway::proxy).post(gateway::proxy))
         .merge(dropin_routes())
         .route("/healthz", get(health::healthz))

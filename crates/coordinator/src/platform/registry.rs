@@ -32,6 +32,9 @@ use crate::upstream::FetchError;
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// HSCAN page size.
 const SCAN_COUNT: usize = 1000;
+/// How long a push or an import waits for a component token none is
+/// stored yet (its fetch takes one round trip after the verify ticket).
+const COMPONENT_TOKEN_WAIT: Duration = Duration::from_secs(3);
 /// How long one replica may hold the recovery lease.
 const RECOVERY_LEASE: Duration = Duration::from_secs(120);
 
@@ -101,7 +104,6 @@ impl Registry {
         }
     }
 
-    /// The component's current token (from this replica's cache).
     /// The component's current token, read from Redis (not the cache:
     /// after a data loss the cache may still hold a token the refill has
     /// since replaced, which WeChat kills at the next fetch but one).
@@ -110,8 +112,17 @@ impl Registry {
         component: &CredentialId,
     ) -> Result<SecretString, RegistryError> {
         let cref = CredentialRef::token(component.clone());
-        match self.refresher.store().read_value(&cref).await? {
-            Some(t) => Ok(SecretString::from(t.value)),
+        if let Some(t) = self.refresher.store().read_value(&cref).await? {
+            return Ok(SecretString::from(t.value));
+        }
+        // None stored yet (the first verify ticket was just pushed, or a
+        // refill runs): wait a little for the fleet's, as a reader would.
+        match self
+            .refresher
+            .await_value(&cref, COMPONENT_TOKEN_WAIT)
+            .await
+        {
+            Some(value) => Ok(SecretString::from(value)),
             None => Err(RegistryError::NoComponentToken("none stored".into())),
         }
     }

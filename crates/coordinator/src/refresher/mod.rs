@@ -112,6 +112,14 @@ impl Refresher {
         &self.store
     }
 
+    /// The fleet's value of `cref`, waiting up to `wait` for one when none
+    /// is stored yet (a component token right after its first verify
+    /// ticket); `None` if none came.
+    pub async fn await_value(&self, cref: &CredentialRef, wait: Duration) -> Option<String> {
+        let token = tokio::time::timeout(wait, self.client.value(cref)).await;
+        token.ok()?.ok().map(|t| t.value().to_owned())
+    }
+
     pub fn settings(&self) -> &RefreshConfig {
         &self.settings
     }

@@ -10,6 +10,7 @@ mod gateway;
 mod http;
 mod invalidation;
 mod keys;
+mod login;
 mod platform;
 mod quota;
 mod single_flight;

@@ -30,6 +30,7 @@ use crate::token::whole_seconds;
 
 mod business;
 mod component;
+mod sns;
 mod wechat;
 mod wecom;
 
@@ -46,6 +47,7 @@ pub fn router(state: SimState) -> Router {
     Router::new()
         .merge(wechat::routes())
         .merge(business::routes())
+        .merge(sns::routes())
         .merge(component::routes())
         .merge(wecom::routes())
         .merge(crate::admin::routes())

@@ -141,6 +141,16 @@ impl Core {
 }
 
 impl SimState {
+    /// A single-use login code for `appid`'s user `openid` (`None`: no such app).
+    pub fn login_code(&self, appid: &str, openid: &str, risky: bool) -> Option<String> {
+        self.with_world(|w| w.mint_code(appid, openid, risky))
+    }
+
+    /// Runs a rule of the world (the code exchanges) under the lock.
+    pub(crate) fn with_world<T>(&self, f: impl FnOnce(&mut crate::state::World) -> T) -> T {
+        f(&mut self.lock().world)
+    }
+
     /// A business call that succeeded (see `routes::business`); `upload`
     /// records a media upload's part.
     pub(crate) fn business_ok(&self, path: &'static str, upload: Option<crate::stats::Upload>) {

@@ -37,7 +37,7 @@ pub(super) struct Lineage {
 /// One app: its secret, lineages, quotas and current tickets.
 #[derive(Debug)]
 pub(super) struct AppBook {
-    secret: String,
+    pub(super) secret: String,
     token: Lineage,
     stable: Lineage,
     pub(super) quota: QuotaBook,

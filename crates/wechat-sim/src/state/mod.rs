@@ -39,6 +39,7 @@ use crate::token::{Now, TokenRecord, TokenSource, TokenState, random_token, toke
 
 mod component;
 mod lineage;
+mod login;
 mod tickets;
 mod wecom;
 
@@ -50,6 +51,7 @@ pub use component::{Authorization, ComponentError};
 
 use lineage::AppBook;
 pub(crate) use lineage::{StableRequest, TokenRequest};
+pub(crate) use login::Exchange;
 pub(crate) use tickets::TicketOwner;
 use wecom::CorpBook;
 pub(crate) use wecom::split_agent_key;
@@ -113,6 +115,8 @@ pub(crate) struct World {
     issued_tickets: BTreeMap<String, Vec<IssuedTicket>>,
     /// Open Platform components, their authorizers and authorizer tokens.
     components: Components,
+    /// Login codes and OAuth refresh tokens (`login.rs`).
+    logins: login::Logins,
 }
 
 pub(crate) fn present(v: Option<&str>) -> Option<&str> {
@@ -154,6 +158,7 @@ impl World {
             issued_tickets: BTreeMap::new(),
             // The epoch authorizer token times count from.
             components: Components::new(config, Now::current()),
+            logins: login::Logins::default(),
         }
     }
 

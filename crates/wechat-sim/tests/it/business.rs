@@ -152,3 +152,86 @@ async fn wxacode_answers_image_bytes_or_a_json_error() {
     .await;
     assert_eq!(errcode(&json_of(r).await), 41001);
 }
+
+#[tokio::test]
+async fn code_exchanges_are_single_use_and_answer_wechats_errors() {
+    let wx = start(config()).await;
+    let code = wx.sim.login_code(APP, "oUser7").expect("a code");
+    let wx = &wx;
+    let exchange = |code: &str, secret: &str| {
+        let q = vec![
+            ("appid".to_owned(), APP.to_owned()),
+            ("secret".to_owned(), secret.to_owned()),
+            ("js_code".to_owned(), code.to_owned()),
+            ("grant_type".to_owned(), "authorization_code".to_owned()),
+        ];
+        async move {
+            let r = wx
+                .http
+                .get(wx.url("/sns/jscode2session"))
+                .query(&q)
+                .send()
+                .await;
+            r.expect("request").json::<Value>().await.expect("json")
+        }
+    };
+    assert_eq!(errcode(&exchange(&code, "wrong").await), 40125);
+    let v = exchange(&code, SECRET).await;
+    assert_eq!(v["openid"], "oUser7", "{v}");
+    assert!(v["session_key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert_eq!(
+        errcode(&exchange(&code, SECRET).await),
+        40163,
+        "a code is single-use"
+    );
+    assert_eq!(errcode(&exchange("never-minted", SECRET).await), 40029);
+    let risky = wx.sim.risky_login_code(APP, "oRisk").expect("a code");
+    assert_eq!(errcode(&exchange(&risky, SECRET).await), 40226);
+    let other = wx.sim.login_code(APP_B, "oB").expect("a code");
+    assert_eq!(
+        errcode(&exchange(&other, SECRET).await),
+        40029,
+        "another app's code"
+    );
+
+    // OAuth: a user token and its renewal.
+    let code = wx.sim.login_code(APP, "oWeb").expect("a code");
+    let (_, v) = wx
+        .get(
+            "/sns/oauth2/access_token",
+            &[
+                ("appid", APP),
+                ("secret", SECRET),
+                ("code", &code),
+                ("grant_type", "authorization_code"),
+            ],
+        )
+        .await;
+    assert_eq!(v["openid"], "oWeb", "{v}");
+    let rt = v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    let (_, v) = wx
+        .get(
+            "/sns/oauth2/refresh_token",
+            &[
+                ("appid", APP),
+                ("refresh_token", &rt),
+                ("grant_type", "refresh_token"),
+            ],
+        )
+        .await;
+    assert!(v["access_token"].is_string(), "{v}");
+    let (_, v) = wx
+        .get(
+            "/sns/oauth2/refresh_token",
+            &[
+                ("appid", APP),
+                ("refresh_token", "forged"),
+                ("grant_type", "refresh_token"),
+            ],
+        )
+        .await;
+    assert_eq!(errcode(&v), 40030);
+}

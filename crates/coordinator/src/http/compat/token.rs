@@ -122,7 +122,7 @@ async fn serve(
         state.guess.failed(ip, None);
         return wx(40013, "invalid appid");
     };
-    if !secret_eq(secret, app.secret().expose_secret()) {
+    if !crate::http::auth::app_accepts(&app, secret) {
         state.guess.failed(ip, Some(appid));
         return wx(40125, "invalid appsecret");
     }
