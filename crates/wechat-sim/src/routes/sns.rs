@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::errcode::WxError;
 use crate::shared::SimState;
-use crate::state::Exchange;
+use crate::state::{CodeRequest, Exchange};
 
 use super::{Params, param, require_get, wx_error, wx_json};
 
@@ -59,26 +59,22 @@ fn reply(result: Result<Exchange, WxError>) -> Response {
     }
 }
 
+/// The exchange a query asks for; `code_name` is `js_code` or `code`.
+fn request<'a>(q: &'a Params, code_name: &str) -> CodeRequest<'a> {
+    CodeRequest {
+        appid: param(q, "appid"),
+        secret: param(q, "secret"),
+        code: param(q, code_name),
+        grant_type: param(q, "grant_type"),
+    }
+}
+
 async fn jscode2session(State(state): State<SimState>, q: Params) -> Response {
-    reply(state.with_world(|w| {
-        w.jscode2session(
-            param(&q, "appid"),
-            param(&q, "secret"),
-            param(&q, "js_code"),
-            param(&q, "grant_type"),
-        )
-    }))
+    reply(state.with_world(|w| w.jscode2session(request(&q, "js_code"))))
 }
 
 async fn oauth2_access_token(State(state): State<SimState>, q: Params) -> Response {
-    reply(state.with_world(|w| {
-        w.oauth2_access_token(
-            param(&q, "appid"),
-            param(&q, "secret"),
-            param(&q, "code"),
-            param(&q, "grant_type"),
-        )
-    }))
+    reply(state.with_world(|w| w.oauth2_access_token(request(&q, "code"))))
 }
 
 async fn oauth2_refresh(State(state): State<SimState>, q: Params) -> Response {

@@ -39,6 +39,15 @@ pub(crate) struct Logins {
     serial: u64,
 }
 
+/// A code exchange as asked (`js_code` or `code` as `code`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CodeRequest<'a> {
+    pub(crate) appid: Option<&'a str>,
+    pub(crate) secret: Option<&'a str>,
+    pub(crate) code: Option<&'a str>,
+    pub(crate) grant_type: Option<&'a str>,
+}
+
 /// A successful exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Exchange {
@@ -121,19 +130,20 @@ impl World {
         Ok(c.openid.clone())
     }
 
-    /// `GET /sns/jscode2session`.
-    pub(crate) fn jscode2session(
-        &mut self,
-        appid: Option<&str>,
-        secret: Option<&str>,
-        code: Option<&str>,
-        grant_type: Option<&str>,
-    ) -> Result<Exchange, WxError> {
-        if present(grant_type) != Some("authorization_code") {
+    /// The common part of both code exchanges: the grant type, the app and
+    /// its secret, then the code. The app and the code's user.
+    fn redeem(&mut self, r: CodeRequest<'_>) -> Result<(String, String), WxError> {
+        if present(r.grant_type) != Some("authorization_code") {
             return Err(WxError::InvalidGrantType);
         }
-        let appid = self.check_app(appid, secret)?;
-        let openid = self.take_code(&appid, code)?;
+        let appid = self.check_app(r.appid, r.secret)?;
+        let openid = self.take_code(&appid, r.code)?;
+        Ok((appid, openid))
+    }
+
+    /// `GET /sns/jscode2session`.
+    pub(crate) fn jscode2session(&mut self, r: CodeRequest<'_>) -> Result<Exchange, WxError> {
+        let (_, openid) = self.redeem(r)?;
         Ok(Exchange::Session {
             openid,
             session_key: format!("sk{:032x}", rand::random::<u128>()),
@@ -141,18 +151,8 @@ impl World {
     }
 
     /// `GET /sns/oauth2/access_token`.
-    pub(crate) fn oauth2_access_token(
-        &mut self,
-        appid: Option<&str>,
-        secret: Option<&str>,
-        code: Option<&str>,
-        grant_type: Option<&str>,
-    ) -> Result<Exchange, WxError> {
-        if present(grant_type) != Some("authorization_code") {
-            return Err(WxError::InvalidGrantType);
-        }
-        let appid = self.check_app(appid, secret)?;
-        let openid = self.take_code(&appid, code)?;
+    pub(crate) fn oauth2_access_token(&mut self, r: CodeRequest<'_>) -> Result<Exchange, WxError> {
+        let (appid, openid) = self.redeem(r)?;
         Ok(self.oauth_grant(appid, openid))
     }
 

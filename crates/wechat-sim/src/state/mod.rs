@@ -51,7 +51,7 @@ pub use component::{Authorization, ComponentError};
 
 use lineage::AppBook;
 pub(crate) use lineage::{StableRequest, TokenRequest};
-pub(crate) use login::Exchange;
+pub(crate) use login::{CodeRequest, Exchange};
 pub(crate) use tickets::TicketOwner;
 use wecom::CorpBook;
 pub(crate) use wecom::split_agent_key;
