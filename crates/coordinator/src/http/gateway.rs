@@ -24,7 +24,7 @@ use wxtoken_common::{Slot, is_token_rejected};
 use super::HttpState;
 use super::error::ApiFailure;
 use super::keys::ApiKey;
-use super::v1::{resolve, token_failure};
+use super::v1::{await_verdict, resolve, token_failure};
 use crate::kind::Credential;
 use crate::upstream::proxy::{Answer, Call, Payload, body_of};
 
@@ -213,12 +213,7 @@ async fn send(
 async fn newer(state: &HttpState, cred: &Credential, dead: &Token) -> Option<Token> {
     let token = match report(state, cred, dead).await? {
         Invalidation::Reported { generation } => {
-            let wait = state.token_wait + state.refresh.upstream_timeout * 2;
-            match state
-                .client
-                .wait_for_verdict_on(&cred.cref, generation, wait)
-                .await
-            {
+            match await_verdict(state, cred, generation).await {
                 Ok(Verdict::Replaced(t)) => t,
                 Ok(Verdict::Refused { token: Some(t), .. }) => t,
                 _ => current(state, cred).await.ok()?,

@@ -164,12 +164,7 @@ pub(super) async fn report(
     let current = || async { state.client.value(&cred.cref).await.map_err(token_failure) };
     let (result, token): (&str, Token) = match done {
         Invalidation::Reported { generation } => {
-            let wait = state.token_wait + state.refresh.upstream_timeout * 2;
-            match state
-                .client
-                .wait_for_verdict_on(&cred.cref, generation, wait)
-                .await
-            {
+            match await_verdict(state, cred, generation).await {
                 Ok(Verdict::Replaced(t)) => ("invalidated", t),
                 Ok(Verdict::Refused {
                     reason,
@@ -184,6 +179,20 @@ pub(super) async fn report(
     let mut body = value_object(field, &token)?;
     body["result"] = serde_json::Value::from(result);
     Ok((StatusCode::OK, Json(body)))
+}
+
+/// The fleet's verdict on a report of `generation`: a check with WeChat,
+/// then (only if WeChat rejects the value) a fetch; waited for both.
+pub(super) async fn await_verdict(
+    state: &HttpState,
+    cred: &Credential,
+    generation: u64,
+) -> Result<Verdict, wxtoken_client::ClientError> {
+    let wait = state.token_wait + state.refresh.upstream_timeout * 2;
+    state
+        .client
+        .wait_for_verdict_on(&cred.cref, generation, wait)
+        .await
 }
 
 /// The `result` of a refused report, from the reason in its event.
