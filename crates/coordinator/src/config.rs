@@ -9,6 +9,7 @@
 //! ([`HttpConfig::api_keys`]) and does not choose a replica id.
 
 mod env;
+mod formats;
 mod gateway;
 pub mod keys;
 mod platform;
@@ -17,17 +18,17 @@ mod secret;
 mod tests;
 mod validate;
 
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use std::{fmt, fs};
 
 use secrecy::SecretString;
-use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use wxtoken_common::{CredentialId, QuotaOffset, TicketType};
 
 pub use env::Env;
+use formats::{humantime_str, offset_str};
 pub use gateway::GatewayConfig;
 pub use platform::{ComponentConfig, SecurityConfig};
 pub use secret::{RedisUrl, SecretRef};
@@ -481,45 +482,5 @@ impl Default for UpstreamConfig {
             base_url: "https://api.weixin.qq.com".to_owned(),
             wecom_base_url: "https://qyapi.weixin.qq.com".to_owned(),
         }
-    }
-}
-
-/// Durations as humantime strings: `"10m"`, `"500ms"`.
-mod humantime_str {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = Duration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration string such as \"30s\", \"10m\" or \"500ms\"")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                humantime::parse_duration(v).map_err(|e| {
-                    E::custom(format!(
-                        "{v:?} is not a duration ({e}); write e.g. \"30s\", \"10m\", \"500ms\""
-                    ))
-                })
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-}
-
-/// [`QuotaOffset`] as `"+08:00"`.
-mod offset_str {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(o: &QuotaOffset, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(o)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QuotaOffset, D::Error> {
-        QuotaOffset::parse(&String::deserialize(d)?).map_err(de::Error::custom)
     }
 }
