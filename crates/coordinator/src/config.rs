@@ -16,6 +16,7 @@ mod platform;
 mod secret;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod validate;
 
 use std::fs;
@@ -130,6 +131,16 @@ pub struct HttpConfig {
     /// A separate listener for `/metrics`, when it must not share `listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain: `listen` serves HTTPS (re-read when it changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate signed by
+    /// one of them (mTLS); a key with `client_cn` is the certificate's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
     #[serde(with = "humantime_str")]
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes.
@@ -438,6 +449,9 @@ impl Default for HttpConfig {
             keys: Vec::new(),
             keys_file: None,
             metrics_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             request_timeout: Duration::from_secs(5),
             body_limit: 64 * 1024,
             token_wait: Duration::from_secs(2),

@@ -257,14 +257,27 @@ pub async fn run_until(
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
-    info!(addr = %config.http.listen, "http api listening");
+    let tls = match config.http.tls() {
+        Some(files) => Some(Arc::new(http::tls::TlsListener::new(files)?)),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(addr = %config.http.listen, scheme, "http api listening");
+    if let Some(warning) = plain_http_warning(config.http.listen, tls.is_some()) {
+        warn!("{warning}");
+    }
     servers.spawn(http::serve(
         listener,
         http::router(state.clone(), !split_metrics),
         config.http.conn_limits("api"),
+        tls.clone(),
         stopped(http_stopped.clone()),
     ));
     tokio::spawn(http::keys::watch(state.clone(), http_stopped.clone()));
+    if let Some(tls) = tls {
+        let stop = http_stopped.clone();
+        tokio::spawn(async move { http::reload::watch(tls.as_ref(), stop).await });
+    }
     if let Some(addr) = config.http.metrics_listen {
         let listener = TcpListener::bind(addr)
             .await
@@ -274,6 +287,7 @@ pub async fn run_until(
             listener,
             http::metrics_router(state),
             config.http.conn_limits("metrics"),
+            None,
             stopped(http_stopped),
         ));
     }
@@ -292,6 +306,18 @@ pub async fn run_until(
         servers.abort_all();
     }
     Ok(())
+}
+
+/// The warning a replica logs when its API serves plain HTTP on an address
+/// other machines can reach: every token read crosses the network in clear.
+pub fn plain_http_warning(listen: std::net::SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "http.listen {listen} is not a loopback address and serves plain HTTP: tokens \
+             cross the network in clear; set [http] tls_cert and tls_key (or put a TLS proxy \
+             in front)"
+        )
+    })
 }
 
 /// Every `every`, checks the fleet marker; when Redis lost it (or it

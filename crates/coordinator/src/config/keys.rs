@@ -42,6 +42,10 @@ pub struct KeyEntry {
     /// Requests a second this key may make (none: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_second: Option<u32>,
+    /// mTLS (`[http] tls_client_ca`): a client certificate with this
+    /// subject CN is this key, no bearer needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cn: Option<String>,
 }
 
 fn every_id() -> Vec<String> {
@@ -68,8 +72,14 @@ impl KeyEntry {
             );
         }
         match (&self.key, &self.sha256) {
-            (Some(_), Some(_)) | (None, None) => {
-                return refuse("key", "give exactly one of `key` and `sha256`".into());
+            (Some(_), Some(_)) => {
+                return refuse("key", "give only one of `key` and `sha256`".into());
+            }
+            (None, None) if self.client_cn.is_none() => {
+                return refuse(
+                    "key",
+                    "give one of `key`, `sha256` (or `client_cn` for a client certificate)".into(),
+                );
             }
             (None, Some(h)) if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) => {
                 return refuse(
@@ -108,6 +118,11 @@ impl KeyEntry {
                 );
             }
         }
+        if let Some(cn) = &self.client_cn
+            && (cn.is_empty() || cn.len() > 64 || cn.chars().any(char::is_control))
+        {
+            return refuse("client_cn", "must be a certificate's subject CN".into());
+        }
         if self.per_second == Some(0) {
             return refuse("per_second", "must be greater than zero".into());
         }
@@ -123,6 +138,15 @@ pub fn validate_all(entries: &[KeyEntry], at: &str) -> Result<(), ConfigError> {
             return Err(ConfigError::new(
                 format!("{at}[{i}].name"),
                 format!("{:?} is already the name of {at}[{j}]", e.name),
+            ));
+        }
+        if let Some(j) = entries[..i]
+            .iter()
+            .position(|o| e.client_cn.is_some() && o.client_cn == e.client_cn)
+        {
+            return Err(ConfigError::new(
+                format!("{at}[{i}].client_cn"),
+                format!("{at}[{j}] already stands for that certificate"),
             ));
         }
     }
@@ -152,6 +176,7 @@ mod tests {
             ids: every_id(),
             allow: allow.iter().map(|s| (*s).to_owned()).collect(),
             per_second: None,
+            client_cn: None,
         }
     }
 
@@ -178,6 +203,15 @@ mod tests {
         let mut e = entry(&["*"]);
         e.name = "has space".into();
         assert_eq!(key(e), "http.keys[0].name");
+        let mut e = entry(&["*"]);
+        e.sha256 = None;
+        e.client_cn = Some("orders.internal".into());
+        assert!(
+            e.validate("k").is_ok(),
+            "a certificate's key needs no value"
+        );
+        e.client_cn = Some(String::new());
+        assert_eq!(key(e), "http.keys[0].client_cn");
         let twice = [entry(&["*"]), entry(&["*"])];
         assert_eq!(
             validate_all(&twice, "http.keys").unwrap_err().key,

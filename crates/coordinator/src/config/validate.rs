@@ -349,6 +349,9 @@ impl HttpConfig {
         if let Some(path) = &self.keys_file {
             super::keys::read_key_file(path)?;
         }
+        if let Some(files) = self.tls_files()? {
+            files.server_config()?;
+        }
         check(
             self.body_limit > 0,
             "http.body_limit",

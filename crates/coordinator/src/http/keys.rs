@@ -86,6 +86,7 @@ struct Scoped {
     ids: Vec<String>,
     allow: Vec<String>,
     limiter: Option<DefaultDirectRateLimiter>,
+    client_cn: Option<String>,
 }
 
 impl Scoped {
@@ -162,6 +163,7 @@ impl KeySet {
                 ids: e.ids.clone(),
                 allow: e.allow.clone(),
                 limiter,
+                client_cn: e.client_cn.clone(),
             });
         }
         Ok(Self { all_access, scoped })
@@ -200,7 +202,23 @@ impl KeySet {
                 found = Some(k);
             }
         }
-        let key = found.ok_or(ApiFailure::Forbidden)?;
+        Self::grant(found.ok_or(ApiFailure::Forbidden)?, need, id)
+    }
+
+    /// The key a verified client certificate with subject `cn` stands for
+    /// (`client_cn`), if it may do `need` on `id`.
+    fn admit_cert(&self, cn: &str, need: Need<'_>, id: Option<&str>) -> Result<String, ApiFailure> {
+        let key = self
+            .scoped
+            .iter()
+            .find(|k| k.client_cn.as_deref() == Some(cn))
+            .ok_or_else(|| {
+                ApiFailure::NotAllowed(format!("no key stands for client certificate {cn:?}"))
+            })?;
+        Self::grant(key, need, id)
+    }
+
+    fn grant(key: &Scoped, need: Need<'_>, id: Option<&str>) -> Result<String, ApiFailure> {
         if !key.permits(need, id) {
             let what = match need {
                 Need::Op(op) => op.to_owned(),
@@ -286,56 +304,32 @@ impl KeyStore {
         self.current.store(Arc::new(next));
         Ok(())
     }
+}
 
-    /// When the key files last changed (to reload on change).
-    pub fn stamp(&self) -> Vec<Option<SystemTime>> {
-        let file_time = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut out = vec![self.keys_file.as_deref().and_then(file_time)];
+impl super::reload::Reloadable for KeyStore {
+    fn what(&self) -> &'static str {
+        "API keys"
+    }
+
+    fn stamp(&self) -> Vec<Option<SystemTime>> {
+        use super::reload::modified;
+        let mut out = vec![self.keys_file.as_deref().and_then(modified)];
         if let Some(SecretRef::File(p)) = &self.api_keys {
-            out.push(file_time(p));
+            out.push(modified(p));
         }
         out
+    }
+
+    fn reload(&self) -> Result<(), ConfigError> {
+        KeyStore::reload(self)
     }
 }
 
 /// Reloads the key set on SIGHUP and when a key file changes (checked
 /// every second), until `stop` turns true. A bad file is refused with the
 /// offending key logged; the old set stays in force.
-pub async fn watch(state: HttpState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; key files are still watched");
-            None
-        }
-    };
-    let mut seen = state.keys.stamp();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        let why = tokio::select! {
-            Some(()) = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => "SIGHUP",
-            _ = tick.tick() => {
-                let now = state.keys.stamp();
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                "a key file changed"
-            }
-            _ = stop.changed() => return,
-        };
-        match state.keys.reload() {
-            Ok(()) => tracing::info!(why, keys = ?state.keys.current(), "API keys reloaded"),
-            Err(e) => {
-                tracing::warn!(why, key = %e.key, error = %e.message, "API keys not reloaded; the previous keys stay in force")
-            }
-        }
-    }
+pub async fn watch(state: HttpState, stop: tokio::sync::watch::Receiver<bool>) {
+    super::reload::watch(&state.keys, stop).await;
 }
 
 /// Extractor: the request carries a key that may use this route (for its
@@ -344,6 +338,11 @@ pub async fn watch(state: HttpState, mut stop: tokio::sync::watch::Receiver<bool
 pub struct ApiKey {
     pub name: String,
 }
+
+/// The subject CN of the client certificate the connection was verified
+/// with (`[http] tls_client_ca`), set by the listener.
+#[derive(Debug, Clone)]
+pub struct ClientCert(pub Arc<str>);
 
 /// `Authorization: Bearer <key>`.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -366,9 +365,11 @@ impl FromRequestParts<HttpState> for ApiKey {
         if keys.is_empty() {
             return Err(ApiFailure::ApiClosed);
         }
-        let given = bearer(&parts.headers)
-            .ok_or(ApiFailure::Unauthorized)?
-            .to_owned();
+        let given = bearer(&parts.headers).map(str::to_owned);
+        let cert = parts.extensions.get::<ClientCert>().cloned();
+        if given.is_none() && cert.is_none() {
+            return Err(ApiFailure::Unauthorized);
+        }
         let route = parts
             .extensions
             .get::<MatchedPath>()
@@ -384,7 +385,11 @@ impl FromRequestParts<HttpState> for ApiKey {
         };
         let (id, path) = (param("id"), param("path"));
         let need = need(&parts.method, &route, path.as_deref());
-        let name = keys.admit(&given, need, id.as_deref())?;
+        let name = match (&given, &cert) {
+            (Some(given), _) => keys.admit(given, need, id.as_deref())?,
+            (None, Some(ClientCert(cn))) => keys.admit_cert(cn, need, id.as_deref())?,
+            (None, None) => return Err(ApiFailure::Unauthorized),
+        };
         Ok(ApiKey { name })
     }
 }
@@ -417,6 +422,7 @@ mod tests {
             ids: ids.iter().map(|s| (*s).to_owned()).collect(),
             allow: allow.iter().map(|s| (*s).to_owned()).collect(),
             per_second: None,
+            client_cn: None,
         }
     }
 

@@ -16,6 +16,10 @@
 //!   keys on the peer address) and graceful shutdown: idle connections close
 //!   at once, busy ones after their response.
 //!
+//! - TLS when the listener has a [`TlsListener`]: the handshake must finish
+//!   within the header read timeout, and a verified client certificate's
+//!   subject CN rides on every request of the connection ([`ClientCert`]).
+//!
 //! It knows nothing of routes; `router` builds those.
 
 use std::future::Future;
@@ -29,10 +33,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
+
+use super::keys::ClientCert;
+use super::tls::{TlsListener, client_cn};
 
 /// Limits of one listener (from `[http]`).
 #[derive(Debug, Clone, Copy)]
@@ -49,12 +57,14 @@ pub struct ConnLimits {
 /// How long shutdown waits for busy connections to finish their response.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves `router` on `listener` under `limits` until `shutdown` resolves,
-/// then closes idle connections and lets busy ones finish (at most 2 s).
+/// Serves `router` on `listener` under `limits` (HTTPS when `tls` is set)
+/// until `shutdown` resolves, then closes idle connections and lets busy
+/// ones finish (at most 2 s).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<Arc<TlsListener>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -88,32 +98,40 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let open = limits.max_connections - permits.available_permits();
         crate::metrics::connections_open(limits.name, open);
-        let service = router
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        let conn = graceful
-            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
-        let name = limits.name;
-        let permits_left = permits.clone();
-        let max = limits.max_connections;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                if e.is_timeout() {
-                    crate::metrics::connection_closed("header_timeout");
-                    debug!(
-                        listener = name,
-                        "connection closed: no complete request head in time"
-                    );
-                } else {
-                    debug!(listener = name, error = %e, "connection ended with an error");
-                }
+        let conn = Conn {
+            router: router.clone(),
+            http: http.clone(),
+            watcher: graceful.watcher(),
+            peer,
+            limits,
+            permit,
+            permits: permits.clone(),
+        };
+        match &tls {
+            None => {
+                tokio::spawn(conn.serve(stream, None));
             }
-            drop(permit);
-            crate::metrics::connections_open(name, max - permits_left.available_permits());
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let cn = client_cn(stream.get_ref().1);
+                            conn.serve(stream, cn).await;
+                        }
+                        Ok(Err(e)) => {
+                            crate::metrics::connection_closed("tls_handshake");
+                            debug!(listener = limits.name, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            crate::metrics::connection_closed("tls_handshake");
+                            debug!(listener = limits.name, "TLS handshake took too long");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -126,6 +144,57 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    router: Router,
+    http: Arc<hyper::server::conn::http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    permit: OwnedSemaphorePermit,
+    permits: Arc<Semaphore>,
+}
+
+impl Conn {
+    /// Serves HTTP/1.1 on `io` (plain or TLS) until the connection ends.
+    async fn serve<I>(self, io: I, cn: Option<Arc<str>>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let service = self
+            .router
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(cn) = &cn {
+                    req.extensions_mut().insert(ClientCert(cn.clone()));
+                }
+                req
+            });
+        let conn = self.watcher.watch(
+            self.http
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
+        );
+        let name = self.limits.name;
+        if let Err(e) = conn.await {
+            if e.is_timeout() {
+                crate::metrics::connection_closed("header_timeout");
+                debug!(
+                    listener = name,
+                    "connection closed: no complete request head in time"
+                );
+            } else {
+                debug!(listener = name, error = %e, "connection ended with an error");
+            }
+        }
+        drop(self.permit);
+        crate::metrics::connections_open(
+            name,
+            self.limits.max_connections - self.permits.available_permits(),
+        );
+    }
 }
 
 /// Extractor: the peer address of a request served by [`serve`]; `None`

@@ -25,7 +25,9 @@ mod listener;
 mod login;
 mod observe;
 mod platform;
+pub mod reload;
 mod tickets;
+pub mod tls;
 mod v1;
 
 use std::sync::Arc;

@@ -6,34 +6,20 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use wxtoken_testkit::{RedisServer, free_port, wait_until};
 
 use crate::fleet::{Fleet, RedisSetup, SECRET, Settings, watch_reads};
+use crate::pki::{Ca, write};
 
 /// A CA and a server certificate for 127.0.0.1 / localhost, as PEM files in `dir`.
 fn certificates(dir: &Path) -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "wxtoken test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path.display().to_string()
-    };
+    let ca = Ca::new("wxtoken test CA");
+    let server = ca.server();
+    let path = |name: &str, pem: &str| write(dir, name, pem).display().to_string();
     (
-        write("ca.pem", ca_cert.pem()),
-        write("server.pem", server_cert.pem()),
-        write("server.key", server_key.serialize_pem()),
+        path("ca.pem", &ca.pem),
+        path("server.pem", &server.cert),
+        path("server.key", &server.key),
     )
 }
 

@@ -30,9 +30,15 @@ async fn serve_api(fleet: &Fleet, limits: ConnLimits) -> (SocketAddr, watch::Sen
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(serve(listener, router(state, true), limits, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(serve(
+        listener,
+        router(state, true),
+        limits,
+        None,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
     (addr, stop)
 }
 
