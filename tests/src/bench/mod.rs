@@ -6,8 +6,11 @@
 
 pub mod alternative;
 pub mod efficiency;
+pub mod gateway;
 pub mod hardening;
 pub mod kinds;
+pub mod loadgen;
+pub mod nginx;
 pub mod platform;
 pub mod read_path;
 pub mod scale;
@@ -98,6 +101,11 @@ pub const SECTIONS: &[Section] = &[
         name: "platform",
         key: "platform",
         run: |q| Box::pin(platform::run(q)),
+    },
+    Section {
+        name: "gateway",
+        key: "gateway",
+        run: |q| Box::pin(gateway::run(q)),
     },
 ];
 

@@ -599,7 +599,7 @@ async fn http_vs_redis(quick: bool, rows: &mut Vec<Row>) -> Result<Value> {
 
 /// The binary `crate::wxtoken_bin` would use, if it exists (it panics, or
 /// builds a debug binary, otherwise).
-fn wxtoken_binary() -> Option<PathBuf> {
+pub(super) fn wxtoken_binary() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("WXTOKEN_BIN") {
         let bin = PathBuf::from(bin);
         return bin.exists().then(crate::wxtoken_bin);
@@ -613,7 +613,7 @@ fn wxtoken_binary() -> Option<PathBuf> {
     found.then(crate::wxtoken_bin)
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(super) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -621,7 +621,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Waits until the fleet has stored a token.
-async fn wait_token(fleet: &Fleet, deadline: Duration) -> Result<String> {
+pub(super) async fn wait_token(fleet: &Fleet, deadline: Duration) -> Result<String> {
     let until = Instant::now() + deadline;
     loop {
         if let Some(t) = fleet.token().await {
@@ -1039,7 +1039,7 @@ fn si(x: f64) -> String {
 }
 
 /// 105 000 (thousands grouped with spaces, as in BENCHMARKS.md).
-fn group(x: f64) -> String {
+pub(super) fn group(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
