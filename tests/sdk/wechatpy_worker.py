@@ -12,7 +12,14 @@ one JSON line with its counts. What it does in a loop (`--work`):
   simulator's `/__admin/jsapi_check` (`--check-url`), which verifies it as
   the browser's `wx.config` would: with the app's current, still-valid
   ticket. It counts accepted and refused signatures and records every
-  ticket it saw.
+  ticket it saw;
+- `send`: sends a customer-service text message
+  (`client.message.send_text(openid, "hello")`, i.e.
+  `POST cgi-bin/message/custom/send`), with the API base a coordinator's
+  drop-in API base (`http://replica/cgi-bin/`). It also counts the replies
+  naming a token error (40001 / 40014 / 42001) that reached wechatpy, which
+  wechatpy heals itself (refetch, retry) before its caller sees anything:
+  observed, not changed.
 
 Three things differ from a stock client, identically in every mode:
 - where the token comes from (`--token-url`: a wxtoken coordinator's
@@ -40,7 +47,9 @@ wechatpy processes run today without a coordinator. Token and ticket then
 live in that shared session.
 
 The secret comes from the environment (`WECHAT_SECRET`), never argv, and is
-never printed.
+never printed. Pointed at a coordinator it may be the app's stand-in
+`compat_secret` rather than the appsecret: wechatpy sends it to the
+coordinator's `/cgi-bin/token` and nowhere else.
 """
 
 import argparse
@@ -155,6 +164,49 @@ def run_api(client, a, counts):
     return {}
 
 
+# WeChat's errcodes refusing the token (wechatpy's INVALID_CREDENTIAL,
+# INVALID_ACCESS_TOKEN, EXPIRED_ACCESS_TOKEN).
+TOKEN_REJECTED = (40001, 40014, 42001)
+
+
+def observe_token_rejections(client):
+    """Counts the replies refusing the token that reach wechatpy's
+    `_handle_result` (its own retries included), then lets it handle them as
+    it always does."""
+    seen = [0]
+    handle = client._handle_result
+
+    def observed(res, method=None, url=None, result_processor=None, **kwargs):
+        try:
+            result = res if isinstance(res, dict) else res.json()
+            errcode = int(result.get("errcode", 0)) if isinstance(result, dict) else 0
+        except Exception:
+            errcode = 0
+        if errcode in TOKEN_REJECTED:
+            seen[0] += 1
+        return handle(res, method, url, result_processor, **kwargs)
+
+    client._handle_result = observed
+    return seen
+
+
+def run_send(client, a, counts):
+    rejections = observe_token_rejections(client)
+    until = time.monotonic() + a.duration
+    while time.monotonic() < until:
+        counts.calls += 1
+        try:
+            res = client.message.send_text(a.openid, "hello")
+            if isinstance(res, dict) and res.get("errcode", 0) == 0:
+                counts.ok += 1
+            else:
+                counts.fail("bad_reply")
+        except Exception as e:
+            counts.fail(error_key(e))
+        time.sleep(a.pause)
+    return {"token_rejections": rejections[0]}
+
+
 def run_jsapi(client, a, counts):
     if a.tick != 1:
         client.jsapi = TickedJSAPI(client, a.tick)
@@ -231,7 +283,8 @@ def main():
     p.add_argument("--margin", type=float, required=True, help="seconds")
     p.add_argument("--duration", type=float, required=True, help="seconds")
     p.add_argument("--pause", type=float, default=0.1, help="seconds between calls")
-    p.add_argument("--work", choices=["api", "jsapi"], default="api")
+    p.add_argument("--work", choices=["api", "jsapi", "send"], default="api")
+    p.add_argument("--openid", default="oE2eUser", help="the recipient (send work)")
     p.add_argument("--check-url", help="the simulator's /__admin/jsapi_check (jsapi work)")
     p.add_argument(
         "--tick",
@@ -274,7 +327,8 @@ def main():
         sys.stdin.readline()
 
     counts = Counts()
-    extra = (run_jsapi if a.work == "jsapi" else run_api)(client, a, counts)
+    run = {"api": run_api, "jsapi": run_jsapi, "send": run_send}[a.work]
+    extra = run(client, a, counts)
     report = {
         "calls": counts.calls,
         "ok": counts.ok,

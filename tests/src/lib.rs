@@ -29,6 +29,9 @@ use wxtoken_testkit::{RedisServer, random_prefix};
 pub const APPID: &str = "wx00000000000000e2";
 /// A recognisable secret, so log scans can look for it.
 pub const SECRET: &str = "e2e-secret-Q9v7LmX2pT";
+/// The app's stand-in secret (`compat_secret = { env = "E2E_COMPAT_SECRET" }`):
+/// SDKs pointed at a replica are configured with this, not [`SECRET`].
+pub const COMPAT_SECRET: &str = "e2e-sdk-stand-in-Wc83kRt";
 /// The API key replicas accept (`[http] api_keys = { env = "E2E_API_KEYS" }`).
 pub const API_KEY: &str = "e2e-api-key-Hq27Zr";
 pub const ID: &str = "shop";
@@ -281,7 +284,9 @@ impl Fleet {
         }
     }
 
-    /// The TOML config replicas run with; the secret comes from env `E2E_SECRET`.
+    /// The TOML config replicas run with; the secret comes from env
+    /// `E2E_SECRET`, the app's stand-in [`COMPAT_SECRET`] from
+    /// `E2E_COMPAT_SECRET`.
     pub fn config_text(&self) -> String {
         let t = &self.timing;
         let ms = |d: Duration| format!("{}ms", d.as_millis());
@@ -319,6 +324,7 @@ token_wait = "3s"
 id = "{ID}"
 appid = "{APPID}"
 secret = {{ env = "E2E_SECRET" }}
+compat_secret = {{ env = "E2E_COMPAT_SECRET" }}
 tickets = [{tickets}]
 {wecom}{platform}"#,
             redis = self.redis.url(),
@@ -359,6 +365,7 @@ tickets = [{tickets}]
     pub fn secret_env(&self, secret: &str) -> Vec<(String, String)> {
         let mut env = vec![
             ("E2E_SECRET".to_owned(), secret.to_owned()),
+            ("E2E_COMPAT_SECRET".to_owned(), COMPAT_SECRET.to_owned()),
             ("E2E_API_KEYS".to_owned(), API_KEY.to_owned()),
         ];
         for (id, _, secret) in AGENTS {
@@ -616,6 +623,10 @@ tickets = [{tickets}]
         let logs = self.all_logs();
         assert!(!logs.is_empty(), "replicas logged nothing");
         assert!(!logs.contains(SECRET), "the appsecret appears in the logs");
+        assert!(
+            !logs.contains(COMPAT_SECRET),
+            "the stand-in secret appears in the logs"
+        );
         assert!(!logs.contains(API_KEY), "an API key appears in the logs");
         for (_, _, secret) in AGENTS {
             assert!(!logs.contains(secret), "a WeCom secret appears in the logs");

@@ -8,7 +8,9 @@
 //! A worker does its [`Work`] every `pause` for `duration`: it calls a real
 //! API through its SDK (`GET cgi-bin/getcallbackip` on the simulator), or
 //! (wechatpy only) gets the JS-SDK ticket through it, signs a page with it
-//! and has the simulator verify the signature as `wx.config` would. It
+//! and has the simulator verify the signature as `wx.config` would, or
+//! (wechatpy only) sends a customer-service message through a
+//! coordinator's drop-in API base (the `gateway` e2e test). It
 //! fetches its token from `token_url` (a `wxtoken serve` replica's
 //! WeChat-compatible `/cgi-bin/token`, or the simulator's own) and its
 //! ticket from its API base (a replica's `/cgi-bin/ticket/getticket`, or
@@ -233,6 +235,11 @@ pub enum Work {
         /// to a second past that; usually [`Work::jsapi_scaled`].
         tick: Duration,
     },
+    /// A customer-service text message (wechatpy's
+    /// `client.message.send_text`, `POST cgi-bin/message/custom/send`),
+    /// usually through a coordinator's drop-in API base
+    /// ([`WorkerSpec::pointed_at`]). wechatpy only.
+    Send,
 }
 
 impl Work {
@@ -250,11 +257,15 @@ pub fn scaled_tick(ticket_ttl: Duration) -> Duration {
     Duration::from_secs(1).mul_f64(ticket_ttl.as_secs_f64() / REAL_TTL.as_secs_f64())
 }
 
-/// Where one worker fetches its token (and ticket), and the shared Redis
-/// store if any.
+/// Where one worker fetches its token (and ticket), with which secret, and
+/// the shared Redis store if any.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub token_url: String,
+    /// The secret the SDK is configured with (`WECHAT_SECRET`): the
+    /// appsecret ([`SECRET`], every constructor's), or the app's stand-in
+    /// [`crate::COMPAT_SECRET`] for a coordinator ([`Self::with_secret`]).
+    pub secret: &'static str,
     /// The SDK's API base (`…/cgi-bin/`); `None`: the fleet's simulator.
     pub api_base: Option<String>,
     /// (url, key prefix) of the SDK's Redis store (`--redis-url`).
@@ -267,6 +278,7 @@ impl WorkerSpec {
     pub fn through(replica: &crate::ReplicaProcess) -> Self {
         Self {
             token_url: format!("http://{}/cgi-bin/token", replica.http),
+            secret: SECRET,
             api_base: None,
             redis: None,
         }
@@ -287,9 +299,15 @@ impl WorkerSpec {
     pub fn direct(fleet: &Fleet) -> Self {
         Self {
             token_url: format!("{}/cgi-bin/token", fleet.sim.base_url()),
+            secret: SECRET,
             api_base: None,
             redis: Some((fleet.redis.url(), fleet.prefix.clone())),
         }
+    }
+
+    /// The same, with the SDK configured with `secret` instead.
+    pub fn with_secret(self, secret: &'static str) -> Self {
+        Self { secret, ..self }
     }
 }
 
@@ -317,6 +335,10 @@ pub struct WorkerReport {
     pub ticket_fetches: u64,
     /// [`Work::Jsapi`]: the longest `get_jsapi_ticket()` call.
     pub max_ticket_wait: Duration,
+    /// [`Work::Send`]: replies refusing the token (40001 / 40014 / 42001)
+    /// that reached the SDK, whether or not its own refetch-and-retry then
+    /// healed them (so they are not in `failed`).
+    pub token_rejections: u64,
 }
 
 /// `{"k": n, …}` as counts.
@@ -363,6 +385,7 @@ impl WorkerReport {
             max_ticket_wait: Duration::from_secs_f64(
                 v["max_ticket_wait_ms"].as_f64().unwrap_or(0.0).max(0.0) / 1000.0,
             ),
+            token_rejections: v["token_rejections"].as_u64().unwrap_or(0),
         })
     }
 }
@@ -391,8 +414,8 @@ pub async fn run_workers(
     specs: &[WorkerSpec],
 ) -> anyhow::Result<Vec<WorkerReport>> {
     let name = runtime.sdk.name();
-    if matches!(workload.work, Work::Jsapi { .. }) && runtime.sdk != Sdk::Wechatpy {
-        bail!("{name} workers have no jsapi work");
+    if matches!(workload.work, Work::Jsapi { .. } | Work::Send) && runtime.sdk != Sdk::Wechatpy {
+        bail!("{name} workers have no {:?} work", workload.work);
     }
     let sim_api_base = format!("{}/cgi-bin/", fleet.sim.base_url());
     let secs = |d: Duration| d.as_secs_f64().to_string();
@@ -416,7 +439,7 @@ pub async fn run_workers(
             .args(["--pause", &secs(workload.pause)])
             .arg("--ready-file")
             .arg(&ready)
-            .env("WECHAT_SECRET", SECRET)
+            .env("WECHAT_SECRET", spec.secret)
             .stdin(Stdio::piped())
             .stdout(file(&out_path)?)
             .stderr(file(&err_path)?);
@@ -427,6 +450,9 @@ pub async fn run_workers(
             cmd.args(["--work", "jsapi", "--tick", &secs(tick)])
                 .arg("--check-url")
                 .arg(format!("{}/__admin/jsapi_check", fleet.sim.base_url()));
+        }
+        if workload.work == Work::Send {
+            cmd.args(["--work", "send"]);
         }
         let child = cmd
             .spawn()

@@ -114,8 +114,7 @@ fn cli(fleet: &Fleet, redis_url: &str, args: &[&str]) -> String {
         .args(args)
         .arg("--config")
         .arg(fleet.config_path())
-        .env("E2E_SECRET", SECRET)
-        .env("E2E_API_KEYS", API_KEY)
+        .envs(fleet.secret_env(SECRET))
         .env("WXTOKEN__REDIS__URL", redis_url)
         .output()
         .expect("wxtoken runs");

@@ -5,6 +5,7 @@ mod acl;
 mod cli;
 mod client;
 mod crashes;
+mod gateway;
 mod http;
 mod kinds;
 mod platform;
