@@ -105,6 +105,19 @@ class PointedClient(WeChatClient):
         return self.session.get(self.access_token_key)
 
 
+class ToCoordinator(requests.Session):
+    """README's wechatpy session for the gateway, line for line: every
+    request wechatpy makes (token fetch included) goes to the coordinator."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def request(self, method, url, *args, **kwargs):
+        url = url.replace("https://api.weixin.qq.com", self.base, 1)
+        return super().request(method, url, *args, **kwargs)
+
+
 class TickedJSAPI(WeChatJSAPI):
     """WeChatJSAPI.get_jsapi_ticket of wechatpy 1.8.18, line for line, with
     its whole-second clock `int(time.time())` ticking every `tick` seconds."""
@@ -292,6 +305,10 @@ def main():
         default=1.0,
         help="seconds per tick of get_jsapi_ticket's whole-second clock",
     )
+    p.add_argument(
+        "--session-base",
+        help="rewrite WeChat's host to this in wechatpy's HTTP session (README's ToCoordinator)",
+    )
     p.add_argument("--redis-url", help="use RedisStorage on this Redis")
     p.add_argument("--redis-prefix", default="wechatpy")
     p.add_argument(
@@ -320,6 +337,9 @@ def main():
         session=session,
         timeout=5,
     )
+
+    if a.session_base:
+        client._http = ToCoordinator(a.session_base)
 
     if a.ready_file:
         # All workers start together, like a fleet after a deploy.

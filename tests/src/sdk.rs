@@ -270,6 +270,9 @@ pub struct WorkerSpec {
     pub api_base: Option<String>,
     /// (url, key prefix) of the SDK's Redis store (`--redis-url`).
     pub redis: Option<(String, String)>,
+    /// `--session-base`: wechatpy's HTTP session rewrites WeChat's host to
+    /// this (README's `ToCoordinator`), token and API URLs left as they are.
+    pub session_base: Option<String>,
 }
 
 impl WorkerSpec {
@@ -281,6 +284,7 @@ impl WorkerSpec {
             secret: SECRET,
             api_base: None,
             redis: None,
+            session_base: None,
         }
     }
 
@@ -302,6 +306,19 @@ impl WorkerSpec {
             secret: SECRET,
             api_base: None,
             redis: Some((fleet.redis.url(), fleet.prefix.clone())),
+            session_base: None,
+        }
+    }
+
+    /// wechatpy as README shows it for the gateway: its own token URL and
+    /// API base (WeChat's), its session rewriting WeChat's host to
+    /// `replica`, so the token and every call go through the drop-in base.
+    pub fn session_at(replica: &crate::ReplicaProcess) -> Self {
+        Self {
+            token_url: "https://api.weixin.qq.com/cgi-bin/token".to_owned(),
+            api_base: Some("https://api.weixin.qq.com/cgi-bin/".to_owned()),
+            session_base: Some(format!("http://{}", replica.http)),
+            ..Self::through(replica)
         }
     }
 
@@ -443,6 +460,9 @@ pub async fn run_workers(
             .stdin(Stdio::piped())
             .stdout(file(&out_path)?)
             .stderr(file(&err_path)?);
+        if let Some(base) = &spec.session_base {
+            cmd.args(["--session-base", base]);
+        }
         if let Some((url, prefix)) = &spec.redis {
             cmd.args(["--redis-url", url, "--redis-prefix", prefix]);
         }

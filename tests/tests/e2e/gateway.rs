@@ -1,8 +1,9 @@
 //! Issue 15's "done when" for the gateway, against real `wxtoken serve`
 //! processes:
 //!
-//! 1. wechatpy, unchanged but for its API base (a replica's drop-in
-//!    `http://replica/cgi-bin/`) and configured with the app's stand-in
+//! 1. wechatpy, unchanged but for its HTTP session (README's
+//!    `ToCoordinator`: WeChat's host rewritten to a replica, so its token
+//!    fetch and every call use the drop-in API base) and configured with the app's stand-in
 //!    secret ([`COMPAT_SECRET`]), sends customer-service messages from 20
 //!    processes through two replicas while the test revokes the fleet's
 //!    token at the simulator behind the fleet's back every few lifetimes.
@@ -143,7 +144,7 @@ async fn wechatpy_sends_through_the_drop_in_base_and_never_sees_a_revoked_token(
     // The SDK's token URL and API base are a replica's; it holds only the
     // stand-in secret.
     let specs: Vec<WorkerSpec> = (0..WORKERS)
-        .map(|i| WorkerSpec::pointed_at(&fleet.replicas[i % 2]).with_secret(COMPAT_SECRET))
+        .map(|i| WorkerSpec::session_at(&fleet.replicas[i % 2]).with_secret(COMPAT_SECRET))
         .collect();
     let started = Instant::now();
     let (reports, revocations) = tokio::join!(

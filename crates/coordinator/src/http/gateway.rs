@@ -107,8 +107,11 @@ pub(super) async fn forward(
 
 /// The WeChat URL: the credential's host, `path`, and the caller's query
 /// without any `access_token` of its own. Refuses paths that could leave
-/// the host or the API (`..`, empty segments, odd characters).
-fn target(base: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url, ApiFailure> {
+/// the host or the API (`..`, empty segments, any character but letters,
+/// digits, `_`, `-`, `.` and `/`): with those refused, `base/path` cannot
+/// name another host, so the URL is built as a string, parsed once by the
+/// client.
+fn target(base: &str, path: &str, query: Option<&str>) -> Result<String, ApiFailure> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
     let bad = path.is_empty()
         || path.len() > MAX_PATH
@@ -121,26 +124,22 @@ fn target(base: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url, A
             "the API path must be 1-{MAX_PATH} characters of letters, digits, '_', '-', '.' in '/'-separated segments"
         )));
     }
-    let base_url = reqwest::Url::parse(base)
-        .map_err(|e| ApiFailure::Internal(format!("upstream base url: {e}")))?;
-    let mut url = reqwest::Url::parse(&format!("{}/{path}", base.trim_end_matches('/')))
-        .map_err(|e| ApiFailure::Internal(format!("gateway url: {e}")))?;
-    if url.origin() != base_url.origin() {
-        return Err(ApiFailure::InvalidRequest(
-            "the API path leaves WeChat's host".into(),
-        ));
-    }
-    url.set_query(None);
-    if let Some(q) = query {
-        let mut given = base_url.clone();
-        given.set_query(Some(q));
-        let kept: Vec<(String, String)> = given
-            .query_pairs()
-            .filter(|(k, _)| k != "access_token")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        if !kept.is_empty() {
-            url.query_pairs_mut().extend_pairs(kept);
+    let base = base.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + path.len() + query.map_or(0, str::len) + 2);
+    url.push_str(base);
+    url.push('/');
+    url.push_str(path);
+    // The caller's pairs as they were encoded, but for any that decodes to
+    // `access_token` (the fleet's token is added last, by the transport).
+    let mut first = true;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let own_token = form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == "access_token");
+        if !own_token {
+            url.push(if first { '?' } else { '&' });
+            url.push_str(pair);
+            first = false;
         }
     }
     Ok(url)
@@ -219,6 +218,14 @@ async fn newer(state: &HttpState, cred: &Credential, dead: &Token) -> Option<Tok
                 _ => current(state, cred).await.ok()?,
             }
         }
+        // Another report (or refresh) got there first: the newer value may
+        // not have reached this replica's cache yet, so wait for it rather
+        // than hand WeChat's 40001 back.
+        Invalidation::AlreadyReplaced { .. } => state
+            .client
+            .wait_for_newer_value(&cred.cref, dead.generation(), state.token_wait)
+            .await
+            .ok()?,
         _ => current(state, cred).await.ok()?,
     };
     (token.value() != dead.value()).then_some(token)
@@ -247,11 +254,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            u.as_str(),
+            u,
             "https://api.weixin.qq.com/cgi-bin/message/custom/send?x=1"
         );
         let u = target("http://127.0.0.1:9/qyapi", "cgi-bin/user/get", None).unwrap();
-        assert_eq!(u.as_str(), "http://127.0.0.1:9/qyapi/cgi-bin/user/get");
+        assert_eq!(u, "http://127.0.0.1:9/qyapi/cgi-bin/user/get");
+        // Encoded spellings of the caller's own token go too; the rest keeps
+        // its encoding.
+        let u = target(
+            BASE,
+            "cgi-bin/user/info",
+            Some("openid=o%2B1&access%5Ftoken=T&&lang=zh_CN&access_token"),
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            "https://api.weixin.qq.com/cgi-bin/user/info?openid=o%2B1&lang=zh_CN"
+        );
+        for built in [&u, &target(BASE, "a.b/c-d_e", None).unwrap()] {
+            let parsed = reqwest::Url::parse(built).unwrap();
+            assert_eq!(parsed.host_str(), Some("api.weixin.qq.com"), "{built}");
+        }
     }
 
     #[test]

@@ -123,8 +123,9 @@ pub struct Proxy {
 #[derive(Debug)]
 pub struct Call<'a> {
     pub method: &'a Method,
-    /// The WeChat URL with the caller's query, without `access_token`.
-    pub url: &'a reqwest::Url,
+    /// The WeChat URL with the caller's query, without `access_token`
+    /// (built and checked by the gateway).
+    pub url: &'a str,
     /// The caller's headers (hop-by-hop ones are dropped here).
     pub headers: &'a HeaderMap,
 }
@@ -149,9 +150,13 @@ impl Proxy {
         token: &SecretString,
         body: reqwest::Body,
     ) -> Result<Answer, FetchError> {
-        let mut url = call.url.clone();
-        url.query_pairs_mut()
-            .append_pair("access_token", token.expose_secret());
+        let mut url = String::with_capacity(call.url.len() + 200);
+        url.push_str(call.url);
+        url.push(if call.url.contains('?') { '&' } else { '?' });
+        url.push_str("access_token=");
+        url.extend(form_urlencoded::byte_serialize(
+            token.expose_secret().as_bytes(),
+        ));
         let mut headers = call.headers.clone();
         for name in &DROPPED_REQUEST {
             headers.remove(name);

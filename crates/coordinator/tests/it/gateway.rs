@@ -276,7 +276,17 @@ async fn the_gateway_refuses_callers_and_paths_it_should() {
         (reply.status, code(&reply).as_str()),
         (StatusCode::NOT_FOUND, "app_not_found")
     );
-    for path in ["cgi-bin//x", "cgi-bin/./x", "cgi-bin/..", "cgi-bin/a:b@c"] {
+    for path in [
+        "cgi-bin//x",
+        "cgi-bin/./x",
+        "cgi-bin/..",
+        "cgi-bin/a:b@c",
+        "http://evil.example/cgi-bin/x",
+        "/evil.example/cgi-bin/x",
+        "%2F%2Fevil.example/x",
+        "cgi-bin%2F..%2F..%2Fx",
+        "@evil.example/x",
+    ] {
         let reply = call(
             &r,
             &format!("/wx/{ID}/{path}"),
@@ -291,6 +301,10 @@ async fn the_gateway_refuses_callers_and_paths_it_should() {
             "{path}"
         );
     }
+    assert!(
+        !fleet.sim.stats().business_ok.contains_key("/cgi-bin/x"),
+        "a refused path was forwarded"
+    );
     // An unknown WeChat path gets WeChat's answer (the simulator's 40066),
     // and its metric series is `other`, not the caller's path.
     let reply = call(

@@ -461,3 +461,57 @@ async fn secret_guessing_is_limited_without_locking_out_the_right_secret() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_calls_over_the_header_or_body_limits_are_refused_and_not_forwarded() {
+    let fleet = Fleet::start(long_lived(), 1).await;
+    fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let (addr, _stop) = serve_api(&fleet, limits(Duration::from_secs(5), 16)).await;
+    let url = format!("http://{addr}/wx/{ID}/cgi-bin/message/custom/send");
+    let message = r#"{"touser":"oUser1","msgtype":"text","text":{"content":"hi"}}"#;
+    let client = reqwest::Client::new();
+
+    // Headers past hyper's read buffer (400 KiB): 431, or the connection
+    // closed before an answer; either way nothing reaches WeChat.
+    let big = client
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .header("x-padding", "x".repeat(512 * 1024))
+        .body(message)
+        .send()
+        .await;
+    if let Ok(reply) = &big {
+        assert_eq!(reply.status(), 431, "headers over the limit");
+    }
+    // A body declared over `[gateway] max_body`: 413 before it is read.
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /wx/{ID}/cgi-bin/message/custom/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        (64_u64 << 20) + 1
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = vec![0_u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut reply))
+        .await
+        .expect("an answer before the body")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("payload_too_large"), "{reply}");
+
+    // And the same call within the limits goes through.
+    let ok = client
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .body(message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let stats = fleet.sim.stats();
+    assert_eq!(
+        stats.business_ok.get("/cgi-bin/message/custom/send"),
+        Some(&1),
+        "only the call within the limits was forwarded"
+    );
+}
