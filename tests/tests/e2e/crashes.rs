@@ -29,6 +29,7 @@ async fn holder_mid_fetch(fleet: &Fleet) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_lock_holder_mid_fetch_hands_the_refresh_to_another_replica() {
+    let _turn = crate::HEAVY.lock().await;
     let mut fleet = Fleet::new(Timing::default()).await;
     fleet.spawn_replicas(3);
     let first = fleet.wait_generation(1, Duration::from_secs(10)).await;

@@ -125,6 +125,7 @@ async fn revoker(fleet: &Fleet) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpy_sends_through_the_drop_in_base_and_never_sees_a_revoked_token() {
+    let _turn = crate::HEAVY.lock().await;
     let sdk = Sdk::Wechatpy;
     let runtime = sdk.runtime().unwrap_or_else(|e| panic!("{e:#}"));
     let timing = timing();
@@ -318,6 +319,7 @@ async fn upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_mib_upload_streams_through_a_replica_in_bounded_memory() {
+    let _turn = crate::HEAVY.lock().await;
     let mut fleet = Fleet::new(Timing {
         token_ttl: Duration::from_secs(120),
         ..Timing::default()

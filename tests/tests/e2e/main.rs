@@ -11,3 +11,9 @@ mod kinds;
 mod platform;
 mod processes;
 mod sdk;
+
+/// Tests that run fleets of SDK processes (20 wechatpy workers) take turns,
+/// and timing-sensitive ones wait for them: two such fleets at once starve
+/// a 2-core machine and the tests beside them. Hold the guard for the test.
+pub static HEAVY: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));

@@ -76,6 +76,7 @@ fn measured(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpy_fleet_through_two_replicas_makes_one_fetch_per_lifetime() {
+    let _turn = crate::HEAVY.lock().await;
     let sdk = Sdk::Wechatpy;
     let runtime = sdk.runtime().unwrap_or_else(|e| panic!("{e:#}"));
     let timing = timing();
@@ -191,6 +192,7 @@ fn ticket_timing() -> Timing {
 /// changes fall within a wall-clock second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpy_jsapi_fleet_through_two_replicas_makes_one_getticket_per_life() {
+    let _turn = crate::HEAVY.lock().await;
     let sdk = Sdk::Wechatpy;
     let runtime = sdk.runtime().unwrap_or_else(|e| panic!("{e:#}"));
     let timing = ticket_timing();
