@@ -158,18 +158,7 @@ impl Conn {
             }
             self.fill().await?;
         };
-        let head = std::str::from_utf8(&self.buf[..head_end]).context("response head")?;
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .with_context(|| format!("bad status line in {head:?}"))?;
-        let len = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-            .with_context(|| format!("no content-length in {head:?}"))?;
+        let (status, len) = response_head(&self.buf[..head_end])?;
         while self.buf.len() < head_end + len {
             self.fill().await?;
         }
@@ -288,6 +277,24 @@ pub fn proc_cpu(stat: &str) -> Option<Duration> {
     // utime and stime, fields 14 and 15 of proc(5) (index 0 is field 3).
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// The status and `Content-Length` of an HTTP/1.1 response head (through
+/// its blank line); the bench's loaders read nothing else of it.
+pub(super) fn response_head(head: &[u8]) -> Result<(u16, usize)> {
+    let head = std::str::from_utf8(head).context("response head")?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    let len = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .with_context(|| format!("no content-length in {head:?}"))?;
+    Ok((status, len))
 }
 
 #[cfg(test)]

@@ -714,18 +714,7 @@ impl Conn {
             }
             self.fill().await?;
         };
-        let head = std::str::from_utf8(&self.buf[..head_end]).context("response head")?;
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .with_context(|| format!("bad status line in {head:?}"))?;
-        let len = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-            .with_context(|| format!("no content-length in {head:?}"))?;
+        let (status, len) = super::loadgen::response_head(&self.buf[..head_end])?;
         while self.buf.len() < head_end + len {
             self.fill().await?;
         }
