@@ -339,10 +339,25 @@ impl TokenClient {
         // A verdict on this report arrives after this moment; an older
         // refusal (of an earlier report of the same generation) is not one.
         *line.reported_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        let mut conn = self.inner.conn().await?;
-        keyspace::report(&mut conn, &line.keys, value)
-            .await
-            .map_err(|e| unavailable(&cref.to_string(), &format!("redis: {e}")))
+        // A report is idempotent (the script compares the value and marks the
+        // generation once), so a transport failure — a command timeout on a
+        // starved machine, a dropped connection — is retried once on a fresh
+        // connection: a lost report leaves its caller holding a dead token.
+        let mut last = None;
+        for _ in 0..2 {
+            let result = match self.inner.conn().await {
+                Ok(mut conn) => keyspace::report(&mut conn, &line.keys, value)
+                    .await
+                    .map_err(|e| unavailable(&cref.to_string(), &format!("redis: {e}"))),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(done) => return Ok(done),
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| unavailable(&cref.to_string(), "redis: no attempt")))
     }
 
     /// After [`Invalidation::Reported`] of `generation`: waits until the

@@ -100,8 +100,9 @@ async fn an_http_report_flood_costs_no_fetch_and_the_token_stays_served() {
                     .await
                     .unwrap();
                 reports.fetch_add(1, Ordering::Relaxed);
-                assert_eq!(r.status(), 200);
+                let status = r.status();
                 let v: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(status, 200, "{v}");
                 assert_eq!(v["access_token"], expected.as_str(), "{v}");
             }
         })
