@@ -240,6 +240,11 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn new(timing: Timing) -> Self {
+        Self::new_with(timing, |sim| sim).await
+    }
+
+    /// [`Self::new`] with more of the simulator (apps of its own, say).
+    pub async fn new_with(timing: Timing, more: impl FnOnce(SimConfig) -> SimConfig) -> Self {
         wxtoken_testkit::init_tracing();
         let redis = RedisServer::spawn();
         let mut sim = SimConfig::new()
@@ -268,7 +273,7 @@ impl Fleet {
                 .authorizer_token_ttl(timing.token_ttl)
                 .authorizer_token_per_minute(1_000_000);
         }
-        let sim = wechat_sim::spawn(sim).await.expect("sim");
+        let sim = wechat_sim::spawn(more(sim)).await.expect("sim");
         let prefix = random_prefix();
         let keys = Keys::new(&prefix).expect("prefix");
         Self {

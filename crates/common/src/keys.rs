@@ -135,6 +135,12 @@ impl Keys {
         format!("{}:fleet", self.prefix)
     }
 
+    /// `P:replicas` — a hash of the replicas that ran lately: per replica id,
+    /// the config it runs (generation, digest) and when it was last seen.
+    pub fn replicas(&self) -> String {
+        format!("{}:replicas", self.prefix)
+    }
+
     /// `P:{ID}:events` — the pub/sub channel of this credential.
     pub fn events(&self, id: &CredentialId) -> String {
         self.key(id, "events")

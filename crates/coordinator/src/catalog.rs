@@ -9,38 +9,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use wxtoken_common::{CredentialId, CredentialRef, Slot};
 
 use crate::config::{ComponentConfig, Config};
 use crate::kind::{self, AuthorizerToken, Credential, Family};
 
-/// Every credential of a config, by id and slot, and the authorizers.
+/// The configured credentials of one config, by id and slot: swapped whole
+/// when the config is reloaded, so a lookup sees one config or the next.
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub struct Configured {
     all: Vec<Arc<Credential>>,
     /// Per id, the index into `all` of each slot it has.
     by_id: HashMap<CredentialId, [Option<usize>; Slot::ALL.len()]>,
     /// The components of the config, which authorizers are built from.
     components: HashMap<CredentialId, ComponentConfig>,
-    base_url: String,
-    /// Authorizers (access tokens only), registered at run time.
-    authorizers: DashMap<CredentialId, Arc<Credential>>,
 }
 
-impl Catalog {
-    pub fn from_config(config: &Config) -> Self {
-        let mut catalog = Self::new(kind::credentials(config));
-        catalog.components = config
-            .components
-            .iter()
-            .map(|c| (c.id.clone(), c.clone()))
-            .collect();
-        catalog.base_url = config.upstream.base_url.clone();
-        catalog
-    }
-
-    pub fn new(all: Vec<Arc<Credential>>) -> Self {
+impl Configured {
+    fn new(all: Vec<Arc<Credential>>) -> Self {
         let mut by_id: HashMap<CredentialId, [Option<usize>; Slot::ALL.len()]> = HashMap::new();
         for (i, cred) in all.iter().enumerate() {
             by_id.entry(cred.cref.id.clone()).or_default()[cred.cref.slot.index()] = Some(i);
@@ -48,14 +36,71 @@ impl Catalog {
         Self {
             all,
             by_id,
+            components: HashMap::new(),
+        }
+    }
+
+    fn of(config: &Config) -> Self {
+        let mut c = Self::new(kind::credentials(config));
+        c.components = config
+            .components
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+        c
+    }
+
+    fn find(&self, id: &str, slot: Slot) -> Option<&Arc<Credential>> {
+        let i = self.by_id.get(id).and_then(|slots| slots[slot.index()])?;
+        self.all.get(i)
+    }
+
+    /// The configured credentials, ordered by id and slot.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Credential>> {
+        self.all.iter()
+    }
+}
+
+/// Every credential of a config, by id and slot, and the authorizers.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    configured: ArcSwap<Configured>,
+    base_url: String,
+    /// Authorizers (access tokens only), registered at run time.
+    authorizers: DashMap<CredentialId, Arc<Credential>>,
+}
+
+impl Catalog {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            configured: ArcSwap::from_pointee(Configured::of(config)),
+            base_url: config.upstream.base_url.clone(),
+            authorizers: DashMap::new(),
+        }
+    }
+
+    pub fn new(all: Vec<Arc<Credential>>) -> Self {
+        Self {
+            configured: ArcSwap::from_pointee(Configured::new(all)),
             ..Self::default()
         }
     }
 
+    /// Swaps in the credentials of `config` (a reload); returns the set it
+    /// replaced. Authorizers are kept: the registry owns them.
+    pub fn replace(&self, config: &Config) -> Arc<Configured> {
+        self.configured.swap(Arc::new(Configured::of(config)))
+    }
+
+    /// The configured credentials now (one config, even across a reload).
+    pub fn configured(&self) -> Arc<Configured> {
+        self.configured.load_full()
+    }
+
     /// `id`'s credential in `slot`, looked up by `&str` (no allocation).
     pub fn find(&self, id: &str, slot: Slot) -> Option<Arc<Credential>> {
-        if let Some(i) = self.by_id.get(id).and_then(|slots| slots[slot.index()]) {
-            return self.all.get(i).cloned();
+        if let Some(cred) = self.configured.load().find(id, slot) {
+            return Some(cred.clone());
         }
         if slot != Slot::AccessToken {
             return None;
@@ -73,12 +118,18 @@ impl Catalog {
     }
 
     /// A configured component.
-    pub fn component(&self, id: &str) -> Option<&ComponentConfig> {
-        self.components.get(id)
+    pub fn component(&self, id: &str) -> Option<ComponentConfig> {
+        self.configured.load().components.get(id).cloned()
     }
 
-    pub fn components(&self) -> impl Iterator<Item = &ComponentConfig> {
-        self.components.values()
+    /// The configured components now.
+    pub fn components(&self) -> Vec<ComponentConfig> {
+        self.configured
+            .load()
+            .components
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The credential of `appid` under `component`, added if new (the same
@@ -89,14 +140,13 @@ impl Catalog {
         appid: &str,
     ) -> Result<(Arc<Credential>, bool), String> {
         let config = self
-            .components
-            .get(component)
+            .component(component.as_str())
             .ok_or_else(|| format!("no component {component}"))?;
         let id = kind::authorizer_id(component, appid)?;
         if let Some(known) = self.authorizers.get(&id) {
             return Ok((known.value().clone(), false));
         }
-        let cred = Arc::new(AuthorizerToken::credential(config, appid, &self.base_url)?);
+        let cred = Arc::new(AuthorizerToken::credential(&config, appid, &self.base_url)?);
         let entry = self.authorizers.entry(id).or_insert(cred.clone());
         let added = Arc::ptr_eq(entry.value(), &cred);
         Ok((entry.value().clone(), added))
@@ -112,8 +162,8 @@ impl Catalog {
     pub fn authorizer_by_id(&self, id: &str) -> Option<Arc<Credential>> {
         let (component, appid) = id.split_once('.')?;
         let component = CredentialId::parse(component).ok()?;
-        let config = self.components.get(&component)?;
-        AuthorizerToken::credential(config, appid, &self.base_url)
+        let config = self.component(component.as_str())?;
+        AuthorizerToken::credential(&config, appid, &self.base_url)
             .ok()
             .map(Arc::new)
     }
@@ -129,23 +179,29 @@ impl Catalog {
             .map(|c| c.kind.describe().family)
     }
 
-    /// The configured credentials (authorizers are not listed: there may
-    /// be 100 000 of them; the registry pages through them).
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Credential>> {
-        self.all.iter()
+    /// The configured credentials now (authorizers are not listed: there
+    /// may be 100 000 of them; the registry pages through them).
+    pub fn iter(&self) -> std::vec::IntoIter<Arc<Credential>> {
+        self.configured.load().all.clone().into_iter()
     }
 
     pub fn len(&self) -> usize {
-        self.all.len()
+        self.configured.load().all.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
+        self.len() == 0
     }
 
     /// Every known id, for error messages.
-    pub fn ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.by_id.keys().map(CredentialId::as_str).collect();
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .configured
+            .load()
+            .by_id
+            .keys()
+            .map(|id| id.as_str().to_owned())
+            .collect();
         ids.sort_unstable();
         ids
     }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod kind;
+pub mod live_config;
 pub mod metrics;
 pub mod platform;
 pub mod refresher;

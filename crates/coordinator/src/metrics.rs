@@ -35,6 +35,8 @@ pub const AUTHORIZERS: &str = "wxtoken_authorizers";
 pub const STALE_FETCHES_TOTAL: &str = "wxtoken_stale_fetches_total";
 pub const GATEWAY_CALLS_TOTAL: &str = "wxtoken_gateway_calls_total";
 pub const GATEWAY_SECONDS: &str = "wxtoken_gateway_call_duration_seconds";
+pub const CONFIG_GENERATION: &str = "wxtoken_config_generation";
+pub const CONFIG_RELOADS_TOTAL: &str = "wxtoken_config_reloads_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -231,4 +233,14 @@ pub fn gateway(
 pub fn http(route: String, status: u16, took: Duration) {
     histogram!(HTTP_SECONDS, "route" => route.clone()).record(took.as_secs_f64());
     counter!(HTTP_TOTAL, "route" => route, "status" => status.to_string()).increment(1);
+}
+
+/// The generation of the config this replica runs (1 at start).
+pub fn config_generation(generation: u64) {
+    gauge!(CONFIG_GENERATION).set(generation as f64);
+}
+
+/// A config reload: `applied` or `refused` (the old config stays).
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }

@@ -8,6 +8,7 @@
 //! future) and hand back a [`ReplicaHandle`] so in-process tests can run many
 //! replicas side by side. Signal handling belongs to `main`, not here.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use wxtoken_common::Keys;
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, HttpState};
+use crate::live_config::LiveConfig;
 use crate::platform::{Platform, Pushes, Registry, RegistryHints};
 use crate::refresher::{LoopState, MAX_CONCURRENT_REFRESHES, Refresher, Schedule};
 use crate::store::{self, TokenStore, connect_pool};
@@ -119,7 +121,7 @@ impl ReplicaHandle {
         let mut loops = JoinSet::new();
         let catalog = Arc::new(Catalog::from_config(config));
         for cred in catalog.iter() {
-            schedule.add(cred.clone(), LoopState::new(cred, refresher.settings()));
+            schedule.add(cred.clone(), LoopState::new(&cred, refresher.settings()));
         }
         loops.spawn(schedule.clone().run(refresher.clone(), shutdown_rx.clone()));
         let registry = Registry::new(refresher.clone(), catalog.clone(), schedule.clone());
@@ -192,6 +194,23 @@ impl ReplicaHandle {
         )
     }
 
+    /// The config in force, reloadable; `path` is re-read on reload.
+    pub fn live_config(
+        &self,
+        path: Option<PathBuf>,
+        config: &Config,
+        http: HttpState,
+    ) -> LiveConfig {
+        LiveConfig::new(
+            path,
+            config,
+            self.catalog.clone(),
+            self.schedule.clone(),
+            self.refresher.clone(),
+            http,
+        )
+    }
+
     pub fn platform(&self) -> Option<&Platform> {
         self.platform.as_ref()
     }
@@ -241,9 +260,11 @@ impl ReplicaHandle {
 }
 
 /// Runs a replica and its HTTP API until `shutdown` resolves; total exit
-/// time stays under 5 s.
+/// time stays under 5 s. `config_path`: the file `config` was read from,
+/// re-read on SIGHUP and when it changes.
 pub async fn run_until(
     config: &Config,
+    config_path: Option<PathBuf>,
     replica_id: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -251,6 +272,8 @@ pub async fn run_until(
     let replica = ReplicaHandle::start(config, replica_id).await?;
     crate::metrics::set_per_app(replica.catalog().len() <= config.http.per_app_metrics_limit);
     let state = replica.http_state(config)?;
+    let live = Arc::new(replica.live_config(config_path, config, state.clone()));
+    crate::metrics::config_generation(live.generation());
     let (stop_http, http_stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
     let split_metrics = config.http.metrics_listen.is_some();
@@ -274,6 +297,16 @@ pub async fn run_until(
         stopped(http_stopped.clone()),
     ));
     tokio::spawn(http::keys::watch(state.clone(), http_stopped.clone()));
+    {
+        let (live, stop) = (live.clone(), http_stopped.clone());
+        tokio::spawn(async move { http::reload::watch(live.as_ref(), stop).await });
+    }
+    tokio::spawn(announce(
+        replica.store().clone(),
+        replica.replica_id().to_owned(),
+        live.clone(),
+        http_stopped.clone(),
+    ));
     if let Some(tls) = tls {
         let stop = http_stopped.clone();
         tokio::spawn(async move { http::reload::watch(tls.as_ref(), stop).await });
@@ -353,6 +386,39 @@ async fn watch_for_data_loss(
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// How often a replica writes its entry in `P:replicas` (and how long an
+/// entry stays after its replica stopped writing it).
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// Keeps this replica's entry (the config generation it runs) in Redis for
+/// `wxtoken status`; a new generation is written within a second.
+async fn announce(
+    store: TokenStore,
+    replica_id: String,
+    live: Arc<LiveConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut written: Option<(u64, tokio::time::Instant)> = None;
+    while !*stop.borrow() {
+        let generation = live.generation();
+        let due = written.is_none_or(|(g, at)| g != generation || at.elapsed() >= ANNOUNCE_EVERY);
+        if due {
+            match store
+                .announce_replica(&replica_id, generation, &live.digest(), FORGET_AFTER)
+                .await
+            {
+                Ok(()) => written = Some((generation, tokio::time::Instant::now())),
+                Err(e) => debug!(error = %e, "could not announce this replica"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
         }
     }
 }

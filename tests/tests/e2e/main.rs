@@ -10,6 +10,7 @@ mod http;
 mod kinds;
 mod platform;
 mod processes;
+mod reload;
 mod sdk;
 
 /// Tests that run fleets of SDK processes (20 wechatpy workers) take turns,

@@ -8,6 +8,7 @@
 mod demo;
 mod ops;
 mod platform;
+mod replicas;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +125,13 @@ pub fn init_logging(cli: &Cli) {
     }
 }
 
+/// The file the config comes from (what a reload re-reads).
+fn config_path(cli: &Cli) -> Option<std::path::PathBuf> {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("WXTOKEN_CONFIG").map(Into::into))
+}
+
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     Config::load(cli.config.as_deref())
 }
@@ -141,7 +149,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Command::Serve => ops::serve(&config).await,
+        Command::Serve => ops::serve(&config, config_path(&cli)).await,
         Command::CheckConfig => {
             print!("{}", config.redacted_toml());
             Ok(())

@@ -19,8 +19,8 @@ use crate::replica::{build_store, default_replica_id, run_until};
 use crate::status::credential_status;
 use crate::store::TokenStore;
 
-pub async fn serve(config: &Config) -> anyhow::Result<()> {
-    run_until(config, default_replica_id(config), shutdown_signal()).await
+pub async fn serve(config: &Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    run_until(config, path, default_replica_id(config), shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -109,7 +109,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let store = connected_store(config).await?;
     let mut rows = Vec::new();
     for cred in Catalog::from_config(config).iter() {
-        rows.push(credential_status(&store, cred, &config.refresh).await?);
+        rows.push(credential_status(&store, &cred, &config.refresh).await?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -155,7 +155,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             component.id, component.id, component.id
         );
     }
-    Ok(())
+    super::replicas::print(&store).await
 }
 
 /// Active and revoked authorizers of a component's registry (HSCAN pages).

@@ -104,7 +104,7 @@ async fn find(state: &HttpState, value: &str) -> Option<Arc<Credential>> {
     if let Some(cref) = index.get(value) {
         return state.catalog.get(&cref);
     }
-    let proxied: Vec<&Arc<Credential>> = state
+    let proxied: Vec<Arc<Credential>> = state
         .catalog
         .iter()
         .filter(|c| c.kind.api_base().is_some())

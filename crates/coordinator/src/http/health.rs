@@ -45,7 +45,7 @@ pub async fn metrics(State(state): State<HttpState>) -> Response {
                     .and_then(|p| p.token_ttl),
                 },
             };
-            crate::metrics::token_ttl(cred, ttl);
+            crate::metrics::token_ttl(&cred, ttl);
         }
     }
     (

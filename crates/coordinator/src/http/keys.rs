@@ -242,55 +242,81 @@ impl KeySet {
 /// Where keys come from, and the set now in force.
 pub struct KeyStore {
     current: ArcSwap<KeySet>,
+    /// Where the keys come from; replaced by a config reload.
+    sources: ArcSwap<Sources>,
+}
+
+/// The config's key sources: `api_keys`, inline `[[http.keys]]`, `keys_file`.
+#[derive(Debug)]
+struct Sources {
     api_keys: Option<SecretRef>,
     inline: Vec<KeyEntry>,
     keys_file: Option<PathBuf>,
+}
+
+impl Sources {
+    fn of(config: &Config) -> Self {
+        Self {
+            api_keys: config.http.api_keys.clone(),
+            inline: config.http.keys.clone(),
+            keys_file: config.http.keys_file.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
             .field("current", &self.current.load())
-            .field("keys_file", &self.keys_file)
+            .field("keys_file", &self.sources.load().keys_file)
             .finish()
     }
 }
 
 impl KeyStore {
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        let http = &config.http;
-        let store = Self {
-            current: ArcSwap::from_pointee(KeySet {
-                all_access: Vec::new(),
-                scoped: Vec::new(),
-            }),
-            api_keys: http.api_keys.clone(),
-            inline: http.keys.clone(),
-            keys_file: http.keys_file.clone(),
-        };
-        let first = store.read(Some(config.api_keys.clone()))?;
-        store.current.store(Arc::new(first));
-        Ok(store)
+        let sources = Sources::of(config);
+        let first = Self::read(&sources, Some(config.api_keys.clone()), None)?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(first),
+            sources: ArcSwap::from_pointee(sources),
+        })
+    }
+
+    /// Takes the key sources of a reloaded `config` (its `api_keys` as it
+    /// resolved them); on error nothing changes.
+    pub fn replace_config(&self, config: &Config) -> Result<(), ConfigError> {
+        let sources = Sources::of(config);
+        let next = Self::read(&sources, Some(config.api_keys.clone()), None)?;
+        self.sources.store(Arc::new(sources));
+        self.current.store(Arc::new(next));
+        Ok(())
     }
 
     pub fn current(&self) -> Arc<KeySet> {
         self.current.load_full()
     }
 
-    fn read(&self, all_access: Option<Vec<SecretString>>) -> Result<KeySet, ConfigError> {
+    fn read(
+        sources: &Sources,
+        all_access: Option<Vec<SecretString>>,
+        current: Option<&KeySet>,
+    ) -> Result<KeySet, ConfigError> {
         let env = Env::process();
         // A file is read again; an environment variable cannot change under
         // a running process, so its keys stay those read at start.
-        let all_access = match (all_access, &self.api_keys) {
+        let all_access = match (all_access, &sources.api_keys) {
             (Some(keys), _) => keys,
             (None, Some(r @ SecretRef::File(_))) => r
                 .resolve_list(&env)
                 .map_err(|m| ConfigError::new("http.api_keys", m))?,
-            (None, Some(SecretRef::Env(_))) => self.current.load().all_access.clone(),
+            (None, Some(SecretRef::Env(_))) => {
+                current.map(|c| c.all_access.clone()).unwrap_or_default()
+            }
             (None, None) => Vec::new(),
         };
-        let mut entries = self.inline.clone();
-        if let Some(path) = &self.keys_file {
+        let mut entries = sources.inline.clone();
+        if let Some(path) = &sources.keys_file {
             entries.extend(read_key_file(path)?);
         }
         crate::config::keys::validate_all(&entries, "keys")?;
@@ -300,7 +326,7 @@ impl KeyStore {
     /// Reads every source again and swaps the set in; on error the old set
     /// stays in force and the error (naming the key at fault) is returned.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let next = self.read(None)?;
+        let next = Self::read(&self.sources.load(), None, Some(&self.current.load()))?;
         self.current.store(Arc::new(next));
         Ok(())
     }
@@ -313,8 +339,9 @@ impl super::reload::Reloadable for KeyStore {
 
     fn stamp(&self) -> Vec<Option<SystemTime>> {
         use super::reload::modified;
-        let mut out = vec![self.keys_file.as_deref().and_then(modified)];
-        if let Some(SecretRef::File(p)) = &self.api_keys {
+        let sources = self.sources.load();
+        let mut out = vec![sources.keys_file.as_deref().and_then(modified)];
+        if let Some(SecretRef::File(p)) = &sources.api_keys {
             out.push(modified(p));
         }
         out

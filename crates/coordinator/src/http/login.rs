@@ -107,6 +107,7 @@ fn json(body: Bytes) -> Response {
 fn app_of(state: &HttpState, id: &str) -> Result<Arc<AppConfig>, ApiFailure> {
     state
         .apps
+        .load()
         .iter()
         .find(|a| a.id.as_str() == id)
         .cloned()
@@ -196,7 +197,7 @@ async fn compat(
         crate::metrics::secret_guess_limited(scope);
         return wx(45011, "api minute-quota reach limit");
     }
-    let Some(app) = state.apps.iter().find(|a| a.appid == appid).cloned() else {
+    let Some(app) = state.apps.load().iter().find(|a| a.appid == appid).cloned() else {
         state.guess.failed(ip, None);
         return wx(40013, "invalid appid");
     };

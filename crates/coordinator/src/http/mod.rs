@@ -30,6 +30,7 @@ mod tickets;
 pub mod tls;
 mod v1;
 
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,8 +63,9 @@ pub struct Shared {
     pub catalog: Arc<Catalog>,
     /// The app and WeCom entries, for the compatible endpoints that
     /// authenticate by the app's (or agent's) own secret.
-    pub apps: Vec<Arc<AppConfig>>,
-    pub wecom: Vec<Arc<WecomConfig>>,
+    /// Swapped whole by a config reload ([`HttpState::replace_config`]).
+    pub apps: ArcSwap<Vec<Arc<AppConfig>>>,
+    pub wecom: ArcSwap<Vec<Arc<WecomConfig>>>,
     /// The keys accepted now (`api_keys` and scoped keys), reloadable.
     pub keys: keys::KeyStore,
     pub token_wait: Duration,
@@ -105,7 +107,7 @@ impl std::fmt::Debug for HttpState {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpState")
-            .field("apps", &self.apps.len())
+            .field("apps", &self.apps.load().len())
             .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
@@ -125,8 +127,8 @@ impl HttpState {
             client,
             store,
             catalog,
-            apps: config.apps.iter().cloned().map(Arc::new).collect(),
-            wecom: config.wecom.iter().cloned().map(Arc::new).collect(),
+            apps: ArcSwap::from_pointee(config.apps.iter().cloned().map(Arc::new).collect()),
+            wecom: ArcSwap::from_pointee(config.wecom.iter().cloned().map(Arc::new).collect()),
             keys: keys::KeyStore::new(config)?,
             token_wait: config.http.token_wait,
             request_timeout: config.http.request_timeout,
@@ -151,12 +153,28 @@ impl HttpState {
 
     /// The credential serving `appid`, preferring one that uses `prefer`.
     pub fn app_by_appid(&self, appid: &str, prefer: UpstreamApi) -> Option<Arc<AppConfig>> {
-        let mut matching = self.apps.iter().filter(|a| a.appid == appid);
+        let apps = self.apps.load();
+        let mut matching = apps.iter().filter(|a| a.appid == appid);
         let first = matching.next()?;
         if first.api == prefer {
             return Some(first.clone());
         }
         Some(matching.find(|a| a.api == prefer).unwrap_or(first).clone())
+    }
+
+    /// Takes the apps and WeCom agents of a reloaded `config`, and the
+    /// components' event-URL secrets from the (already swapped) catalog.
+    /// The keys are the key store's: [`keys::KeyStore::replace_config`].
+    pub fn replace_credentials(&self, config: &Config) {
+        self.apps.store(Arc::new(
+            config.apps.iter().cloned().map(Arc::new).collect(),
+        ));
+        self.wecom.store(Arc::new(
+            config.wecom.iter().cloned().map(Arc::new).collect(),
+        ));
+        if let Some(platform) = &self.platform {
+            platform.pushes.reload(&self.catalog);
+        }
     }
 }
 

@@ -57,11 +57,13 @@ pub async fn watch<R: Reloadable + ?Sized>(
                 if now == seen {
                     continue;
                 }
-                seen = now;
                 "a file changed"
             }
             _ = stop.changed() => return,
         };
+        // What this reload reads is what the next tick compares with: a
+        // file written just before a SIGHUP is not reloaded twice.
+        seen = target.stamp();
         match target.reload() {
             Ok(()) => tracing::info!(what, why, "reloaded"),
             Err(e) => tracing::warn!(

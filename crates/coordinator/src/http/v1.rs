@@ -229,7 +229,7 @@ async fn list(
 ) -> Result<Json<Vec<AppStatus>>, ApiFailure> {
     let mut out = Vec::new();
     for cred in state.catalog.iter().filter(|c| keep(c)) {
-        let status = crate::status::credential_status(&state.store, cred, &state.refresh)
+        let status = crate::status::credential_status(&state.store, &cred, &state.refresh)
             .await
             .map_err(|e| ApiFailure::RedisUnavailable(e.to_string()))?;
         out.push(status);

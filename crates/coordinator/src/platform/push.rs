@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
 use wxtoken_common::wire::Event;
@@ -80,7 +82,8 @@ impl Refused {
 /// The event receivers of one replica's components.
 #[derive(Debug, Clone)]
 pub struct Pushes {
-    crypts: Arc<HashMap<CredentialId, MsgCrypt>>,
+    /// Per component, its message crypt; swapped whole on a config reload.
+    crypts: Arc<ArcSwap<HashMap<CredentialId, MsgCrypt>>>,
     /// Signatures this replica accepted within the window: a replay is
     /// refused even after Redis lost the fleet's marks.
     seen: Arc<Mutex<HashMap<String, Instant>>>,
@@ -90,24 +93,18 @@ pub struct Pushes {
 
 impl Pushes {
     pub fn new(catalog: &Catalog, refresher: Arc<Refresher>, registry: Registry) -> Self {
-        let crypts = catalog
-            .components()
-            .filter_map(|c| {
-                MsgCrypt::new(
-                    c.token.expose_secret(),
-                    c.encoding_aes_key.expose_secret(),
-                    &c.component_appid,
-                )
-                .ok()
-                .map(|m| (c.id.clone(), m))
-            })
-            .collect();
         Self {
-            crypts: Arc::new(crypts),
+            crypts: Arc::new(ArcSwap::from_pointee(crypts_of(catalog))),
             seen: Arc::default(),
             refresher,
             registry,
         }
+    }
+
+    /// Takes the components' event-URL secrets from `catalog` again (after a
+    /// config reload swapped it).
+    pub fn reload(&self, catalog: &Catalog) {
+        self.crypts.store(Arc::new(crypts_of(catalog)));
     }
 
     /// Checks and handles one push; `Ok` means answer `success`.
@@ -151,8 +148,8 @@ impl Pushes {
         q: &PushQuery,
         body: &[u8],
     ) -> Result<ComponentEvent, Refused> {
-        let (id, crypt) = self
-            .crypts
+        let crypts = self.crypts.load_full();
+        let (id, crypt) = crypts
             .get_key_value(component)
             .ok_or(Refused::UnknownComponent)?;
         if q.encrypt_type.as_deref() != Some("aes") {
@@ -285,4 +282,21 @@ impl Pushes {
         }
         Ok(())
     }
+}
+
+/// The message crypt of each configured component.
+fn crypts_of(catalog: &Catalog) -> HashMap<CredentialId, MsgCrypt> {
+    catalog
+        .components()
+        .iter()
+        .filter_map(|c| {
+            MsgCrypt::new(
+                c.token.expose_secret(),
+                c.encoding_aes_key.expose_secret(),
+                &c.component_appid,
+            )
+            .ok()
+            .map(|m| (c.id.clone(), m))
+        })
+        .collect()
 }

@@ -77,7 +77,7 @@ impl Registry {
         }
     }
 
-    fn component(&self, id: &CredentialId) -> Result<&ComponentConfig, RegistryError> {
+    fn component(&self, id: &CredentialId) -> Result<ComponentConfig, RegistryError> {
         self.catalog
             .component(id.as_str())
             .ok_or_else(|| RegistryError::UnknownComponent(id.to_string()))
@@ -299,8 +299,12 @@ impl Registry {
     /// number of active authorizers.
     pub async fn sync(&self) -> Result<u64, StoreError> {
         let mut active = 0;
-        let components: Vec<CredentialId> =
-            self.catalog.components().map(|c| c.id.clone()).collect();
+        let components: Vec<CredentialId> = self
+            .catalog
+            .components()
+            .into_iter()
+            .map(|c| c.id.clone())
+            .collect();
         for component in components {
             // Every replica remembers the latest verify ticket (a push
             // reaches one replica), so any of them can refill after a wipe.
@@ -334,8 +338,12 @@ impl Registry {
     /// After Redis lost its data: one replica (holding the lease) imports
     /// every component's authorizers again; the others wait for its events.
     pub async fn recover(&self) {
-        let components: Vec<CredentialId> =
-            self.catalog.components().map(|c| c.id.clone()).collect();
+        let components: Vec<CredentialId> = self
+            .catalog
+            .components()
+            .into_iter()
+            .map(|c| c.id.clone())
+            .collect();
         for component in components {
             let started = Instant::now();
             loop {

@@ -20,6 +20,7 @@ mod platform;
 mod pool;
 mod protocol;
 mod quota;
+mod replicas;
 mod types;
 
 use std::fmt;
@@ -31,6 +32,7 @@ use wxtoken_common::{Keys, QuotaDay, QuotaOffset, Slot};
 pub use platform::{ACTIVE, AuthorizerState, REVOKED, RegistryPage};
 pub use pool::{StoreError, connect_pool, target};
 pub use protocol::CommitArgs;
+pub use replicas::ReplicaEntry;
 pub use types::*;
 
 macro_rules! script {

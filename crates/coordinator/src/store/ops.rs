@@ -15,6 +15,7 @@ use super::{
 };
 
 script!(RESET_GATE, "reset_gate.lua");
+script!(LIFT_GATE, "lift_gate.lua");
 script!(FORCE_TAKE, "force_take.lua");
 script!(FORCE_REQUEST, "force_request.lua");
 
@@ -165,6 +166,21 @@ impl TokenStore {
             .arg(slot_field(cref.slot))
             .invoke_async(&mut c)
             .await?)
+    }
+
+    /// Lifts the fleet-wide back-off of `cref` (its definition changed: the
+    /// old one's failures say nothing about the new) and wakes every
+    /// replica's turn; the quota count stays.
+    pub async fn lift_gate(&self, cref: &CredentialRef) -> Result<(), StoreError> {
+        let k = self.keys.slot(cref);
+        let mut c = self.conn().await?;
+        let _: u64 = LIFT_GATE
+            .key(&k.meta)
+            .key(&k.events)
+            .arg(slot_field(cref.slot))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
     }
 
     /// Upstream calls counted for the period of `window` containing Redis'

@@ -177,7 +177,7 @@ fn authorizer_of(
     state: &HttpState,
     appid: &str,
 ) -> Option<std::sync::Arc<crate::kind::Credential>> {
-    state.catalog.components().find_map(|c| {
+    state.catalog.components().into_iter().find_map(|c| {
         state.catalog.find(
             &format!("{}.{appid}", c.id),
             wxtoken_common::Slot::AccessToken,

@@ -43,13 +43,14 @@ pub async fn wecom_gettoken(
         crate::metrics::secret_guess_limited(scope);
         return wx(45009, "api freq out of limit");
     }
-    if !state.wecom.iter().any(|w| w.corpid == corpid) {
+    if !state.wecom.load().iter().any(|w| w.corpid == corpid) {
         state.guess.failed(ip, None);
         return wx(40013, "invalid corpid");
     }
     // Compare with every agent of the corp (constant time each, all of them).
     let matched = state
         .wecom
+        .load()
         .iter()
         .filter(|w| w.corpid == corpid)
         .fold(None, |found, w| {
