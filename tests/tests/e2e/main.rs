@@ -11,6 +11,7 @@ mod kinds;
 mod platform;
 mod processes;
 mod sdk;
+mod ui;
 
 /// Tests that run fleets of SDK processes (20 wechatpy workers) take turns,
 /// and timing-sensitive ones wait for them: two such fleets at once starve

@@ -353,6 +353,11 @@ async fn the_timeline_streams_a_refresh_with_its_replica_and_no_value() {
     let (_, new) = get(&h.router, "/v1/apps/shop/access_token", ALL_KEY).await;
     let new = value_of(&new, "access_token");
     assert_ne!(new, old);
+    assert_eq!(
+        refreshed["fingerprint"],
+        short_sha(&new),
+        "the new value's fingerprint"
+    );
     assert_no_secrets("the event stream", &seen, &[&old, &new]);
 
     // A page loaded now lists the refresh in its timeline.

@@ -10,6 +10,7 @@
 //! decides nothing and calls nothing upstream; paging and search keep a
 //! page to [`view::PAGE_SIZE`] rows with 100 000 authorizers.
 
+pub mod demo;
 mod page;
 mod session;
 mod timeline;

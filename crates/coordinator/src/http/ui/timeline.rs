@@ -7,7 +7,8 @@
 //! reconnecting browser resumes with `Last-Event-ID`; keep-alive comments).
 //!
 //! An entry carries the credential id, the event, its generation, time and
-//! replica. Events never hold a value, and neither does an entry.
+//! replica (a streamed refresh also the new value's fingerprint, hashed
+//! here). Events never hold a value, and neither does an entry.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -40,6 +41,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// One line of the timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    #[serde(skip)]
+    pub cref: CredentialRef,
     pub seq: u64,
     /// When it happened (a refresh: its commit; else when it was received).
     pub at_ms: u64,
@@ -127,6 +130,7 @@ impl Timeline {
 
 fn entry_of(cref: &CredentialRef, event: Event) -> Option<Entry> {
     let mut e = Entry {
+        cref: cref.clone(),
         seq: 0,
         at_ms: now_ms(),
         id: cref.to_string(),
@@ -222,16 +226,26 @@ pub async fn events(
     let since = resume
         .or(q.since)
         .unwrap_or_else(|| state.ui.timeline.latest());
-    Sse::new(stream_of(&state.ui.timeline, since))
+    Sse::new(stream_of(state.clone(), since))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
 }
 
+/// What a stream sends: the entry, and for a refresh the new value's
+/// fingerprint (hashed here, as on the page).
+#[derive(Serialize)]
+struct Sent<'a> {
+    #[serde(flatten)]
+    entry: &'a Entry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+}
+
 fn stream_of(
-    timeline: &Timeline,
+    state: HttpState,
     since: u64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let (backlog, rx) = timeline.follow(since);
+    let (backlog, rx) = state.ui.timeline.follow(since);
     let last = backlog.last().map_or(since, |e| e.seq);
     let live = stream::unfold(rx, |mut rx| async move {
         loop {
@@ -244,9 +258,20 @@ fn stream_of(
         }
     })
     .filter(move |e| std::future::ready(e.seq > last));
-    stream::iter(backlog).chain(live).map(|e| {
-        let data = serde_json::to_string(&*e).unwrap_or_default();
-        Ok(SseEvent::default().id(e.seq.to_string()).data(data))
+    stream::iter(backlog).chain(live).then(move |e| {
+        let state = state.clone();
+        async move {
+            let fingerprint = match e.event {
+                "refreshed" => super::view::fingerprint(&state, &e.cref).await,
+                _ => None,
+            };
+            let sent = Sent {
+                entry: &e,
+                fingerprint,
+            };
+            let data = serde_json::to_string(&sent).unwrap_or_default();
+            Ok(SseEvent::default().id(e.seq.to_string()).data(data))
+        }
     })
 }
 

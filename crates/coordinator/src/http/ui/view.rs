@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+use wxtoken_common::CredentialRef;
 use wxtoken_common::wire::AppStatus;
 
 use super::super::HttpState;
@@ -186,7 +187,7 @@ async fn row(state: &HttpState, cred: &Credential) -> Row {
     match crate::status::credential_status(&state.store, cred, &state.refresh).await {
         Ok(status) => {
             let fingerprint = if status.has_token {
-                fingerprint(state, cred).await
+                fingerprint(state, &cred.cref).await
             } else {
                 None
             };
@@ -213,11 +214,11 @@ async fn row(state: &HttpState, cred: &Credential) -> Row {
 /// The value's fingerprint, from the replica's cache or (not cached) one
 /// read of Redis that asks for no refresh. The value is hashed here and
 /// dropped; only the 8 hex digits leave.
-async fn fingerprint(state: &HttpState, cred: &Credential) -> Option<String> {
-    if let Some(token) = state.client.cached_value(&cred.cref) {
+pub async fn fingerprint(state: &HttpState, cref: &CredentialRef) -> Option<String> {
+    if let Some(token) = state.client.cached_value(cref) {
         return Some(short_sha256(token.value()));
     }
-    let stored = state.store.read_value(&cred.cref).await.ok()??;
+    let stored = state.store.read_value(cref).await.ok()??;
     Some(short_sha256(&stored.value))
 }
 

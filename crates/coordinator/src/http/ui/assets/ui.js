@@ -79,9 +79,12 @@
       meter.dataset.lifetimeMs = e.ttl_ms;
       meter.dataset.ttlMs = e.ttl_ms + (performance.now() - started);
     }
-    // The fingerprint and the error belong to the value now replaced.
     var fp = row.querySelector('td.fp');
-    if (fp) fp.textContent = 'reload';
+    if (fp) {
+      fp.textContent = '';
+      if (e.fingerprint) fp.append(el('code', '', e.fingerprint));
+      else fp.textContent = '—';
+    }
     var badge = row.querySelector('td .badge');
     if (badge) {
       badge.className = 'badge healthy';
