@@ -2,7 +2,7 @@
 //! tokens (`v1`) and tickets and JS-SDK signatures (`tickets`),
 //! WeChat-compatible endpoints (`compat`: WeChat's and WeCom's own paths),
 //! the gateway to WeChat's business APIs (`gateway`),
-//! health and metrics (`health`).
+//! health and metrics (`health`), the live status page (`ui`).
 //!
 //! Handlers read through the replica's [`TokenClient`] (the same cache and
 //! event stream as the client library, not a second copy) and never call

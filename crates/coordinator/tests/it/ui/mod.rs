@@ -19,6 +19,8 @@ use wxtoken_coordinator::http::router;
 use wxtoken_coordinator::replica::ReplicaHandle;
 use wxtoken_testkit::{RedisServer, random_prefix};
 
+mod scale;
+
 const SHOP_APPID: &str = "wxa1b2c3d4e5f60001";
 const BROKEN_APPID: &str = "wxa1b2c3d4e5f60002";
 const SHOP_SECRET: &str = "ui-shop-secret-4f1c9a";
