@@ -220,6 +220,7 @@ impl ReplicaHandle {
     /// then cancels them and releases every lock still held.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shutdown.send_replace(true);
+        self.timeline.close();
         let drained = tokio::time::timeout(grace, async {
             while self.loops.join_next().await.is_some() {}
         })

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use wxtoken_client::events::{ConnectionState, EventSink};
 use wxtoken_common::CredentialRef;
 use wxtoken_common::wire::Event;
@@ -69,6 +69,9 @@ pub struct Entry {
 pub struct Timeline {
     recent: Mutex<(u64, VecDeque<Arc<Entry>>)>,
     tx: broadcast::Sender<Arc<Entry>>,
+    /// Turns true when the replica stops: open streams end, so graceful
+    /// shutdown does not wait on them.
+    closed: watch::Sender<bool>,
 }
 
 impl Default for Timeline {
@@ -76,6 +79,7 @@ impl Default for Timeline {
         Self {
             recent: Mutex::new((0, VecDeque::with_capacity(KEPT))),
             tx: broadcast::channel(CHANNEL).0,
+            closed: watch::channel(false).0,
         }
     }
 }
@@ -114,6 +118,11 @@ impl Timeline {
         // Sent under the lock, so streams see entries in sequence order;
         // no receiver is not an error.
         let _ = self.tx.send(entry);
+    }
+
+    /// Ends every stream (the replica is stopping).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// Kept entries after `since` (oldest first) and the live ones after them.
@@ -246,6 +255,10 @@ fn stream_of(
     since: u64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
     let (backlog, rx) = state.ui.timeline.follow(since);
+    let mut closed = state.ui.timeline.closed.subscribe();
+    let end = async move {
+        let _ = closed.wait_for(|c| *c).await;
+    };
     let last = backlog.last().map_or(since, |e| e.seq);
     let live = stream::unfold(rx, |mut rx| async move {
         loop {
@@ -258,21 +271,24 @@ fn stream_of(
         }
     })
     .filter(move |e| std::future::ready(e.seq > last));
-    stream::iter(backlog).chain(live).then(move |e| {
-        let state = state.clone();
-        async move {
-            let fingerprint = match e.event {
-                "refreshed" => super::view::fingerprint(&state, &e.cref).await,
-                _ => None,
-            };
-            let sent = Sent {
-                entry: &e,
-                fingerprint,
-            };
-            let data = serde_json::to_string(&sent).unwrap_or_default();
-            Ok(SseEvent::default().id(e.seq.to_string()).data(data))
-        }
-    })
+    stream::iter(backlog)
+        .chain(live)
+        .take_until(end)
+        .then(move |e| {
+            let state = state.clone();
+            async move {
+                let fingerprint = match e.event {
+                    "refreshed" => super::view::fingerprint(&state, &e.cref).await,
+                    _ => None,
+                };
+                let sent = Sent {
+                    entry: &e,
+                    fingerprint,
+                };
+                let data = serde_json::to_string(&sent).unwrap_or_default();
+                Ok(SseEvent::default().id(e.seq.to_string()).data(data))
+            }
+        })
 }
 
 #[cfg(test)]

@@ -369,6 +369,14 @@ async fn the_timeline_streams_a_refresh_with_its_replica_and_no_value() {
         "{page}"
     );
     assert_no_secrets("the page", &page, &[&old, &new]);
+
+    // A stopping replica ends open streams: graceful shutdown does not wait on them.
+    h.replica.shutdown(Duration::from_secs(1)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived the replica");
 }
 
 fn session_cookie(headers: &HeaderMap) -> String {
