@@ -173,6 +173,19 @@ impl Catalog {
         self.authorizers.len()
     }
 
+    /// The authorizers kept now whose id starts with `prefix`, by id (the
+    /// status page pages through them).
+    pub fn authorizers_with_prefix(&self, prefix: &str) -> Vec<Arc<Credential>> {
+        let mut found: Vec<Arc<Credential>> = self
+            .authorizers
+            .iter()
+            .filter(|e| e.key().as_str().starts_with(prefix))
+            .map(|e| e.value().clone())
+            .collect();
+        found.sort_unstable_by(|a, b| a.cref.id.as_str().cmp(b.cref.id.as_str()));
+        found
+    }
+
     /// Whether `id` names any credential, and which family it is.
     pub fn family(&self, id: &str) -> Option<Family> {
         self.find(id, Slot::AccessToken)

@@ -89,6 +89,9 @@ pub struct ReplicaHandle {
     shutdown: watch::Sender<bool>,
     loops: JoinSet<()>,
     subscription: EventSubscription,
+    /// The fleet's refresh events as the status page shows them, fed by
+    /// the one subscription (`http::ui`).
+    timeline: Arc<crate::http::ui::Timeline>,
 }
 
 impl ReplicaHandle {
@@ -140,10 +143,12 @@ impl ReplicaHandle {
             config.refresh.loss_check_interval,
             shutdown_rx.clone(),
         ));
+        let timeline = Arc::new(crate::http::ui::Timeline::default());
         let sinks: Vec<Arc<dyn EventSink>> = vec![
             schedule.clone(),
             client.event_sink(),
             Arc::new(RegistryHints(hints)),
+            timeline.clone(),
         ];
         let subscription = EventSubscription::spawn(
             store.client_source(),
@@ -161,6 +166,7 @@ impl ReplicaHandle {
             shutdown,
             loops,
             subscription,
+            timeline,
         })
     }
 
@@ -184,13 +190,14 @@ impl ReplicaHandle {
 
     /// The state the HTTP API of this replica serves from.
     pub fn http_state(&self, config: &Config) -> Result<HttpState, ConfigError> {
-        HttpState::new(
+        HttpState::with_timeline(
             config,
             self.catalog.clone(),
             self.client.clone(),
             self.store().clone(),
             self.refresher.ttls().clone(),
             self.platform.clone(),
+            self.timeline.clone(),
         )
     }
 
@@ -232,6 +239,7 @@ impl ReplicaHandle {
     /// then cancels them and releases every lock still held.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shutdown.send_replace(true);
+        self.timeline.close();
         let drained = tokio::time::timeout(grace, async {
             while self.loops.join_next().await.is_some() {}
         })

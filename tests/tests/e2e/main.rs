@@ -12,6 +12,7 @@ mod platform;
 mod processes;
 mod reload;
 mod sdk;
+mod ui;
 
 /// Tests that run fleets of SDK processes (20 wechatpy workers) take turns,
 /// and timing-sensitive ones wait for them: two such fleets at once starve

@@ -125,6 +125,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     for i in 1..=args.replicas {
         replicas.push(ReplicaHandle::start(&config, format!("replica-{i}")).await?);
     }
+    let ui = crate::http::ui::demo::serve(&replicas[0], &config).await?;
+    println!("status page: {} (log in with key {})\n", ui.url, ui.key);
 
     let started = Instant::now();
     let every = config.refresh.refresh_ahead;

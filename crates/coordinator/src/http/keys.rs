@@ -180,7 +180,12 @@ impl KeySet {
     }
 
     /// The caller's key name if `given` may do `need` on `id`.
-    fn admit(&self, given: &str, need: Need<'_>, id: Option<&str>) -> Result<String, ApiFailure> {
+    pub(super) fn admit(
+        &self,
+        given: &str,
+        need: Need<'_>,
+        id: Option<&str>,
+    ) -> Result<String, ApiFailure> {
         if self.is_empty() {
             return Err(ApiFailure::ApiClosed);
         }
@@ -372,7 +377,7 @@ pub struct ApiKey {
 pub struct ClientCert(pub Arc<str>);
 
 /// `Authorization: Bearer <key>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -2,7 +2,7 @@
 //! tokens (`v1`) and tickets and JS-SDK signatures (`tickets`),
 //! WeChat-compatible endpoints (`compat`: WeChat's and WeCom's own paths),
 //! the gateway to WeChat's business APIs (`gateway`),
-//! health and metrics (`health`).
+//! health and metrics (`health`), the live status page (`ui`).
 //!
 //! Handlers read through the replica's [`TokenClient`] (the same cache and
 //! event stream as the client library, not a second copy) and never call
@@ -28,6 +28,7 @@ mod platform;
 pub mod reload;
 mod tickets;
 pub mod tls;
+pub mod ui;
 mod v1;
 
 use arc_swap::ArcSwap;
@@ -89,6 +90,8 @@ pub struct Shared {
     pub tokens: dropin::TokenIndex,
     /// WeChat, for the code exchanges (`login`).
     pub upstream: crate::upstream::Upstream,
+    /// The status page's sessions and refresh timeline (`ui`).
+    pub ui: ui::UiState,
 }
 
 impl std::ops::Deref for HttpState {
@@ -123,6 +126,21 @@ impl HttpState {
         ttls: Arc<crate::refresher::TtlBook>,
         platform: Option<crate::platform::Platform>,
     ) -> Result<Self, ConfigError> {
+        let timeline = Arc::default();
+        Self::with_timeline(config, catalog, client, store, ttls, platform, timeline)
+    }
+
+    /// [`Self::new`], the status page's timeline fed by the replica's event
+    /// subscription (`ReplicaHandle` adds it to its sinks).
+    pub fn with_timeline(
+        config: &Config,
+        catalog: Arc<Catalog>,
+        client: TokenClient,
+        store: TokenStore,
+        ttls: Arc<crate::refresher::TtlBook>,
+        platform: Option<crate::platform::Platform>,
+        timeline: Arc<ui::Timeline>,
+    ) -> Result<Self, ConfigError> {
         Ok(Self(Arc::new(Shared {
             client,
             store,
@@ -148,6 +166,7 @@ impl HttpState {
             tokens: dropin::TokenIndex::default(),
             upstream: crate::upstream::Upstream::new(config.refresh.upstream_timeout, 16)
                 .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
+            ui: ui::UiState::new(timeline),
         })))
     }
 
@@ -234,6 +253,7 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
         )
         .route("/wx/{id}/{*path}", get(gateway::proxy).post(gateway::proxy))
         .merge(dropin_routes())
+        .merge(ui::routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if with_metrics {

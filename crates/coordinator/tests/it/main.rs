@@ -20,5 +20,6 @@ mod steady_state;
 mod tickets;
 mod tls;
 mod topology;
+mod ui;
 mod upstream;
 mod wecom;
