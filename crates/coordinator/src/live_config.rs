@@ -145,6 +145,9 @@ impl LiveConfig {
         if *digest_now != next_digest {
             *digest_now = next_digest;
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            self.http
+                .config_generation
+                .store(generation, Ordering::Release);
             crate::metrics::config_generation(generation);
         }
         *current = next;

@@ -90,6 +90,9 @@ pub struct Shared {
     pub tokens: dropin::TokenIndex,
     /// WeChat, for the code exchanges (`login`).
     pub upstream: crate::upstream::Upstream,
+    /// The generation of the config in force (1 at start; set by
+    /// `live_config` on every applied reload), for the status page.
+    pub config_generation: std::sync::atomic::AtomicU64,
     /// The status page's sessions and refresh timeline (`ui`).
     pub ui: ui::UiState,
 }
@@ -167,6 +170,7 @@ impl HttpState {
             upstream: crate::upstream::Upstream::new(config.refresh.upstream_timeout, 16)
                 .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
             ui: ui::UiState::new(timeline),
+            config_generation: std::sync::atomic::AtomicU64::new(1),
         })))
     }
 

@@ -60,10 +60,14 @@ pub fn routes() -> Router<HttpState> {
         .route("/ui/assets/{name}", get(asset))
 }
 
-/// The config generation this replica runs, once hot reload (issue 16,
-/// item 3) counts them; shown in the page's header.
-fn config_generation(_state: &HttpState) -> Option<u64> {
-    None
+/// The config generation this replica runs (1 at start, one more per
+/// applied reload); shown in the page's header.
+fn config_generation(state: &HttpState) -> Option<u64> {
+    Some(
+        state
+            .config_generation
+            .load(std::sync::atomic::Ordering::Acquire),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -140,7 +140,6 @@ fn matching(state: &HttpState, prefix: &str) -> Vec<Arc<Credential>> {
         .catalog
         .iter()
         .filter(|c| c.cref.to_string().starts_with(prefix))
-        .cloned()
         .collect();
     out.extend(state.catalog.authorizers_with_prefix(prefix));
     out
