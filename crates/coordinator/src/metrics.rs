@@ -35,6 +35,46 @@ pub const AUTHORIZERS: &str = "wxtoken_authorizers";
 pub const STALE_FETCHES_TOTAL: &str = "wxtoken_stale_fetches_total";
 pub const GATEWAY_CALLS_TOTAL: &str = "wxtoken_gateway_calls_total";
 pub const GATEWAY_SECONDS: &str = "wxtoken_gateway_call_duration_seconds";
+pub const QUOTA_FOREIGN: &str = "wxtoken_quota_foreign_fetches";
+pub const QUOTA_CHECKS_TOTAL: &str = "wxtoken_quota_checks_total";
+pub const REDIS_UP: &str = "wxtoken_redis_up";
+pub const REFRESH_LEAD: &str = "wxtoken_refresh_lead_seconds";
+
+/// Every metric name this crate defines, with its type: the dashboard and
+/// alert rules may use only these (tests/tests/e2e/observability.rs).
+pub const ALL: &[(&str, MetricType)] = &[
+    (REFRESH_TOTAL, MetricType::Counter),
+    (UPSTREAM_SECONDS, MetricType::Histogram),
+    (LOCK_TOTAL, MetricType::Counter),
+    (QUOTA_USED, MetricType::Gauge),
+    (TOKEN_TTL, MetricType::Gauge),
+    (INVALIDATIONS_TOTAL, MetricType::Counter),
+    (HTTP_TOTAL, MetricType::Counter),
+    (HTTP_SECONDS, MetricType::Histogram),
+    (REPORT_REFUSALS_TOTAL, MetricType::Counter),
+    (TOKEN_CHECKS_TOTAL, MetricType::Counter),
+    (FORCED_REFRESHES_TOTAL, MetricType::Counter),
+    (SECRET_GUESSES_LIMITED_TOTAL, MetricType::Counter),
+    (HTTP_CONNECTIONS_CLOSED_TOTAL, MetricType::Counter),
+    (HTTP_CONNECTIONS_OPEN, MetricType::Gauge),
+    (COMPONENT_PUSHES_TOTAL, MetricType::Counter),
+    (AUTHORIZERS, MetricType::Gauge),
+    (STALE_FETCHES_TOTAL, MetricType::Counter),
+    (GATEWAY_CALLS_TOTAL, MetricType::Counter),
+    (GATEWAY_SECONDS, MetricType::Histogram),
+    (QUOTA_FOREIGN, MetricType::Gauge),
+    (QUOTA_CHECKS_TOTAL, MetricType::Counter),
+    (REDIS_UP, MetricType::Gauge),
+    (REFRESH_LEAD, MetricType::Gauge),
+];
+
+/// How a metric is exposed (a histogram adds `_bucket`, `_sum`, `_count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+}
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -231,4 +271,40 @@ pub fn gateway(
 pub fn http(route: String, status: u16, took: Duration) {
     histogram!(HTTP_SECONDS, "route" => route.clone()).record(took.as_secs_f64());
     counter!(HTTP_TOTAL, "route" => route, "status" => status.to_string()).increment(1);
+}
+
+/// How long before expiry the credential is refreshed (its kind's lead:
+/// `refresh_ahead` for app tokens, 0 for values WeChat hands out until they
+/// expire): the alert on a TTL below it compares the two.
+pub fn refresh_lead(cred: &Credential, lead: Duration) {
+    let Some((app, kind)) = gauge_labels(cred) else {
+        return;
+    };
+    gauge!(REFRESH_LEAD, "app" => app, "kind" => kind).set(lead.as_secs_f64());
+}
+
+/// Whether this replica's last Redis round trip (the fleet marker check,
+/// every `loss_check_interval`) succeeded: 1 or 0. `/readyz` answers the same.
+pub fn redis_up(up: bool) {
+    gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// One quota reconciliation of a credential, by `result` (`match`, `gap`,
+/// `no_token`, `day_boundary`, `failed`).
+pub fn quota_check(cred: &Credential, result: &'static str) {
+    let (app, kind) = labels(cred);
+    counter!(QUOTA_CHECKS_TOTAL, "app" => app, "kind" => kind, "result" => result).increment(1);
+}
+
+/// Calls WeChat counted today for the credential's fetch endpoint that the
+/// fleet did not make (the last reconciliation's gap). Without per-app
+/// series (`set_per_app`) the gaps of all credentials are summed under
+/// `app="_all"`, so the alert still fires; `sum_all` is that sum.
+pub fn quota_foreign(cred: &Credential, foreign: u64, sum_all: u64) {
+    if per_app() {
+        let (app, kind) = labels(cred);
+        gauge!(QUOTA_FOREIGN, "app" => app, "kind" => kind).set(foreign as f64);
+    } else {
+        gauge!(QUOTA_FOREIGN, "app" => "_all", "kind" => cred.kind.name()).set(sum_all as f64);
+    }
 }

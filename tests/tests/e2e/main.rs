@@ -10,6 +10,7 @@ mod http;
 mod kinds;
 mod platform;
 mod processes;
+mod quota_check;
 mod sdk;
 
 /// Tests that run fleets of SDK processes (20 wechatpy workers) take turns,
