@@ -8,6 +8,7 @@ mod crashes;
 mod gateway;
 mod http;
 mod kinds;
+mod observability;
 mod platform;
 mod processes;
 mod quota_check;

@@ -72,17 +72,20 @@ impl TokenStore {
         check: &QuotaCheck,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let _: () = c
-            .hset_multiple(
-                self.keys.slot(cref).meta,
-                &[
-                    (meta::QUOTA_CHECK_DAY, day.key_suffix()),
-                    (meta::QUOTA_CHECK_UPSTREAM, check.upstream_used.to_string()),
-                    (meta::QUOTA_CHECK_FLEET, check.fleet_used.to_string()),
-                    (meta::QUOTA_CHECK_FOREIGN, check.foreign_fetches.to_string()),
-                    (meta::QUOTA_CHECK_AT_MS, check.checked_at_ms.to_string()),
-                ],
-            )
+        // HSET with several pairs: the ACL of deploy/redis-acl.conf has no HMSET.
+        let _: u64 = redis::cmd("HSET")
+            .arg(self.keys.slot(cref).meta)
+            .arg(meta::QUOTA_CHECK_DAY)
+            .arg(day.key_suffix())
+            .arg(meta::QUOTA_CHECK_UPSTREAM)
+            .arg(check.upstream_used)
+            .arg(meta::QUOTA_CHECK_FLEET)
+            .arg(check.fleet_used)
+            .arg(meta::QUOTA_CHECK_FOREIGN)
+            .arg(check.foreign_fetches)
+            .arg(meta::QUOTA_CHECK_AT_MS)
+            .arg(check.checked_at_ms)
+            .query_async(&mut c)
             .await?;
         Ok(())
     }
@@ -177,7 +180,7 @@ impl TokenStore {
         let mut c = self.conn().await?;
         let (n, _): (u64, bool) = redis::pipe()
             .incr(&key, 1)
-            .expire(&key, i64::try_from(MONTH_TTL.as_secs()).unwrap_or(i64::MAX))
+            .pexpire(&key, i64::try_from(millis(MONTH_TTL)).unwrap_or(i64::MAX))
             .query_async(&mut c)
             .await?;
         Ok(n)
