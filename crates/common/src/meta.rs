@@ -66,3 +66,18 @@ pub const FORCE_BY: &str = "force_by";
 pub const FORCE_AT_MS: &str = "force_at_ms";
 /// Force requests made so far for this credential.
 pub const FORCE_REQUESTS: &str = "force_requests";
+
+/// The last quota reconciliation (`[refresh] quota_check_interval`): the
+/// quota day it counted (`YYYYMMDD`), WeChat's `quota.used` for the fetch
+/// endpoint, the fleet's own count, the gap (calls someone else made) and
+/// when (Redis-time ms). Written by the checking replica, read by status.
+pub const QUOTA_CHECK_DAY: &str = "quota_check_day";
+pub const QUOTA_CHECK_UPSTREAM: &str = "quota_check_upstream";
+pub const QUOTA_CHECK_FLEET: &str = "quota_check_fleet";
+pub const QUOTA_CHECK_FOREIGN: &str = "quota_check_foreign";
+pub const QUOTA_CHECK_AT_MS: &str = "quota_check_at_ms";
+/// What `wxtoken reset` deleted from the fleet's quota counter
+/// (`quota_forgiven`) and of which quota day (`quota_forgiven_day`): WeChat
+/// still counts those calls, so the reconciliation adds them back.
+pub const QUOTA_FORGIVEN_DAY: &str = "quota_forgiven_day";
+pub const QUOTA_FORGIVEN: &str = "quota_forgiven";

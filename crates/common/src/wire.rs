@@ -261,6 +261,27 @@ pub struct AppStatus {
     /// Operator force requests (`wxtoken refresh --force`) so far.
     #[serde(default)]
     pub force_requests: u64,
+    /// Today's quota reconciliation with WeChat's own count, for
+    /// credentials whose fetch endpoint has one (`cgi-bin/token` apps);
+    /// absent before the first check of the quota day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_check: Option<QuotaCheck>,
+}
+
+/// What WeChat's `openapi/quota/get` said about a credential's fetch
+/// endpoint, against the fleet's own count of the same quota day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCheck {
+    /// Calls WeChat counted that the fleet did not make: someone else
+    /// fetches tokens with this appsecret (each such `cgi-bin/token` call
+    /// cuts the fleet's token off five minutes later). 0 when none.
+    pub foreign_fetches: u64,
+    /// WeChat's `quota.used`.
+    pub upstream_used: u64,
+    /// The fleet's count when WeChat answered.
+    pub fleet_used: u64,
+    /// When the check ran (unix ms, Redis time).
+    pub checked_at_ms: u64,
 }
 
 fn app_token() -> String {

@@ -192,6 +192,13 @@ pub struct RefreshConfig {
     /// gone every credential is re-read and refilled at once.
     #[serde(with = "humantime_str")]
     pub loss_check_interval: Duration,
+    /// How often one replica (under a fleet-wide lease) asks WeChat's
+    /// `openapi/quota/get` how many `cgi-bin/token` calls each app made
+    /// today and compares with the fleet's own count: a gap is someone else
+    /// fetching tokens with the appsecret, and each such fetch kills the
+    /// fleet's token five minutes later (`quota_check.rs`).
+    #[serde(with = "humantime_str")]
+    pub quota_check_interval: Duration,
     /// Upstream calls per credential per quota day for the whole fleet.
     pub daily_budget: u64,
     /// `getticket` calls per app and ticket type per quota day, fleet-wide
@@ -472,6 +479,7 @@ impl Default for RefreshConfig {
             upstream_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_secs(30),
             loss_check_interval: Duration::from_secs(5),
+            quota_check_interval: Duration::from_secs(600),
             daily_budget: 1800,
             ticket_daily_budget: 100,
             wecom_ticket_hourly_per_agent: 100,

@@ -6,7 +6,8 @@
 //! operation and script), `upstream` (the HTTP client that calls WeChat),
 //! `refresher` (the refresh step, its policy and the schedule that turns
 //! every credential), `platform` (the open platform), `http` (the API, WeChat-compatible endpoints,
-//! health, metrics), `status`, `metrics`, `replica` (wires one replica
+//! health, metrics), `status`, `metrics`, `quota_check` (WeChat's
+//! quota counts against the fleet's), `replica` (wires one replica
 //! together and runs it until shutdown), `cli`. See ARCHITECTURE.md.
 
 pub mod catalog;
@@ -17,6 +18,7 @@ pub mod kind;
 pub mod live_config;
 pub mod metrics;
 pub mod platform;
+pub mod quota_check;
 pub mod refresher;
 pub mod replica;
 pub mod status;

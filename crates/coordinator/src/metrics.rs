@@ -37,6 +37,155 @@ pub const GATEWAY_CALLS_TOTAL: &str = "wxtoken_gateway_calls_total";
 pub const GATEWAY_SECONDS: &str = "wxtoken_gateway_call_duration_seconds";
 pub const CONFIG_GENERATION: &str = "wxtoken_config_generation";
 pub const CONFIG_RELOADS_TOTAL: &str = "wxtoken_config_reloads_total";
+pub const QUOTA_FOREIGN: &str = "wxtoken_quota_foreign_fetches";
+pub const QUOTA_CHECKS_TOTAL: &str = "wxtoken_quota_checks_total";
+pub const REDIS_UP: &str = "wxtoken_redis_up";
+pub const REFRESH_LEAD: &str = "wxtoken_refresh_lead_seconds";
+pub const QUOTA_BUDGET: &str = "wxtoken_quota_budget";
+
+/// Every metric name this crate defines, with its type and help text: the
+/// dashboard and alert rules may use only these
+/// (tests/tests/e2e/observability.rs); [`install`] describes each.
+pub const ALL: &[(&str, MetricType, &str)] = &[
+    (
+        REFRESH_TOTAL,
+        MetricType::Counter,
+        "Refresh steps by credential and outcome (refreshed, still_fresh, locked_elsewhere, failed_*).",
+    ),
+    (
+        UPSTREAM_SECONDS,
+        MetricType::Histogram,
+        "Latency of calls to WeChat, by API.",
+    ),
+    (
+        LOCK_TOTAL,
+        MetricType::Counter,
+        "Refresh lock attempts of this replica: acquired or contended.",
+    ),
+    (
+        QUOTA_USED,
+        MetricType::Gauge,
+        "The fleet's upstream calls in the credential's current quota period.",
+    ),
+    (
+        TOKEN_TTL,
+        MetricType::Gauge,
+        "Life left on the stored value, in seconds (0: none stored).",
+    ),
+    (
+        INVALIDATIONS_TOTAL,
+        MetricType::Counter,
+        "Reports and invalidations of stored values, by result.",
+    ),
+    (
+        HTTP_TOTAL,
+        MetricType::Counter,
+        "HTTP API requests by matched route and status.",
+    ),
+    (
+        HTTP_SECONDS,
+        MetricType::Histogram,
+        "HTTP API request latency by matched route.",
+    ),
+    (
+        REPORT_REFUSALS_TOTAL,
+        MetricType::Counter,
+        "Reports that led to no refresh, by reason.",
+    ),
+    (
+        TOKEN_CHECKS_TOTAL,
+        MetricType::Counter,
+        "Reported values shown to WeChat, by verdict.",
+    ),
+    (
+        FORCED_REFRESHES_TOTAL,
+        MetricType::Counter,
+        "Fresh values replaced because an operator forced it.",
+    ),
+    (
+        SECRET_GUESSES_LIMITED_TOTAL,
+        MetricType::Counter,
+        "Guesses at an app secret answered with 45011 instead, by scope.",
+    ),
+    (
+        HTTP_CONNECTIONS_CLOSED_TOTAL,
+        MetricType::Counter,
+        "Connections closed by the server, by reason.",
+    ),
+    (
+        HTTP_CONNECTIONS_OPEN,
+        MetricType::Gauge,
+        "Connections open now, by listener.",
+    ),
+    (
+        COMPONENT_PUSHES_TOTAL,
+        MetricType::Counter,
+        "Pushes to a component's event URL, by result.",
+    ),
+    (
+        AUTHORIZERS,
+        MetricType::Gauge,
+        "Authorizers this replica refreshes.",
+    ),
+    (
+        STALE_FETCHES_TOTAL,
+        MetricType::Counter,
+        "Fetched values refused at commit as stale, so the stored one is replaced at once.",
+    ),
+    (
+        GATEWAY_CALLS_TOTAL,
+        MetricType::Counter,
+        "Calls through the gateway by key, credential, path, errcode and healing.",
+    ),
+    (
+        GATEWAY_SECONDS,
+        MetricType::Histogram,
+        "Gateway call latency by key, credential and path.",
+    ),
+    (
+        QUOTA_FOREIGN,
+        MetricType::Gauge,
+        "cgi-bin/token calls WeChat counted today that the fleet did not make (last quota reconciliation).",
+    ),
+    (
+        QUOTA_CHECKS_TOTAL,
+        MetricType::Counter,
+        "Quota reconciliations of a credential, by result.",
+    ),
+    (
+        REDIS_UP,
+        MetricType::Gauge,
+        "1 when this replica's last Redis round trip succeeded, else 0.",
+    ),
+    (
+        REFRESH_LEAD,
+        MetricType::Gauge,
+        "How long before expiry the credential is refreshed, in seconds.",
+    ),
+    (
+        QUOTA_BUDGET,
+        MetricType::Gauge,
+        "The fleet's budget of the credential's quota period.",
+    ),
+    (
+        CONFIG_GENERATION,
+        MetricType::Gauge,
+        "The generation of the config this replica runs (1 at start, +1 per applied reload).",
+    ),
+    (
+        CONFIG_RELOADS_TOTAL,
+        MetricType::Counter,
+        "Config reloads by result (applied, refused: the old config stays).",
+    ),
+];
+
+/// How a metric is exposed (a histogram adds `_bucket`, `_sum`, `_count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+}
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -66,6 +215,14 @@ pub fn install() -> PrometheusHandle {
             // Fails only if another recorder was installed first; then this
             // handle renders an empty registry rather than crashing.
             let _ = metrics::set_global_recorder(recorder);
+            // `# HELP` lines (promtool check metrics wants one per metric).
+            for (name, kind, help) in ALL {
+                match kind {
+                    MetricType::Counter => metrics::describe_counter!(*name, *help),
+                    MetricType::Gauge => metrics::describe_gauge!(*name, *help),
+                    MetricType::Histogram => metrics::describe_histogram!(*name, *help),
+                }
+            }
             handle
         })
         .clone()
@@ -243,4 +400,49 @@ pub fn config_generation(generation: u64) {
 /// A config reload: `applied` or `refused` (the old config stays).
 pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
+}
+
+/// How long before expiry the credential is refreshed (its kind's lead:
+/// `refresh_ahead` for app tokens, 0 for values WeChat hands out until they
+/// expire): the alert on a TTL below it compares the two.
+pub fn refresh_lead(cred: &Credential, lead: Duration) {
+    let Some((app, kind)) = gauge_labels(cred) else {
+        return;
+    };
+    gauge!(REFRESH_LEAD, "app" => app, "kind" => kind).set(lead.as_secs_f64());
+}
+
+/// The fleet's budget of the credential's quota period (`daily_budget` for
+/// app tokens), beside `wxtoken_quota_used_today`.
+pub fn quota_budget(cred: &Credential, budget: u64) {
+    let Some((app, kind)) = gauge_labels(cred) else {
+        return;
+    };
+    gauge!(QUOTA_BUDGET, "app" => app, "kind" => kind).set(budget as f64);
+}
+
+/// Whether this replica's last Redis round trip (the fleet marker check,
+/// every `loss_check_interval`) succeeded: 1 or 0. `/readyz` answers the same.
+pub fn redis_up(up: bool) {
+    gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// One quota reconciliation of a credential, by `result` (`match`, `gap`,
+/// `no_token`, `day_boundary`, `failed`).
+pub fn quota_check(cred: &Credential, result: &'static str) {
+    let (app, kind) = labels(cred);
+    counter!(QUOTA_CHECKS_TOTAL, "app" => app, "kind" => kind, "result" => result).increment(1);
+}
+
+/// Calls WeChat counted today for the credential's fetch endpoint that the
+/// fleet did not make (the last reconciliation's gap). Without per-app
+/// series (`set_per_app`) the gaps of all credentials are summed under
+/// `app="_all"`, so the alert still fires; `sum_all` is that sum.
+pub fn quota_foreign(cred: &Credential, foreign: u64, sum_all: u64) {
+    if per_app() {
+        let (app, kind) = labels(cred);
+        gauge!(QUOTA_FOREIGN, "app" => app, "kind" => kind).set(foreign as f64);
+    } else {
+        gauge!(QUOTA_FOREIGN, "app" => "_all", "kind" => cred.kind.name()).set(sum_all as f64);
+    }
 }

@@ -144,6 +144,16 @@ impl ReplicaHandle {
             shutdown_rx.clone(),
         ));
         let timeline = Arc::new(crate::http::ui::Timeline::default());
+        loops.spawn(
+            crate::quota_check::QuotaChecker::new(
+                store.clone(),
+                refresher.upstream().clone(),
+                catalog.clone(),
+                refresher.replica_id().to_owned(),
+                config.refresh.quota_check_interval,
+            )
+            .run(shutdown_rx.clone()),
+        );
         let sinks: Vec<Arc<dyn EventSink>> = vec![
             schedule.clone(),
             client.event_sink(),
@@ -376,7 +386,9 @@ async fn watch_for_data_loss(
         // A new value every time: a replica that set the lost marker must
         // not set the same one again and miss the loss.
         let candidate = format!("{:016x}", rand::random::<u64>());
-        match store.fleet_marker(&candidate).await {
+        let checked = store.fleet_marker(&candidate).await;
+        crate::metrics::redis_up(checked.is_ok());
+        match checked {
             Ok(marker) => {
                 if seen.as_ref().is_some_and(|s| *s != marker) {
                     warn!("redis lost the fleet's data (marker gone); re-reading every credential");

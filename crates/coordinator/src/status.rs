@@ -17,6 +17,10 @@ pub async fn credential_status(
     let limits = cred.kind.limits(settings);
     let about = cred.kind.describe();
     let s = store.status(&cred.cref, limits.window).await?;
+    let quota_check = match cred.kind.fetch_quota() {
+        Some(_) => store.quota_check(&cred.cref).await?,
+        None => None,
+    };
     Ok(AppStatus {
         id: cred.cref.id.to_string(),
         appid: about.owner,
@@ -45,5 +49,6 @@ pub async fn credential_status(
             verified_until_ms: s.verified_until_ms,
         },
         force_requests: s.force_requests,
+        quota_check,
     })
 }

@@ -102,6 +102,17 @@ pub(crate) enum WxError {
     /// 47001: the POST body is not the JSON WeChat expects.
     #[error("data format error")]
     DataFormat,
+    /// 48006: `clear_quota` after the account's 10 resets of the calendar
+    /// month were spent.
+    #[error("forbid to clear quota because of reaching the limit")]
+    ClearQuotaLimit,
+    /// 76021: `openapi/quota/get` for a `cgi_path` it does not know.
+    #[error("cgi_path not found, please check")]
+    CgiPathNotFound,
+    /// 76022: `openapi/quota/get` for a `cgi_path` the token's account may
+    /// not ask about (an `sns` path, another account's API).
+    #[error("could not use this cgi_path,no permission")]
+    CgiPathNoPermission,
     /// 61005: the verify ticket is past its life (12 h).
     #[error("component ticket is expired")]
     ComponentTicketExpired,
@@ -158,6 +169,9 @@ impl WxError {
             WxError::DailyQuota => 45009,
             WxError::MinuteQuota => 45011,
             WxError::DataFormat => 47001,
+            WxError::ClearQuotaLimit => 48006,
+            WxError::CgiPathNotFound => 76021,
+            WxError::CgiPathNoPermission => 76022,
             WxError::ComponentTicketExpired => 61005,
             WxError::ComponentTicketInvalid => 61006,
             WxError::CodeInvalid => 61009,
@@ -199,6 +213,9 @@ impl WxError {
             WxError::DailyQuota => "reach max api daily quota limit",
             WxError::MinuteQuota => "api minute-quota reach limit",
             WxError::DataFormat => "data format error",
+            WxError::ClearQuotaLimit => "forbid to clear quota because of reaching the limit",
+            WxError::CgiPathNotFound => "cgi_path not found, please check",
+            WxError::CgiPathNoPermission => "could not use this cgi_path,no permission",
             WxError::ComponentTicketExpired => "component ticket is expired",
             WxError::ComponentTicketInvalid => "component ticket is invalid",
             WxError::CodeInvalid => "code is invalid",

@@ -8,7 +8,10 @@
 //! (`jsapi` / `wx_card`: the same ticket while valid, `expires_in` always
 //! the full life, a per-type daily quota), and use endpoints
 //! (`getcallbackip`, `get_api_domain_ip`) that say 40001 / 42001 / 41001
-//! exactly when WeChat would.
+//! exactly when WeChat would; the quota tools `openapi/quota/get` (every
+//! `cgi-bin/token` call of the day counted, a third party's included) and
+//! `clear_quota/v2` (appid + appsecret, 10 resets a calendar month, then
+//! 48006).
 //!
 //! WeCom (qyapi.weixin.qq.com) under `/qyapi` on the same listener
 //! ([`SimHandle::wecom_base_url`]): corps with agents ([`SimCorp`],
@@ -42,7 +45,7 @@
 //! Code map: `config` (numbers; `config/corp.rs` the WeCom corps,
 //! `config/component.rs` the components), `token` (one token's life),
 //! `ticket` (one ticket's life, the signature), `quota` (budgets, sliding
-//! windows), `state` (the rules: `lineage.rs` app tokens, `tickets.rs` app
+//! windows), `state` (the rules: `lineage.rs` app tokens, `openapi.rs` the quota tools, `tickets.rs` app
 //! tickets, `wecom.rs` WeCom, `component/` the Open Platform), `errcode`
 //! (both hosts' error replies), `faults` (what goes wrong), `stats` (what
 //! was seen; `stats/component.rs`), `shared` (locking + counting:

@@ -184,6 +184,14 @@ pub struct AppStats {
     pub force_refresh_used_today: u64,
     /// Every token issued for this app, oldest first, all lineages.
     pub issued: Vec<IssuedToken>,
+    /// `openapi/quota/get` calls with a token of this app, whatever the answer.
+    pub quota_get_calls: u64,
+    /// Successful `clear_quota/v2` calls naming this app.
+    pub quota_clears: u64,
+    /// Refused `clear_quota/v2` calls naming this app (48006, bad secret).
+    pub quota_clears_refused: u64,
+    /// `clear_quota` resets used this calendar month (Asia/Shanghai; 10 allowed).
+    pub clears_used_this_month: u64,
 }
 
 /// One minted ticket. Times are unix milliseconds.

@@ -5,6 +5,7 @@
 //! prints a secret (`check-config` shows secret references, not values).
 //! `get` prints a token on purpose: that is what it is for.
 
+mod clear_quota;
 mod demo;
 mod ops;
 mod platform;
@@ -94,6 +95,14 @@ pub enum Command {
         #[arg(long)]
         ticket: Option<String>,
     },
+    /// Reset today's API quota of an app at WeChat (`clear_quota/v2`): spends one of
+    /// WeChat's 10 resets per account and month, so it needs --yes.
+    ClearQuota {
+        id: String,
+        /// Spend one of the month's 10 resets.
+        #[arg(long)]
+        yes: bool,
+    },
     /// A self-contained local run: simulator + 3 replicas + your Redis, short TTLs.
     Demo(demo::DemoArgs),
     /// Exit 0 if the local replica's `/healthz` answers (for container HEALTHCHECKs).
@@ -170,6 +179,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             by,
         } => ops::refresh(&config, id, ticket.as_deref(), *force, by.as_deref()).await,
         Command::Reset { id, ticket } => ops::reset(&config, id, ticket.as_deref()).await,
+        Command::ClearQuota { id, yes } => clear_quota::clear_quota(&config, id, *yes).await,
         Command::Healthcheck { url } => ops::healthcheck(&config, url.as_deref()).await,
         Command::Demo(_) => Ok(()),
     };

@@ -48,7 +48,11 @@ pub async fn shutdown_signal() {
 
 /// The credential `id` names (`shop`, or `shop/ticket:jsapi`), or `id`'s
 /// `ticket` when given: an unknown one is a usage error naming the known ids.
-fn find(config: &Config, id: &str, ticket: Option<&str>) -> Result<Arc<Credential>, ConfigError> {
+pub(super) fn find(
+    config: &Config,
+    id: &str,
+    ticket: Option<&str>,
+) -> Result<Arc<Credential>, ConfigError> {
     let (raw, slot) = match (id.split_once('/'), ticket) {
         (Some((raw, slot)), None) => {
             let slot = Slot::parse(Some(slot)).ok_or_else(|| {
@@ -119,7 +123,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         "{:<28} {:<26} {:<20} {:>6} {:>10} {:<24} {:>11}  LAST ERROR",
         "CREDENTIAL", "KIND", "APPID", "GEN", "TTL", "FETCHED BY", "QUOTA"
     );
-    for r in rows {
+    for r in rows.clone() {
         let ttl = r.ttl_ms.map_or("-".into(), |ms| {
             humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
         });
@@ -148,6 +152,9 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             error
         );
     }
+    for r in rows_with_gaps(&rows) {
+        println!("{r}");
+    }
     for component in &config.components {
         let (active, revoked) = registry_counts(&store, &component.id).await?;
         println!(
@@ -156,6 +163,20 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         );
     }
     super::replicas::print(&store).await
+}
+
+/// One line per credential whose last quota reconciliation found calls
+/// the fleet did not make.
+fn rows_with_gaps(rows: &[wxtoken_common::wire::AppStatus]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| {
+            let c = r.quota_check.as_ref().filter(|c| c.foreign_fetches > 0)?;
+            Some(format!(
+                "WARNING {}: {} cgi-bin/token fetches today were not made by this fleet (WeChat counts {},                  the fleet {}): someone else uses the appsecret of {}, and each such fetch cuts the                  fleet's token off 5 minutes later",
+                r.id, c.foreign_fetches, c.upstream_used, c.fleet_used, r.appid
+            ))
+        })
+        .collect()
 }
 
 /// Active and revoked authorizers of a component's registry (HSCAN pages).

@@ -387,6 +387,7 @@ impl RefreshConfig {
         nonzero(self.upstream_timeout, "refresh.upstream_timeout")?;
         nonzero(self.poll_interval, "refresh.poll_interval")?;
         nonzero(self.loss_check_interval, "refresh.loss_check_interval")?;
+        nonzero(self.quota_check_interval, "refresh.quota_check_interval")?;
         nonzero(self.fatal_cooldown, "refresh.fatal_cooldown")?;
         nonzero(self.backoff_base, "refresh.backoff_base")?;
         check(

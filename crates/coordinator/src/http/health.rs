@@ -46,6 +46,8 @@ pub async fn metrics(State(state): State<HttpState>) -> Response {
                 },
             };
             crate::metrics::token_ttl(&cred, ttl);
+            crate::metrics::refresh_lead(&cred, cred.kind.lead(&state.refresh));
+            crate::metrics::quota_budget(&cred, cred.kind.limits(&state.refresh).budget);
         }
     }
     (

@@ -14,11 +14,11 @@ use secrecy::{ExposeSecret, SecretString};
 use wxtoken_common::{CredentialRef, Window, is_token_rejected};
 
 use super::{
-    CheckBy, Credential, Describe, Digest, Family, FetchCx, Fetched, Judgement, Kind, Limits,
-    sha1_hex,
+    CheckBy, Credential, Describe, Digest, Family, FetchCx, FetchQuota, Fetched, Judgement, Kind,
+    Limits, sha1_hex,
 };
 use crate::config::{Config, RefreshConfig, UpstreamApi};
-use crate::upstream::{FetchError, parse_reply, withhold_echo};
+use crate::upstream::{FetchError, Upstream, parse_reply, withhold_echo};
 
 /// An `[[apps]]` entry's access token.
 #[derive(Debug)]
@@ -136,6 +136,34 @@ impl Kind for AppToken {
         .boxed()
     }
 
+    fn fetch_quota(&self) -> Option<FetchQuota<'_>> {
+        (self.api == UpstreamApi::Token).then_some(FetchQuota {
+            base_url: &self.base_url,
+            cgi_path: "/cgi-bin/token",
+        })
+    }
+
+    fn clear_quota<'a>(
+        &'a self,
+        upstream: &'a Upstream,
+    ) -> Option<BoxFuture<'a, Result<(), FetchError>>> {
+        Some(
+            async move {
+                let (status, body) = upstream
+                    .post_json(
+                        &format!("{}/cgi-bin/clear_quota/v2", self.base_url),
+                        &serde_json::json!({
+                            "appid": self.appid,
+                            "appsecret": self.secret.expose_secret(),
+                        }),
+                    )
+                    .await?;
+                parse_ack(status, &body).map_err(|e| withhold_echo(e, &body, &self.secret))
+            }
+            .boxed(),
+        )
+    }
+
     fn judges(&self) -> bool {
         self.api == UpstreamApi::StableToken
     }
@@ -160,5 +188,30 @@ pub fn api_name(api: UpstreamApi) -> &'static str {
     match api {
         UpstreamApi::Token => "token",
         UpstreamApi::StableToken => "stable_token",
+    }
+}
+
+/// A reply that carries only `{"errcode","errmsg"}`: errcode 0 is success.
+fn parse_ack(status: u16, body: &[u8]) -> Result<(), FetchError> {
+    let reply: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        if (200..300).contains(&status) {
+            FetchError::Body("not JSON".into())
+        } else {
+            FetchError::Status { status }
+        }
+    })?;
+    match reply.get("errcode").and_then(serde_json::Value::as_i64) {
+        Some(0) => Ok(()),
+        Some(errcode) => Err(FetchError::Wechat {
+            errcode,
+            errmsg: crate::upstream::sanitize(
+                reply
+                    .get("errmsg")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
+            ),
+            class: wxtoken_common::classify_fetch_errcode(errcode),
+        }),
+        None => Err(FetchError::Body("no errcode".into())),
     }
 }

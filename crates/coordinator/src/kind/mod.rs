@@ -153,6 +153,36 @@ pub trait Kind: Send + Sync + fmt::Debug + 'static {
     fn api_base(&self) -> Option<&str> {
         None
     }
+    /// The endpoint whose daily count WeChat's `openapi/quota/get` reports
+    /// and the fleet reconciles (`quota_check.rs`): only for kinds where a
+    /// call by anyone else holding the secret harms the fleet and WeChat
+    /// counts it with the fleet's — `cgi-bin/token` apps. `None` for the
+    /// rest: `stable_token` (a third party's call returns the same token,
+    /// and its lineage is apart from `cgi-bin/token`), tickets (a fetch by
+    /// anyone returns the same ticket), WeCom (qyapi has no `quota/get`),
+    /// components and authorizers (their counts are the component's, asked
+    /// with a component token; not reconciled yet).
+    fn fetch_quota(&self) -> Option<FetchQuota<'_>> {
+        None
+    }
+    /// `clear_quota/v2` for the credential's account (appid + appsecret in
+    /// the body: no token needed, so it works when the quota is spent);
+    /// `None` for kinds without an appsecret of their own.
+    fn clear_quota<'a>(
+        &'a self,
+        _upstream: &'a Upstream,
+    ) -> Option<BoxFuture<'a, Result<(), FetchError>>> {
+        None
+    }
+}
+
+/// Where WeChat reports a fetch endpoint's daily count ([`Kind::fetch_quota`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchQuota<'a> {
+    /// The API host (`https://api.weixin.qq.com`).
+    pub base_url: &'a str,
+    /// `quota/get`'s `cgi_path`: `/cgi-bin/token`.
+    pub cgi_path: &'static str,
 }
 
 /// What a fetch has at hand.

@@ -20,6 +20,7 @@ mod platform;
 mod pool;
 mod protocol;
 mod quota;
+mod reconcile;
 mod replicas;
 mod types;
 

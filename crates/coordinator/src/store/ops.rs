@@ -164,6 +164,7 @@ impl TokenStore {
             .key(k.quota_in(&period))
             .key(&k.events)
             .arg(slot_field(cref.slot))
+            .arg(period.key_suffix())
             .invoke_async(&mut c)
             .await?)
     }

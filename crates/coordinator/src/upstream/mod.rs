@@ -178,6 +178,22 @@ impl Upstream {
             .await
     }
 
+    /// `POST url?access_token=T` with a JSON body (WeChat's APIs that need a
+    /// token, e.g. `openapi/quota/get`).
+    pub async fn post_json_with_token(
+        &self,
+        url: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let request = self
+            .http
+            .post(url)
+            .query(&[("access_token", token)])
+            .json(body);
+        self.exchange(request, MAX_BODY).await
+    }
+
     /// `POST url` with a JSON body whose reply may be up to `max_body`
     /// bytes (`api_get_authorizer_list`: 500 authorizers with their refresh
     /// tokens are ~100 KB), and its own `timeout`.

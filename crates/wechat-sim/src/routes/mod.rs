@@ -30,6 +30,7 @@ use crate::token::whole_seconds;
 
 mod business;
 mod component;
+mod openapi;
 mod sns;
 mod wechat;
 mod wecom;
@@ -48,6 +49,7 @@ pub fn router(state: SimState) -> Router {
         .merge(wechat::routes())
         .merge(business::routes())
         .merge(sns::routes())
+        .merge(openapi::routes())
         .merge(component::routes())
         .merge(wecom::routes())
         .merge(crate::admin::routes())

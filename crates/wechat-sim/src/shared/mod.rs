@@ -28,6 +28,7 @@ mod authorization;
 mod component;
 mod flight;
 mod forgery;
+mod openapi;
 mod push;
 mod uses;
 
@@ -135,6 +136,7 @@ impl SimState {
             app.stable_quota_used_today = stable.into();
             app.force_refresh_used_today = force.into();
             app.domain_ip_used_today = core.world.domain_ip_used(owner, now).into();
+            app.clears_used_this_month = core.world.clears_used(owner, now).into();
             app.ticket_quota_used_today = core.world.tickets_used(owner, now);
             app.issued = core.world.issued(owner);
             app.issued_tickets = core.world.issued_tickets(owner);

@@ -41,6 +41,8 @@ pub(super) struct AppBook {
     token: Lineage,
     stable: Lineage,
     pub(super) quota: QuotaBook,
+    /// `clear_quota` resets this calendar month (not cleared by a reset).
+    pub(super) clears: super::openapi::MonthlyClears,
     pub(super) jsapi: TicketSlot,
     pub(super) wx_card: TicketSlot,
 }
@@ -52,6 +54,7 @@ impl AppBook {
             token: Lineage::default(),
             stable: Lineage::default(),
             quota: QuotaBook::default(),
+            clears: Default::default(),
             jsapi: TicketSlot::default(),
             wx_card: TicketSlot::default(),
         }

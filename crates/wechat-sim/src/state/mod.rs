@@ -40,6 +40,7 @@ use crate::token::{Now, TokenRecord, TokenSource, TokenState, random_token, toke
 mod component;
 mod lineage;
 mod login;
+mod openapi;
 mod tickets;
 mod wecom;
 
@@ -52,6 +53,7 @@ pub use component::{Authorization, ComponentError};
 use lineage::AppBook;
 pub(crate) use lineage::{StableRequest, TokenRequest};
 pub(crate) use login::{CodeRequest, Exchange};
+pub(crate) use openapi::{ApiQuota, ClearRequest};
 pub(crate) use tickets::TicketOwner;
 use wecom::CorpBook;
 pub(crate) use wecom::split_agent_key;
