@@ -82,7 +82,14 @@ async fn a_third_party_fetch_shows_as_a_gap_in_metrics_and_status_within_one_int
         })
         .await;
     }
-    assert_eq!(status_json(&fleet)["quota_check"]["foreign_fetches"], 0);
+    // The gauge reads 0 before any check is stored too: wait for the first
+    // stored result (the fleet's one check per interval).
+    let first = wait_for(INTERVAL * 3, "a stored quota check", async || {
+        let row = status_json(&fleet);
+        (!row["quota_check"].is_null()).then_some(row)
+    })
+    .await;
+    assert_eq!(first["quota_check"]["foreign_fetches"], 0);
 
     fleet
         .sim

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, TokenStore, millis, script};
@@ -50,19 +49,33 @@ impl TokenStore {
     pub async fn replicas(&self) -> Result<Vec<ReplicaEntry>, StoreError> {
         let mut c = self.conn().await?;
         let key = self.keys().replicas();
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut c).await?;
-        if kind != "hash" {
-            return Ok(Vec::new());
-        }
-        let raw: Vec<(String, String)> = c.hgetall(&key).await?;
-        let mut out: Vec<ReplicaEntry> = raw
-            .into_iter()
-            .filter_map(|(id, v)| {
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let page: Result<(u64, Vec<(String, String)>), redis::RedisError> =
+                redis::cmd("HSCAN")
+                    .arg(&key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(100)
+                    .query_async(&mut c)
+                    .await;
+            let (next, page) = match page {
+                Ok(p) => p,
+                // Another type at the key (a foreign writer): no replicas.
+                Err(e) if e.code() == Some("WRONGTYPE") => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            out.extend(page.into_iter().filter_map(|(id, v)| {
                 let mut e: ReplicaEntry = serde_json::from_str(&v).ok()?;
                 e.id = id;
                 Some(e)
-            })
-            .collect();
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
