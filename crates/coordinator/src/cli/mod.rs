@@ -240,3 +240,32 @@ fn backtrace_asked() -> bool {
     let set = |name| std::env::var_os(name).is_some_and(|v| v != "0");
     set("RUST_LIB_BACKTRACE") || set("RUST_BACKTRACE")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("redis: {0}")]
+    struct Wrapping(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = anyhow::Error::new(Wrapping(io)).context("cannot reach redis");
+        assert_eq!(format!("{e:#}").matches("Connection refused").count(), 2);
+        assert_eq!(
+            error_chain(&e),
+            "cannot reach redis: redis: Connection refused"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
+    }
+
+    #[test]
+    fn generations_are_shown_by_their_tail() {
+        assert_eq!(readable_generation(7), "7");
+        assert_eq!(readable_generation(999_999), "999999");
+        assert_eq!(readable_generation(1_764_626_400_000_042), "…000042");
+    }
+}
