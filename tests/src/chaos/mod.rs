@@ -6,6 +6,7 @@
 //! Redis link, third-party refreshes, and upstream -1 / 502 / garbage / hang
 //! at configured rates. [`run`] returns a [`Report`] that judges the run.
 
+mod flood;
 mod kinds;
 pub mod platform;
 mod report;
@@ -28,8 +29,9 @@ use wxtoken_testkit::{FaultProxy, ProxyMode};
 
 pub use report::{ReaderReport, Report};
 
-use crate::{API_KEY, APPID, Fleet, ID, SECRET, Timing};
+use crate::{APPID, Fleet, ID, SECRET, Timing};
 pub use watchdog::Watchdog;
+use watchdog::pids;
 
 /// What to run and how hard to hit it.
 #[derive(Debug, Clone)]
@@ -50,6 +52,10 @@ pub struct ChaosConfig {
     pub redis_pause: Duration,
     /// Which scheduled faults to draw from (all by default).
     pub kinds: Vec<FaultKind>,
+    /// Test hook: once the fleet is up, block a runtime worker this long
+    /// (as a blocking call would) under a 2 s deadline, so the watchdog's
+    /// failing report can be checked.
+    pub stall: Option<Duration>,
 }
 
 impl ChaosConfig {
@@ -81,6 +87,7 @@ impl ChaosConfig {
             hang_rate: 0.02,
             redis_pause: Duration::from_secs(10),
             kinds: FaultKind::ALL.to_vec(),
+            stall: None,
         }
     }
 
@@ -208,6 +215,14 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
     );
     fleet.wait_generation(1, Duration::from_secs(20)).await;
     eprintln!("fleet up: {} replicas, first token stored", cfg.replicas);
+    if let Some(stall) = cfg.stall {
+        dog.step(
+            "a blocking call (--stall)",
+            Duration::from_secs(2),
+            pids(&fleet, &[]),
+        );
+        std::thread::sleep(stall);
+    }
 
     // Track committed tokens.
     let seen = Arc::new(Mutex::new(HashSet::new()));
@@ -376,18 +391,6 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The processes of the run now: what the watchdog kills if it abandons it.
-fn pids(fleet: &Fleet, readers: &[Child]) -> Vec<u32> {
-    let mut pids: Vec<u32> = fleet
-        .replicas
-        .iter()
-        .filter_map(|r| u32::try_from(r.pid().as_raw()).ok())
-        .collect();
-    pids.extend(readers.iter().map(Child::id));
-    pids.extend(fleet.redis.pid());
-    pids
-}
-
 async fn spawn_replica(fleet: &mut Fleet, replicas: &mut BTreeMap<String, Replica>) {
     let proxy = FaultProxy::spawn(fleet.redis.addr()).await;
     let url = proxy.url_for_redis();
@@ -476,56 +479,7 @@ async fn inject(
                 fleet.sim.revoke(&t.value);
             }
         }
-        FaultKind::ReportFlood => report_flood(fleet).await,
-    }
-}
-
-/// Issue 12's attack loop: report the current token (plain Redis and HTTP)
-/// and publish forged force / report / invalidation events, for 4 s.
-async fn report_flood(fleet: &Fleet) {
-    let Ok(keys) = Keys::new(&fleet.prefix) else {
-        return;
-    };
-    let id = fleet.id();
-    let mut c = fleet.conn().await;
-    let http = reqwest::Client::new();
-    let api = fleet.replicas.first().map(|r| r.http);
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        if let Some(t) = fleet.token().await {
-            let _ = wxtoken_client::keyspace::invalidate(&mut c, &keys, &id, &t.value).await;
-            if let Some(api) = api {
-                let _ = http
-                    .post(format!("http://{api}/v1/apps/{ID}/access_token/invalidate"))
-                    .bearer_auth(API_KEY)
-                    .json(&serde_json::json!({ "access_token": t.value }))
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await;
-            }
-            for e in [
-                Event::RefreshRequested {
-                    generation: t.generation,
-                    reason: Some("forged".into()),
-                    force: true,
-                },
-                Event::Reported {
-                    generation: t.generation,
-                },
-                Event::Invalidated {
-                    generation: t.generation,
-                },
-            ] {
-                let _ = wxtoken_client::keyspace::publish(
-                    &mut c,
-                    &keys,
-                    &CredentialRef::token(id.clone()),
-                    &e,
-                )
-                .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        FaultKind::ReportFlood => flood::report_flood(fleet).await,
     }
 }
 

@@ -11,8 +11,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::process::Child;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::Fleet;
 
 /// The step being run and when it must be over.
 #[derive(Debug)]
@@ -102,4 +106,16 @@ impl Watchdog {
         println!("{report}");
         std::process::exit(1)
     }
+}
+
+/// The processes of the run now: what the watchdog kills if it abandons it.
+pub(super) fn pids(fleet: &Fleet, readers: &[Child]) -> Vec<u32> {
+    let mut pids: Vec<u32> = fleet
+        .replicas
+        .iter()
+        .filter_map(|r| u32::try_from(r.pid().as_raw()).ok())
+        .collect();
+    pids.extend(readers.iter().map(Child::id));
+    pids.extend(fleet.redis.pid());
+    pids
 }

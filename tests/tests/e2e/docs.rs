@@ -180,6 +180,7 @@ fn spawn_sim(words: &[String], secret: &str) -> (Child, String) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("`{}` did not start:\n{seen}", words.join(" "));
 }
 

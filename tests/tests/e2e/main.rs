@@ -2,6 +2,7 @@
 //! stalls, graceful shutdown, the CLI, and log hygiene.
 
 mod acl;
+mod chaos_stall;
 mod cli;
 mod client;
 mod crashes;

@@ -289,6 +289,23 @@ async fn the_status_lists_mark_a_credential_whose_keys_hold_junk() {
         .await
         .unwrap();
     let api = reqwest::Client::new();
+    // A stored token does not mean the HTTP listener is up yet.
+    let up = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let api = api.clone();
+            async move {
+                api.get(format!("http://{http}/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        },
+    )
+    .await;
+    assert!(up, "the replica's HTTP API did not come up");
+    let logs = &fleet;
     let list = |path: &'static str| {
         let api = api.clone();
         async move {
@@ -297,7 +314,7 @@ async fn the_status_lists_mark_a_credential_whose_keys_hold_junk() {
                 .bearer_auth(API_KEY)
                 .send()
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("{path}: {e}\n{}", logs.all_logs()));
             (
                 resp.status(),
                 resp.json::<Vec<serde_json::Value>>().await.unwrap(),
