@@ -147,6 +147,10 @@ def check_dockerfile():
     hc = [r for w, r in runtime if w == "HEALTHCHECK"]
     check(hc and re.search(r'CMD \["wxtoken", "healthcheck"\]', hc[-1]) is not None,
           "Dockerfile wxtoken: HEALTHCHECK must run `wxtoken healthcheck` (no curl in the image)")
+    sim_stage = next((s for s in stages if s["name"] == "wechat-sim"), None)
+    sim_hc = [r for w, r in (sim_stage["ins"] if sim_stage else []) if w == "HEALTHCHECK"]
+    check(sim_hc and re.search(r'CMD \["wechat-sim", "--healthcheck"', sim_hc[-1]) is not None,
+          "Dockerfile wechat-sim: HEALTHCHECK must run `wechat-sim --healthcheck` (no curl in the image)")
     check(("ENV", "WXTOKEN_CONFIG=/etc/wxtoken/wxtoken.toml") in runtime,
           "Dockerfile wxtoken: ENV WXTOKEN_CONFIG=/etc/wxtoken/wxtoken.toml")
     for w, r in (i for s in stages for i in s["ins"]):
@@ -212,6 +216,10 @@ def check_compose(stages, compose_json):
     ttl = duration_s(flag(args, "--token-ttl"))
     check(ttl is not None and ttl <= 300, "compose wechat-sim: a short --token-ttl")
     check(flag(args, "--overlap") is not None, "compose wechat-sim: --overlap")
+    sim_hc = sim.get("healthcheck", {}).get("test", [])
+    check(sim_hc[:3] == ["CMD", "wechat-sim", "--healthcheck"]
+          and (len(sim_hc) == 3 or sim_hc[3] == f"http://127.0.0.1:{listen.rsplit(':', 1)[-1]}/healthz"),
+          "compose wechat-sim: healthcheck `wechat-sim --healthcheck http://127.0.0.1:PORT/healthz` on its --listen port (no curl in the image)")
     quota = flag(args, "--daily-quota")
     check(quota is not None and int(quota) >= conf["refresh"]["daily_budget"],
           "compose: wechat-sim --daily-quota must cover compose.toml's daily_budget")
@@ -236,6 +244,8 @@ def check_compose(stages, compose_json):
         dep = svc.get("depends_on", {})
         check(isinstance(dep, dict) and dep.get("redis", {}).get("condition") == "service_healthy",
               f"compose {name}: depends_on redis service_healthy")
+        check(isinstance(dep, dict) and dep.get("wechat-sim", {}).get("condition") == "service_healthy",
+              f"compose {name}: depends_on wechat-sim service_healthy")
         grace = duration_s(svc.get("stop_grace_period", "10s"))
         check(grace is not None and grace >= 6, f"compose {name}: stop_grace_period must exceed the 5 s SIGTERM exit")
         check(str(env.get("WXTOKEN__REDIS__URL", "")).startswith("redis://wxtoken:"),

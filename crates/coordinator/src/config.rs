@@ -315,6 +315,18 @@ pub enum UpstreamApi {
 impl Config {
     /// Loads `path`, else the file named by `WXTOKEN_CONFIG`, with the process env.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_toml_str(&Self::read_file(path)?, &Env::process())
+    }
+
+    /// As [`Config::load`], for commands that use no secret (they only read
+    /// or write Redis: `status`, `get`, …): a secret that cannot be read does
+    /// not stop them. A malformed file is refused all the same.
+    pub fn load_without_secrets(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = Env::process().with_stand_in_secrets();
+        Self::from_toml_str(&Self::read_file(path)?, &env)
+    }
+
+    fn read_file(path: Option<&Path>) -> Result<String, ConfigError> {
         let path = match path {
             Some(path) => path.to_path_buf(),
             None => std::env::var_os("WXTOKEN_CONFIG")
@@ -326,10 +338,8 @@ impl Config {
                     )
                 })?,
         };
-        let text = fs::read_to_string(&path).map_err(|e| {
-            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
-        })?;
-        Self::from_toml_str(&text, &Env::process())
+        fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))
     }
 
     /// Parses `text`, applies the `WXTOKEN__…` overrides found in `env`, then

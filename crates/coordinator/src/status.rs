@@ -52,3 +52,34 @@ pub async fn credential_status(
         quota_check,
     })
 }
+
+/// What the config says of a credential whose Redis keys cannot be read
+/// (a foreign writer left data of the wrong type or shape there): listed
+/// with nothing stored, so the other credentials' rows still show.
+pub fn unreadable_status(cred: &Credential, settings: &RefreshConfig) -> AppStatus {
+    let limits = cred.kind.limits(settings);
+    let about = cred.kind.describe();
+    AppStatus {
+        id: cred.cref.id.to_string(),
+        appid: about.owner,
+        api: about.api.into(),
+        kind: cred.kind.name().into(),
+        slot: cred.cref.slot.name().map(str::to_owned),
+        agentid: about.agentid,
+        has_token: false,
+        generation: None,
+        ttl_ms: None,
+        expires_at_ms: None,
+        fetched_at_ms: None,
+        fetched_by: None,
+        source: None,
+        last_error: None,
+        quota_used_today: 0,
+        daily_budget: limits.budget,
+        quota_window: limits.window.name().into(),
+        locked_by: None,
+        reports: ReportStatus::default(),
+        force_requests: 0,
+        quota_check: None,
+    }
+}

@@ -32,9 +32,11 @@ struct Cli {
     /// Lifetime of issued tokens.
     #[arg(long, default_value = "7200s", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
-    /// How long a superseded token keeps working.
-    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
-    overlap: Duration,
+    /// How long a superseded token keeps working. Default: WeChat's 300s, or
+    /// half of --token-ttl when that is shorter (a dev stack's 60s tokens get
+    /// 30s), since a superseded token cannot outlive a new one's lifetime.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    overlap: Option<Duration>,
     /// cgi-bin/token calls per app per day (Asia/Shanghai day).
     #[arg(long, default_value_t = 2000)]
     daily_quota: u32,
@@ -103,6 +105,41 @@ struct Cli {
     /// Log format on stderr. Level from RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Probe a running simulator instead of serving: exit 0 if `GET URL`
+    /// answers 200 within 2 s (default URL: /healthz on --listen, 0.0.0.0
+    /// probed as 127.0.0.1). For container HEALTHCHECKs: the image has no curl.
+    #[arg(long, value_name = "URL")]
+    healthcheck: Option<Option<String>>,
+}
+
+/// WeChat's overlap (SPEC §1: the old token works about 5 minutes more),
+/// capped at half the lifetime so short dev lifetimes work without a flag.
+fn default_overlap(token_ttl: Duration) -> Duration {
+    Duration::from_secs(300).min(token_ttl / 2)
+}
+
+/// `--healthcheck`: one GET, success only for a 2xx within 2 s.
+async fn healthcheck(listen: SocketAddr, url: Option<String>) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}/healthz")
+    });
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("http client")?;
+    let status = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url} did not answer: {}", e.without_url()))?
+        .status();
+    anyhow::ensure!(status.is_success(), "{url} answered HTTP {status}");
+    println!("healthy");
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -184,14 +221,30 @@ fn parse_app(s: &str) -> Result<SimApp, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the causes on one line, no backtrace (RUST_BACKTRACE
+            // applies to panics, where it is wanted).
+            eprintln!("wechat-sim: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(url) = cli.healthcheck {
+        return healthcheck(cli.listen, url).await;
+    }
     init_tracing(cli.log_format);
     let config = SimConfig {
         apps: cli.apps,
         corps: group_corps(cli.corps),
         token_ttl: cli.token_ttl,
-        overlap: cli.overlap,
+        overlap: cli
+            .overlap
+            .unwrap_or_else(|| default_overlap(cli.token_ttl)),
         daily_quota: cli.daily_quota,
         stable_daily_quota: cli.stable_daily_quota,
         stable_per_minute: cli.stable_per_minute,
@@ -226,6 +279,12 @@ async fn main() -> anyhow::Result<()> {
         .map(|c| c.component_appid.as_str())
         .collect();
     tracing::info!(apps = ?appids, corps = ?corpids, components = ?components, token_ttl = ?config.token_ttl, overlap = ?config.overlap, ticket_ttl = ?config.ticket_ttl, ticket_interval = ?config.ticket_interval, "starting");
+    config.validate().map_err(|e| match e {
+        wechat_sim::ConfigError::OverlapNotShorterThanTtl { .. } => anyhow::anyhow!(
+            "{e}: pass a shorter --overlap, or leave it out (the default is min(300s, --token-ttl / 2))"
+        ),
+        e => e.into(),
+    })?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
@@ -238,8 +297,12 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a terminal (not a file or pipe), and never with NO_COLOR set.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -36,6 +36,10 @@ struct Args {
     /// authorizing and revoking all the time, replica kills and Redis wipes.
     #[arg(long)]
     platform: bool,
+    /// Test hook: block the runtime this long once the fleet is up (the
+    /// watchdog must end the run with a failing report).
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    stall: Option<Duration>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +57,7 @@ async fn main() -> ExitCode {
     cfg.replicas = args.replicas.max(1);
     cfg.readers = args.readers.max(1);
     cfg.fault_every = args.fault_every;
+    cfg.stall = args.stall;
     if let Some(list) = &args.faults {
         let mut kinds = Vec::new();
         for name in list

@@ -6,9 +6,11 @@
 //! Redis link, third-party refreshes, and upstream -1 / 502 / garbage / hang
 //! at configured rates. [`run`] returns a [`Report`] that judges the run.
 
+mod flood;
 mod kinds;
 pub mod platform;
 mod report;
+mod watchdog;
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +29,9 @@ use wxtoken_testkit::{FaultProxy, ProxyMode};
 
 pub use report::{ReaderReport, Report};
 
-use crate::{API_KEY, APPID, Fleet, ID, SECRET, Timing};
+use crate::{APPID, Fleet, ID, SECRET, Timing};
+pub use watchdog::Watchdog;
+use watchdog::pids;
 
 /// What to run and how hard to hit it.
 #[derive(Debug, Clone)]
@@ -48,6 +52,10 @@ pub struct ChaosConfig {
     pub redis_pause: Duration,
     /// Which scheduled faults to draw from (all by default).
     pub kinds: Vec<FaultKind>,
+    /// Test hook: once the fleet is up, block a runtime worker this long
+    /// (as a blocking call would) under a 2 s deadline, so the watchdog's
+    /// failing report can be checked.
+    pub stall: Option<Duration>,
 }
 
 impl ChaosConfig {
@@ -79,6 +87,7 @@ impl ChaosConfig {
             hang_rate: 0.02,
             redis_pause: Duration::from_secs(10),
             kinds: FaultKind::ALL.to_vec(),
+            stall: None,
         }
     }
 
@@ -187,13 +196,33 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
             )
         })?;
 
+    // Every step below has a deadline, kept outside the runtime.
+    let dog = Watchdog::start();
+    dog.step(
+        "start the replicas",
+        Duration::from_secs(60),
+        pids(&fleet, &[]),
+    );
     // Replicas, each behind its own proxy to Redis.
     let mut replicas: BTreeMap<String, Replica> = BTreeMap::new();
     for _ in 0..cfg.replicas {
         spawn_replica(&mut fleet, &mut replicas).await;
     }
+    dog.step(
+        "the first token",
+        Duration::from_secs(40),
+        pids(&fleet, &[]),
+    );
     fleet.wait_generation(1, Duration::from_secs(20)).await;
     eprintln!("fleet up: {} replicas, first token stored", cfg.replicas);
+    if let Some(stall) = cfg.stall {
+        dog.step(
+            "a blocking call (--stall)",
+            Duration::from_secs(2),
+            pids(&fleet, &[]),
+        );
+        std::thread::sleep(stall);
+    }
 
     // Track committed tokens.
     let seen = Arc::new(Mutex::new(HashSet::new()));
@@ -263,7 +292,14 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
     let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
     while started.elapsed() + Duration::from_secs(5) < cfg.duration {
         let gap = cfg.fault_every.mul_f64(rng.random_range(0.5..1.5));
-        tokio::time::sleep(gap.min(cfg.duration.saturating_sub(started.elapsed()))).await;
+        let gap = gap.min(cfg.duration.saturating_sub(started.elapsed()));
+        let slack = Duration::from_secs(10);
+        dog.step(
+            "the wait before a fault",
+            gap + slack,
+            pids(&fleet, &readers),
+        );
+        tokio::time::sleep(gap).await;
         if started.elapsed() + Duration::from_secs(5) >= cfg.duration {
             break;
         }
@@ -276,25 +312,49 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
             started.elapsed().as_secs_f64(),
             kind.name()
         );
+        let limit = cfg.redis_pause + Duration::from_secs(20);
+        // The watchdog's deadline is later: the timeout below ends an await
+        // that hangs; only a runtime that is blocked gets past it.
+        let at = started.elapsed().as_secs_f64();
+        let name = format!("fault {} at {at:.1}s", kind.name());
+        dog.step(
+            name,
+            limit + Duration::from_secs(10),
+            pids(&fleet, &readers),
+        );
         let step = inject(kind, &cfg, &mut fleet, &mut replicas, &mut rng);
-        if tokio::time::timeout(cfg.redis_pause + Duration::from_secs(20), step)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(limit, step).await.is_err() {
             anyhow::bail!("injecting {} did not finish", kind.name());
         }
         *injected.entry(kind.name()).or_default() += 1;
     }
     let remaining = cfg.duration.saturating_sub(started.elapsed());
+    let limit = remaining + Duration::from_secs(10);
+    dog.step("the rest of the run", limit, pids(&fleet, &readers));
     tokio::time::sleep(remaining).await;
 
     eprintln!("[{:>6.1}s] winding down", started.elapsed().as_secs_f64());
     // Wind down: stop readers first (they report), then read the sim.
     let mut reader_reports = Vec::new();
+    dog.step(
+        "stop the readers",
+        Duration::from_secs(30),
+        pids(&fleet, &readers),
+    );
     for r in &readers {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(r.id() as i32), Signal::SIGTERM);
     }
-    for r in readers.drain(..) {
+    for mut r in readers.drain(..) {
+        // Exited (or killed) before its output is read: the read cannot hang.
+        let until = Instant::now() + Duration::from_secs(10);
+        while matches!(r.try_wait(), Ok(None)) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if matches!(r.try_wait(), Ok(None)) {
+            let _ = r.kill();
+            let _ = r.wait();
+            anyhow::bail!("a reader did not exit within 10 s of SIGTERM");
+        }
         let out = tokio::task::spawn_blocking(move || r.wait_with_output()).await??;
         let line = String::from_utf8_lossy(&out.stdout).to_string();
         match serde_json::from_str::<ReaderReport>(line.trim()) {
@@ -305,7 +365,9 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
     let elapsed = started.elapsed();
     tracker.abort();
     let stats = fleet.sim.stats();
+    dog.step("scrape metrics", Duration::from_secs(30), pids(&fleet, &[]));
     let metrics = scrape_metrics(&fleet).await;
+    dog.step("judge the run", Duration::from_secs(30), pids(&fleet, &[]));
     let committed = seen.lock().map(|s| s.clone()).unwrap_or_default();
     let report = Report::judge(
         &cfg,
@@ -318,17 +380,27 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
         &metrics,
         started_ms,
     );
+    dog.step(
+        "tear down the fleet",
+        Duration::from_secs(30),
+        pids(&fleet, &[]),
+    );
     drop(replicas);
+    drop(fleet);
+    dog.disarm();
     Ok(report)
 }
 
 async fn spawn_replica(fleet: &mut Fleet, replicas: &mut BTreeMap<String, Replica>) {
     let proxy = FaultProxy::spawn(fleet.redis.addr()).await;
     let url = proxy.url_for_redis();
-    let id = fleet
-        .spawn_replica_env(SECRET, &[("WXTOKEN__REDIS__URL", &url)])
-        .replica_id
-        .clone();
+    // Spawning a process is a blocking call: off the runtime's worker.
+    let id = tokio::task::block_in_place(|| {
+        fleet
+            .spawn_replica_env(SECRET, &[("WXTOKEN__REDIS__URL", &url)])
+            .replica_id
+            .clone()
+    });
     replicas.insert(id, Replica { proxy });
 }
 
@@ -341,9 +413,12 @@ async fn inject(
 ) {
     let alive: Vec<String> = replicas.keys().cloned().collect();
     let random = alive[rng.random_range(0..alive.len())].clone();
-    let holder = fleet
-        .lock_owner()
+    // Redis may be paused by an earlier fault: a connection is accepted and
+    // never answered. Without a holder the victim is a random replica.
+    let holder = tokio::time::timeout(Duration::from_secs(3), fleet.lock_owner())
         .await
+        .ok()
+        .flatten()
         .and_then(|o| o.split(':').next().map(str::to_owned));
     match kind {
         FaultKind::KillReplica => {
@@ -356,7 +431,9 @@ async fn inject(
             };
             if let Some(p) = fleet.replicas.iter().position(|r| r.replica_id == victim) {
                 fleet.replicas[p].signal(Signal::SIGKILL);
-                let _ = fleet.replicas[p].wait_exit(Duration::from_secs(2));
+                let _ = tokio::task::block_in_place(|| {
+                    fleet.replicas[p].wait_exit(Duration::from_secs(2))
+                });
                 fleet.replicas.remove(p);
             }
             replicas.remove(&victim);
@@ -378,7 +455,8 @@ async fn inject(
             fleet.sim.set_faults(cfg.faults(rng.random()));
         }
         FaultKind::RestartRedisEmpty => {
-            let _ = fleet.redis.restart();
+            // Stops and starts a process and waits for it: blocking.
+            let _ = tokio::task::block_in_place(|| fleet.redis.restart());
         }
         FaultKind::PauseRedis => {
             fleet.redis.pause(cfg.redis_pause);
@@ -401,61 +479,17 @@ async fn inject(
                 fleet.sim.revoke(&t.value);
             }
         }
-        FaultKind::ReportFlood => report_flood(fleet).await,
-    }
-}
-
-/// Issue 12's attack loop: report the current token (plain Redis and HTTP)
-/// and publish forged force / report / invalidation events, for 4 s.
-async fn report_flood(fleet: &Fleet) {
-    let Ok(keys) = Keys::new(&fleet.prefix) else {
-        return;
-    };
-    let id = fleet.id();
-    let mut c = fleet.conn().await;
-    let http = reqwest::Client::new();
-    let api = fleet.replicas.first().map(|r| r.http);
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        if let Some(t) = fleet.token().await {
-            let _ = wxtoken_client::keyspace::invalidate(&mut c, &keys, &id, &t.value).await;
-            if let Some(api) = api {
-                let _ = http
-                    .post(format!("http://{api}/v1/apps/{ID}/access_token/invalidate"))
-                    .bearer_auth(API_KEY)
-                    .json(&serde_json::json!({ "access_token": t.value }))
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await;
-            }
-            for e in [
-                Event::RefreshRequested {
-                    generation: t.generation,
-                    reason: Some("forged".into()),
-                    force: true,
-                },
-                Event::Reported {
-                    generation: t.generation,
-                },
-                Event::Invalidated {
-                    generation: t.generation,
-                },
-            ] {
-                let _ = wxtoken_client::keyspace::publish(
-                    &mut c,
-                    &keys,
-                    &CredentialRef::token(id.clone()),
-                    &e,
-                )
-                .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        FaultKind::ReportFlood => flood::report_flood(fleet).await,
     }
 }
 
 async fn scrape_metrics(fleet: &Fleet) -> String {
-    let http = reqwest::Client::new();
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    else {
+        return String::new();
+    };
     let mut all = String::new();
     for r in &fleet.replicas {
         if let Ok(resp) = http.get(format!("http://{}/metrics", r.http)).send().await

@@ -2,13 +2,16 @@
 //! stalls, graceful shutdown, the CLI, and log hygiene.
 
 mod acl;
+mod chaos_stall;
 mod cli;
 mod client;
 mod crashes;
+mod docs;
 mod gateway;
 mod http;
 mod kinds;
 mod observability;
+mod papercuts;
 mod platform;
 mod processes;
 mod quota_check;

@@ -1,7 +1,9 @@
 //! `wxtoken demo`: a self-contained local run that shows single-flight
 //! refreshes happening — an embedded wechat-sim with short TTLs, several
 //! replicas in this process, the Redis you point it at (keys under a fresh
-//! random prefix, deleted at the end), and a reader that uses every token.
+//! random prefix, deleted at the end) or, with none answering at the
+//! default URL, a private `redis-server` (see `demo_redis`), and a reader
+//! that uses every token.
 //!
 //! It prints one line per refresh: who refreshed, the generation, upstream
 //! calls so far against token lifetimes begun, and what the reader saw.
@@ -25,9 +27,12 @@ const SECRET: &str = "demo-secret-not-real";
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Redis to use (keys go under a random `wxtoken-demo-…` prefix and are removed at the end).
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    pub redis: String,
+    /// Redis to use (keys go under a random `wxtoken-demo-…` prefix and are
+    /// removed at the end). Default: redis://127.0.0.1:6379 (or
+    /// $WXTOKEN_DEMO_DEFAULT_REDIS) if it answers, else a private
+    /// `redis-server` on a free port, stopped when the demo exits.
+    #[arg(long)]
+    pub redis: Option<String>,
     /// Coordinator replicas to run side by side.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
@@ -48,7 +53,12 @@ impl EventSink for Forward {
     fn on_connection(&self, _state: ConnectionState) {}
 }
 
-fn demo_config(args: &DemoArgs, sim: &SimHandle, prefix: &str) -> anyhow::Result<Config> {
+fn demo_config(
+    args: &DemoArgs,
+    redis: &str,
+    sim: &SimHandle,
+    prefix: &str,
+) -> anyhow::Result<Config> {
     let ttl = args.token_ttl.as_secs_f64();
     let ms = |secs: f64| format!("{}ms", (secs * 1000.0).round() as u64);
     let text = format!(
@@ -68,7 +78,6 @@ fn demo_config(args: &DemoArgs, sim: &SimHandle, prefix: &str) -> anyhow::Result
         appid = "{APPID}"
         secret = {{ env = "WXTOKEN_DEMO_SECRET" }}
         "#,
-        redis = args.redis,
         ahead = ms(ttl / 4.0),
         lock = ms((ttl / 10.0).max(1.0)),
         upstream = ms((ttl / 40.0).clamp(0.2, 2.0)),
@@ -85,6 +94,44 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         args.token_ttl >= Duration::from_secs(8),
         "--token-ttl must be at least 8s"
     );
+    // Before anything is started: from here Ctrl-C and SIGTERM end the
+    // demo through its cleanup (a private Redis is stopped) instead of
+    // killing the process.
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
+    let redis = super::demo_redis::find(args.redis.as_deref()).await?;
+    let result = demo(args, &redis.url, stop).await;
+    if let Some(private) = redis.private {
+        private.shutdown().await;
+    }
+    result
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM; the handlers are installed now.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+async fn demo(
+    args: &DemoArgs,
+    redis: &str,
+    mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<()> {
     let sim = wechat_sim::spawn(
         SimConfig::new()
             .app(APPID, SECRET)
@@ -94,13 +141,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     .await
     .context("starting the embedded wechat-sim")?;
     let prefix = format!("wxtoken-demo-{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let config = demo_config(args, &sim, &prefix)?;
+    let config = demo_config(args, redis, &sim, &prefix)?;
     let store = build_store(&config)?;
     store.ping().await.with_context(|| {
-        format!(
-            "cannot reach Redis at {}: start one (`redis-server`) or pass --redis URL",
-            args.redis
-        )
+        format!("cannot reach Redis at {redis}: start one (`redis-server`) or pass --redis URL")
     })?;
 
     println!(
@@ -110,7 +154,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     println!(
         "token lifetime {:?}, refresh {:?} before expiry, Redis {} (prefix {prefix})",
-        args.token_ttl, config.refresh.refresh_ahead, args.redis
+        args.token_ttl, config.refresh.refresh_ahead, redis
     );
     println!("watch: one upstream call per token lifetime, whichever replica wins the lock.\n");
 
@@ -138,20 +182,23 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let id = CredentialRef::token(config.apps[0].id.clone());
     let (mut reads_ok, mut reads_bad) = (0_u64, 0_u64);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut refreshes = 0_u64;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = stop.as_mut() => break,
             _ = tokio::time::sleep_until((started + end).into()) => break,
             Some(event) = events.recv() => {
                 if let Event::Refreshed { generation, fetched_by, .. } = event {
                     let stats = sim.stats();
                     let app = stats.app(APPID).cloned().unwrap_or_default();
                     let lifetimes = lifetimes_begun(started.elapsed(), cycle);
+                    refreshes += 1;
+                    // #n counts this run's refreshes; the tail tells the
+                    // µs-seeded generation apart in logs and `wxtoken status`.
                     println!(
-                        "[{:>6.1}s] generation {generation:>3} refreshed by {:<10} upstream fetches so far: {:>3} · token lifetimes begun: {:>3} · max concurrent fetches: {} · reader: {reads_ok} ok / {reads_bad} rejected",
+                        "[{:>6.1}s] #{refreshes:<2} generation {:>7} refreshed by {:<10} upstream fetches so far: {:>3} · token lifetimes begun: {:>3} · max concurrent fetches: {} · reader: {reads_ok} ok / {reads_bad} rejected",
                         started.elapsed().as_secs_f64(),
+                        super::readable_generation(generation),
                         fetched_by.unwrap_or_default(),
                         app.fetch_calls,
                         lifetimes,

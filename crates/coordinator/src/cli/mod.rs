@@ -7,6 +7,7 @@
 
 mod clear_quota;
 mod demo;
+mod demo_redis;
 mod ops;
 mod platform;
 mod replicas;
@@ -127,6 +128,7 @@ pub fn init_logging(cli: &Cli) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_stderr())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
@@ -141,8 +143,42 @@ fn config_path(cli: &Cli) -> Option<std::path::PathBuf> {
         .or_else(|| std::env::var_os("WXTOKEN_CONFIG").map(Into::into))
 }
 
+/// Colour in the log only for a person at a terminal: a file or a pipe gets
+/// plain text, and `NO_COLOR` (no-color.org: set and not empty) turns it off.
+fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
+/// `serve` and `check-config` need every secret; the commands that only
+/// read or write Redis (or probe `/healthz`) use none, so an operator's shell
+/// without the app secrets can still run them.
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
-    Config::load(cli.config.as_deref())
+    match cli.command {
+        // clear-quota sends the appsecret to WeChat.
+        Command::Serve | Command::CheckConfig | Command::Demo(_) | Command::ClearQuota { .. } => {
+            Config::load(cli.config.as_deref())
+        }
+        Command::Status { .. }
+        | Command::Get { .. }
+        | Command::Invalidate { .. }
+        | Command::Refresh { .. }
+        | Command::Reset { .. }
+        | Command::Healthcheck { .. } => Config::load_without_secrets(cli.config.as_deref()),
+    }
+}
+
+/// A generation as people read it. Fences are seeded from Redis' clock in
+/// microseconds (SPEC §3), so they are 16 digits that differ in the last
+/// few: show those (`…123457`). JSON, Redis and logs keep the full number.
+pub(crate) fn readable_generation(generation: u64) -> String {
+    const TAIL: u64 = 1_000_000;
+    if generation < TAIL {
+        generation.to_string()
+    } else {
+        format!("…{:06}", generation % TAIL)
+    }
 }
 
 /// Runs the parsed command.
@@ -187,15 +223,68 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
-            eprintln!("wxtoken: {e:#}");
-            ExitCode::from(2)
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("wxtoken: {}", error_chain(&e));
+    if backtrace_asked() {
+        eprintln!("{}", e.backtrace());
+    }
+    if e.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Every cause of `e` once: errors that print their source inside their own
+/// message (`redis: Connection refused` over `Connection refused`) would
+/// otherwise repeat it once per layer of `{:#}`.
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if cause.is_empty() || out.contains(&cause) {
+            continue;
         }
-        Err(e) => {
-            eprintln!("wxtoken: {e:#}");
-            ExitCode::FAILURE
+        if !out.is_empty() {
+            out.push_str(": ");
         }
+        out.push_str(&cause);
+    }
+    out
+}
+
+/// A backtrace only when asked for, as Rust itself decides.
+fn backtrace_asked() -> bool {
+    let set = |name| std::env::var_os(name).is_some_and(|v| v != "0");
+    set("RUST_LIB_BACKTRACE") || set("RUST_BACKTRACE")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("redis: {0}")]
+    struct Wrapping(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = anyhow::Error::new(Wrapping(io)).context("cannot reach redis");
+        assert_eq!(format!("{e:#}").matches("Connection refused").count(), 2);
+        assert_eq!(
+            error_chain(&e),
+            "cannot reach redis: redis: Connection refused"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
+    }
+
+    #[test]
+    fn generations_are_shown_by_their_tail() {
+        assert_eq!(readable_generation(7), "7");
+        assert_eq!(readable_generation(999_999), "999999");
+        assert_eq!(readable_generation(1_764_626_400_000_042), "…000042");
     }
 }

@@ -16,7 +16,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError};
 use crate::kind::Credential;
 use crate::replica::{build_store, default_replica_id, run_until};
-use crate::status::credential_status;
+use crate::status::{credential_status, unreadable_status};
 use crate::store::TokenStore;
 
 pub async fn serve(config: &Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -111,26 +111,58 @@ pub(super) async fn connected_store(config: &Config) -> anyhow::Result<TokenStor
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let store = connected_store(config).await?;
+    // One credential whose keys hold junk is shown as such, not the end of the listing.
     let mut rows = Vec::new();
     for cred in Catalog::from_config(config).iter() {
-        rows.push(credential_status(&store, &cred, &config.refresh).await?);
+        match credential_status(&store, &cred, &config.refresh).await {
+            Ok(row) => rows.push((row, None)),
+            Err(e) if e.is_unavailable() => return Err(e).context("cannot reach redis"),
+            Err(e) => rows.push((
+                unreadable_status(&cred, &config.refresh),
+                Some(e.to_string()),
+            )),
+        }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, unreadable) in &rows {
+            let mut v = serde_json::to_value(row)?;
+            if let Some(e) = unreadable {
+                v["state"] = "unreadable".into();
+                v["error"] = serde_json::json!({ "code": "unreadable_keys", "message": e });
+            }
+            out.push(v);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     println!(
-        "{:<28} {:<26} {:<20} {:>6} {:>10} {:<24} {:>11}  LAST ERROR",
+        "{:<28} {:<26} {:<20} {:>7} {:>10} {:<24} {:>11}  LAST ERROR",
         "CREDENTIAL", "KIND", "APPID", "GEN", "TTL", "FETCHED BY", "QUOTA"
     );
-    for r in rows.clone() {
+    for (r, unreadable) in rows.clone() {
         let ttl = r.ttl_ms.map_or("-".into(), |ms| {
             humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
         });
-        let error = r.last_error.map_or("-".into(), |e| {
-            let class = e.class.map(|c| c.to_string()).unwrap_or_default();
-            format!("{} {} ({class})", e.code, e.message)
-        });
+        let error = match unreadable {
+            Some(e) => format!("unreadable keys: {e}"),
+            None => r.last_error.map_or("-".into(), |e| {
+                let class = e.class.map(|c| c.to_string()).unwrap_or_default();
+                format!("{} {} ({class})", e.code, e.message)
+            }),
+        };
+        // "p1, 12s ago": who committed the stored generation, and when.
+        let fetched = match (r.fetched_by, r.fetched_at_ms) {
+            (Some(by), Some(at)) => {
+                let ago = Duration::from_secs(now_ms.saturating_sub(at) / 1000);
+                format!("{by}, {} ago", humantime::format_duration(ago))
+            }
+            (Some(by), None) => by,
+            (None, _) => "-".into(),
+        };
         let name = match &r.slot {
             Some(slot) => format!("{}/{slot}", r.id),
             None => r.id.clone(),
@@ -141,18 +173,18 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             _ => "",
         };
         println!(
-            "{:<28} {:<26} {:<20} {:>6} {:>10} {:<24} {:>11}  {}",
+            "{:<28} {:<26} {:<20} {:>7} {:>10} {:<24} {:>11}  {}",
             name,
             r.kind,
             r.appid,
-            r.generation.map_or("-".into(), |g| g.to_string()),
+            r.generation.map_or("-".into(), super::readable_generation),
             ttl,
-            r.fetched_by.unwrap_or_else(|| "-".into()),
+            fetched,
             format!("{}/{}{per}", r.quota_used_today, r.daily_budget),
             error
         );
     }
-    for r in rows_with_gaps(&rows) {
+    for r in rows_with_gaps(rows.iter().map(|(r, _)| r)) {
         println!("{r}");
     }
     for component in &config.components {
@@ -167,9 +199,10 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 
 /// One line per credential whose last quota reconciliation found calls
 /// the fleet did not make.
-fn rows_with_gaps(rows: &[wxtoken_common::wire::AppStatus]) -> Vec<String> {
-    rows.iter()
-        .filter_map(|r| {
+fn rows_with_gaps<'a>(
+    rows: impl Iterator<Item = &'a wxtoken_common::wire::AppStatus>,
+) -> Vec<String> {
+    rows.filter_map(|r| {
             let c = r.quota_check.as_ref().filter(|c| c.foreign_fetches > 0)?;
             Some(format!(
                 "WARNING {}: {} cgi-bin/token fetches today were not made by this fleet (WeChat counts {},                  the fleet {}): someone else uses the appsecret of {}, and each such fetch cuts the                  fleet's token off 5 minutes later",

@@ -24,6 +24,10 @@ const MAX_INDEX: usize = 1024;
 #[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    /// Set by [`Env::with_stand_in_secrets`]: commands that only read Redis
+    /// (`status`, `get`, …) never use a secret, so one that cannot be read
+    /// must not stop them. Never set for `serve` or `check-config`.
+    stand_in_secrets: bool,
 }
 
 impl Env {
@@ -37,6 +41,18 @@ impl Env {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
+
+    /// This env, where a secret reference that cannot be read resolves to a
+    /// stand-in (see `secret::is_stand_in`) instead of failing the load. For
+    /// commands that use no secret; a malformed file is still refused.
+    pub fn with_stand_in_secrets(mut self) -> Self {
+        self.stand_in_secrets = true;
+        self
+    }
+
+    pub(super) fn stands_in_secrets(&self) -> bool {
+        self.stand_in_secrets
+    }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
@@ -45,7 +61,10 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        Self { vars }
+        Self {
+            vars,
+            stand_in_secrets: false,
+        }
     }
 }
 

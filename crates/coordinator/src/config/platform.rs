@@ -82,7 +82,9 @@ impl SecurityEntry {
         let key = r
             .resolve(env)
             .map_err(|m| ConfigError::new("security.state_key", m))?;
-        if crate::vault::StateKey::parse(key.expose_secret()).is_none() {
+        if !super::secret::is_stand_in(&key)
+            && crate::vault::StateKey::parse(key.expose_secret()).is_none()
+        {
             return Err(ConfigError::new(
                 "security.state_key",
                 "must be 32 bytes written in base64 (44 characters; `openssl rand -base64 32`)",
@@ -127,12 +129,13 @@ impl ComponentEntry {
         let secret = resolve(&self.secret, "secret")?;
         let token = resolve(&self.token, "token")?;
         let encoding_aes_key = resolve(&self.encoding_aes_key, "encoding_aes_key")?;
-        if wxtoken_msgcrypt::MsgCrypt::new(
-            token.expose_secret(),
-            encoding_aes_key.expose_secret(),
-            &self.component_appid,
-        )
-        .is_err()
+        if !super::secret::is_stand_in(&encoding_aes_key)
+            && wxtoken_msgcrypt::MsgCrypt::new(
+                token.expose_secret(),
+                encoding_aes_key.expose_secret(),
+                &self.component_appid,
+            )
+            .is_err()
         {
             return Err(ConfigError::new(
                 key("encoding_aes_key"),

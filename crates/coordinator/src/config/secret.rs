@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,15 @@ pub enum SecretRef {
     Env(String),
     /// A file (a Kubernetes or Docker secret), trailing newlines trimmed.
     File(PathBuf),
+}
+
+/// What an unreadable secret resolves to when the env stands in for secrets
+/// (read-only commands): never sent anywhere, as those commands call no one.
+const STAND_IN: &str = "wxtoken-secret-not-read:";
+
+/// Whether `secret` is the stand-in of an unread secret (its format checks are skipped).
+pub(crate) fn is_stand_in(secret: &SecretString) -> bool {
+    secret.expose_secret().starts_with(STAND_IN)
 }
 
 const PLAIN_REFUSED: &str = "a secret must be a reference, not a value: write `{ env = \"NAME\" }` or `{ file = \"/run/secrets/name\" }` so it stays out of config files";
@@ -58,6 +67,15 @@ impl SecretRef {
     }
 
     fn read(&self, env: &Env) -> Result<String, String> {
+        match self.read_value(env) {
+            Ok(text) if !text.is_empty() => Ok(text),
+            // Unique per reference, so "must differ" checks between two still hold.
+            _ if env.stands_in_secrets() => Ok(format!("{STAND_IN}{self}")),
+            other => other,
+        }
+    }
+
+    fn read_value(&self, env: &Env) -> Result<String, String> {
         match self {
             SecretRef::Env(name) => env
                 .get(name)

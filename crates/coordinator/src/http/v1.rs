@@ -15,7 +15,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use wxtoken_client::{ClientError, Invalidation, Token, Verdict};
-use wxtoken_common::wire::AppStatus;
 use wxtoken_common::{CredentialId, Slot};
 
 use super::HttpState;
@@ -208,7 +207,7 @@ fn refusal_result(reason: &str) -> &'static str {
 pub async fn list_apps(
     State(state): State<HttpState>,
     _: ApiKey,
-) -> Result<Json<Vec<AppStatus>>, ApiFailure> {
+) -> Result<Json<Vec<serde_json::Value>>, ApiFailure> {
     list(&state, |c| {
         c.cref.slot == Slot::AccessToken && c.kind.describe().family == Family::App
     })
@@ -219,20 +218,41 @@ pub async fn list_apps(
 pub async fn list_credentials(
     State(state): State<HttpState>,
     _: ApiKey,
-) -> Result<Json<Vec<AppStatus>>, ApiFailure> {
+) -> Result<Json<Vec<serde_json::Value>>, ApiFailure> {
     list(&state, |_| true).await
 }
 
+/// Every kept credential's status. Redis unreachable is a 503; one
+/// credential whose keys hold junk (a foreign writer) is listed with
+/// `"state": "unreadable"` and an `error`, the others intact.
 async fn list(
     state: &HttpState,
     keep: impl Fn(&Credential) -> bool,
-) -> Result<Json<Vec<AppStatus>>, ApiFailure> {
+) -> Result<Json<Vec<serde_json::Value>>, ApiFailure> {
     let mut out = Vec::new();
     for cred in state.catalog.iter().filter(|c| keep(c)) {
-        let status = crate::status::credential_status(&state.store, &cred, &state.refresh)
+        let entry = match crate::status::credential_status(&state.store, &cred, &state.refresh)
             .await
-            .map_err(|e| ApiFailure::RedisUnavailable(e.to_string()))?;
-        out.push(status);
+        {
+            Ok(status) => serde_json::to_value(status),
+            Err(e) if e.is_unavailable() => {
+                return Err(ApiFailure::RedisUnavailable(e.to_string()));
+            }
+            Err(e) => {
+                tracing::warn!(credential = %cred.cref, error = %e, "status unreadable: its Redis keys hold data of the wrong type or shape");
+                serde_json::to_value(crate::status::unreadable_status(&cred, &state.refresh)).map(
+                    |mut v| {
+                        v["state"] = "unreadable".into();
+                        v["error"] = serde_json::json!({
+                            "code": "unreadable_keys",
+                            "message": "its Redis keys hold data of the wrong type or shape (see the coordinator log)",
+                        });
+                        v
+                    },
+                )
+            }
+        };
+        out.push(entry.map_err(|e| ApiFailure::Internal(e.to_string()))?);
     }
     Ok(Json(out))
 }

@@ -85,6 +85,8 @@ redis.call('HSET', KEYS[2],
   'value_sha1', sha,
   'failures', '0',
   'next_attempt_at_ms', '0')
+-- The new value ends the failure: status shows no error that is over (meta.rs).
+redis.call('HDEL', KEYS[2], 'last_error_code', 'last_error_msg', 'last_error_class', 'last_error_at_ms')
 if ARGV[9] == 'first_stored' then
   redis.call('HSET', KEYS[2], 'settle_at_ms', string.format('%d', expires_at + tonumber(ARGV[11])))
 elseif m[4] then

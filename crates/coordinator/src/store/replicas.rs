@@ -52,14 +52,13 @@ impl TokenStore {
         let mut out = Vec::new();
         let mut cursor = 0u64;
         loop {
-            let page: Result<(u64, Vec<(String, String)>), redis::RedisError> =
-                redis::cmd("HSCAN")
-                    .arg(&key)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(100)
-                    .query_async(&mut c)
-                    .await;
+            let page: Result<(u64, Vec<(String, String)>), redis::RedisError> = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(100)
+                .query_async(&mut c)
+                .await;
             let (next, page) = match page {
                 Ok(p) => p,
                 // Another type at the key (a foreign writer): no replicas.

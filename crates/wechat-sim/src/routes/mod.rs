@@ -53,8 +53,15 @@ pub fn router(state: SimState) -> Router {
         .merge(component::routes())
         .merge(wecom::routes())
         .merge(crate::admin::routes())
+        .route("/healthz", axum::routing::get(healthz))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// `GET /healthz`: the simulator answers (for compose healthchecks and
+/// test harnesses; WeChat has no such path, so nothing real is shadowed).
+async fn healthz() -> Response {
+    wx_json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
 }
 
 pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
