@@ -369,6 +369,10 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<Report> {
     let metrics = scrape_metrics(&fleet).await;
     dog.step("judge the run", Duration::from_secs(30), pids(&fleet, &[]));
     let committed = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    // For a post-mortem: every replica's log, when asked for.
+    if let Some(path) = std::env::var_os("WXTOKEN_CHAOS_LOGS") {
+        let _ = std::fs::write(path, fleet.all_logs());
+    }
     let report = Report::judge(
         &cfg,
         elapsed,

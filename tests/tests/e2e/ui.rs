@@ -173,6 +173,8 @@ async fn settled(base: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_in_chromium_shows_a_refresh_live_and_no_secret() {
+    // A browser is as heavy as an SDK fleet on 2 cores: take turns with them.
+    let _heavy = crate::HEAVY.lock().await;
     wxtoken_testkit::init_tracing();
     let chromium = std::env::var("CHROMIUM")
         .map(PathBuf::from)
