@@ -202,6 +202,13 @@ impl LoopState {
             }
             None => {
                 self.next = Next::Peek;
+                // A peek already planned (a burst of events) takes this
+                // one along: each event of a flood pushing the plan another
+                // 250 ms out would starve the credential (2 000 forged
+                // events postponed a due refresh by minutes).
+                if let Some(planned) = self.last_requested_peek.filter(|t| *t > now) {
+                    return planned;
+                }
                 let at = self
                     .last_requested_peek
                     .map_or(now, |t| (t + REQUESTED_PEEK_SPACING).max(now));
@@ -346,6 +353,10 @@ mod tests {
     use super::*;
 
     fn settings() -> RefreshConfig {
+        config().refresh
+    }
+
+    fn config() -> crate::config::Config {
         let text = r#"
             [refresh]
             refresh_ahead = "10s"
@@ -357,9 +368,7 @@ mod tests {
             secret = { env = "S" }
         "#;
         let env: crate::config::Env = [("S", "x")].into_iter().collect();
-        crate::config::Config::from_toml_str(text, &env)
-            .map(|c| c.refresh)
-            .unwrap()
+        crate::config::Config::from_toml_str(text, &env).unwrap()
     }
 
     fn peek(token: Option<u64>, lock: Option<u64>, gate: u64, generation: u64) -> Peek {
@@ -375,6 +384,23 @@ mod tests {
 
     fn with(pending: Pending, p: Peek) -> Peek {
         Peek { pending, ..p }
+    }
+
+    #[test]
+    fn a_flood_of_events_plans_at_most_four_peeks_a_second_and_never_later() {
+        let cred = crate::kind::credentials(&config()).remove(0);
+        let mut st = LoopState::new(&cred, &settings());
+        let start = Instant::now();
+        let mut latest = start;
+        for _ in 0..10_000 {
+            latest = latest.max(st.on_event(None));
+        }
+        // Before the fix: 10 000 events planned the next peek ~42 minutes out.
+        assert!(
+            latest <= Instant::now() + REQUESTED_PEEK_SPACING,
+            "a flood postponed the next peek by {:?}",
+            latest.duration_since(start)
+        );
     }
 
     #[test]

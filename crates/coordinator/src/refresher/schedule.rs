@@ -331,6 +331,8 @@ impl Table {
             }
         };
         let old = entry.due;
+        // An event brings a turn forward, never back: a due refresh stays due.
+        let at = old.map_or(at, |o| o.min(at));
         entry.due = Some(at);
         entry.by_event = true;
         if let Some(old) = old {

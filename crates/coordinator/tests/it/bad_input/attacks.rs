@@ -203,6 +203,59 @@ async fn a_reader_flooding_through_redis_costs_no_fetch_and_never_empties_the_ke
     );
 }
 
+/// Chaos seed 11 found it: every forged "look again" event pushed the
+/// credential's next turn another 250 ms out, so a 4 s flood (thousands of
+/// events) starved the scheduled refresh for minutes and readers went 54 s
+/// without a valid token. Now the flood costs at most four peeks a second
+/// and the refresh comes when it is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_events_does_not_postpone_the_scheduled_refresh() {
+    let fleet = Fleet::start(Settings::default(), 2).await;
+    let first = fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let keys = Keys::new(&fleet.prefix).unwrap();
+    let id = fleet.id();
+    let mut c = fleet
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let forged = [
+        Event::RefreshRequested {
+            generation: first.generation,
+            reason: Some("forged".into()),
+            force: true,
+        },
+        Event::Reported {
+            generation: first.generation,
+        },
+        Event::Invalidated {
+            generation: first.generation,
+        },
+    ];
+    // Flood past the moment the refresh is due (ttl 4 s, lead 1.5 s: at 2.5 s).
+    let started = Instant::now();
+    let mut events = 0_u64;
+    while started.elapsed() < Duration::from_secs(3) {
+        for e in &forged {
+            keyspace::publish(&mut c, &keys, &id, e).await.unwrap();
+            events += 1;
+        }
+    }
+    // Due at 2.5 s (+ jitter ≤ 150 ms): the refresh must come while the
+    // first token still lives (4 s), flood or not.
+    let next = fleet
+        .wait_generation(first.generation + 1, Duration::from_secs(1))
+        .await;
+    eprintln!(
+        "forged event flood: {events} events in 3 s; the next token came {:?} after the first",
+        started.elapsed()
+    );
+    assert!(events > 1000, "the flood ran: {events}");
+    assert!(next.generation > first.generation);
+    assert_eq!(fleet.app().max_concurrent_fetches, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refreshes_for_genuinely_dead_tokens_are_spaced_and_stop_at_the_reserve() {
     let settings = Settings {
