@@ -126,6 +126,19 @@ impl Report {
                 "{fleet_issued} tokens fetched, more than ideal {ideal} + forced = {allowance}"
             ));
         }
+        // Fewer fetches than ideal is no virtue when readers went without a
+        // token meanwhile: no injected fault stops the fleet for a whole
+        // token lifetime (seed 11's report flood once starved it for 54 s).
+        if let Some(r) = readers.iter().max_by_key(|r| r.longest_gap_ms)
+            && Duration::from_millis(r.longest_gap_ms) > t.token_ttl
+        {
+            violations.push(format!(
+                "a {} reader went {} ms without a valid token (longer than a token's life, {} ms)",
+                r.kind,
+                r.longest_gap_ms,
+                t.token_ttl.as_millis()
+            ));
+        }
         if app.max_concurrent_fetches > 1 {
             violations.push(format!(
                 "{} concurrent upstream fetches",

@@ -14,6 +14,7 @@ mod login;
 mod pki;
 mod platform;
 mod quota;
+mod reload;
 mod single_flight;
 mod stable;
 mod steady_state;
