@@ -107,7 +107,13 @@ impl Pusher {
                 })
             })
             .collect();
-        let http = reqwest::Client::builder().timeout(PUSH_TIMEOUT).build();
+        // A fresh connection per push, as WeChat's servers make them: a
+        // pooled one the event URL closed after refusing a push (a 413
+        // before the body was read) raced the next push into a failed send.
+        let http = reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .build();
         if let Err(e) = &http {
             tracing::error!(error = %e, "wechat-sim cannot build an HTTP client: pushes will fail");
         }
