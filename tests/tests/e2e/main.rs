@@ -18,6 +18,7 @@ mod quota_check;
 mod reload;
 mod sdk;
 mod ui;
+mod watch;
 
 /// Tests that run fleets of SDK processes (20 wechatpy workers) take turns,
 /// and timing-sensitive ones wait for them: two such fleets at once starve

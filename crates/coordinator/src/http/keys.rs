@@ -40,7 +40,10 @@ pub enum Need<'a> {
 pub fn need<'a>(method: &Method, route: &str, path: Option<&'a str>) -> Need<'a> {
     let write = method == Method::POST;
     match route {
-        "/v1/apps/{id}/access_token" | "/v1/apps/{id}/tickets/{type}" => Need::Op("token:read"),
+        "/v1/apps/{id}/access_token"
+        | "/v1/apps/{id}/tickets/{type}"
+        | "/v1/apps/{id}/access_token/watch"
+        | "/v1/apps/{id}/tickets/{type}/watch" => Need::Op("token:read"),
         "/v1/apps/{id}/access_token/invalidate" | "/v1/apps/{id}/tickets/{type}/invalidate" => {
             Need::Op("token:invalidate")
         }

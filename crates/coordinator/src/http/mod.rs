@@ -30,6 +30,7 @@ mod tickets;
 pub mod tls;
 pub mod ui;
 mod v1;
+mod watch;
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -212,6 +213,8 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
             "/v1/apps/{id}/access_token/invalidate",
             post(v1::invalidate),
         )
+        .route("/v1/apps/{id}/access_token/watch", get(watch::access_token))
+        .route("/v1/apps/{id}/tickets/{type}/watch", get(watch::ticket))
         .route("/v1/apps/{id}/tickets/{type}", get(tickets::ticket))
         .route(
             "/v1/apps/{id}/tickets/{type}/invalidate",

@@ -25,7 +25,7 @@ use crate::kind::{Credential, Family};
 
 /// The ticket type in a path, checked against the id's family: `wx_card` is
 /// an official account's, `agent_config` a WeCom agent's.
-fn ticket_of(state: &HttpState, id: &str, raw: &str) -> Result<TicketType, ApiFailure> {
+pub(super) fn ticket_of(state: &HttpState, id: &str, raw: &str) -> Result<TicketType, ApiFailure> {
     let ticket: TicketType = raw
         .parse()
         .map_err(|e: wxtoken_common::UnknownTicketType| {

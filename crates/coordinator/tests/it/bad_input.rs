@@ -6,7 +6,7 @@
 //! for the hostile upstream. "No panic" covers spawned tasks too: a panic
 //! hook records every panic raised outside test code ([`library_panics`]).
 
-mod attacks;
+pub mod attacks;
 mod hostile;
 mod junk;
 mod junk_calls;

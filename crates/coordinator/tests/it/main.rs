@@ -23,4 +23,5 @@ mod tls;
 mod topology;
 mod ui;
 mod upstream;
+mod watch;
 mod wecom;

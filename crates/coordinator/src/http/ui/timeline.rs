@@ -121,6 +121,12 @@ impl Timeline {
     }
 
     /// Ends every stream (the replica is stopping).
+    /// Turns true when the replica stops: long-lived streams (the
+    /// timeline, the watch endpoints) end then.
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
     pub fn close(&self) {
         self.closed.send_replace(true);
     }

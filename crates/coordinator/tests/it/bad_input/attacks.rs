@@ -23,7 +23,7 @@ use wxtoken_coordinator::http::{ConnLimits, router, serve};
 use crate::fleet::{API_KEY, APPID, Fleet, ID, SECRET, Settings};
 
 /// Serves replica 0's API on a real loopback socket; dropping the sender stops it.
-async fn serve_api(fleet: &Fleet, limits: ConnLimits) -> (SocketAddr, watch::Sender<bool>) {
+pub async fn serve_api(fleet: &Fleet, limits: ConnLimits) -> (SocketAddr, watch::Sender<bool>) {
     let state = fleet.replicas[0]
         .http_state(&fleet.config(SECRET))
         .expect("state");
@@ -42,7 +42,7 @@ async fn serve_api(fleet: &Fleet, limits: ConnLimits) -> (SocketAddr, watch::Sen
     (addr, stop)
 }
 
-fn limits(header_read_timeout: Duration, max_connections: usize) -> ConnLimits {
+pub fn limits(header_read_timeout: Duration, max_connections: usize) -> ConnLimits {
     ConnLimits {
         header_read_timeout,
         max_connections,
