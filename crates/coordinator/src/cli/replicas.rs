@@ -3,7 +3,7 @@
 
 use crate::store::{ReplicaEntry, TokenStore};
 
-/// Prints one line per replica seen in the last minute: its config
+/// Prints one line per replica seen in the last two minutes: its config
 /// generation and digest (replicas with different digests run different
 /// configs: a reload that reached some of them only).
 pub async fn print(store: &TokenStore) -> anyhow::Result<()> {
@@ -11,7 +11,7 @@ pub async fn print(store: &TokenStore) -> anyhow::Result<()> {
     let now = store.redis_time_ms().await?;
     println!();
     if replicas.is_empty() {
-        println!("replicas: none seen in the last minute");
+        println!("replicas: none seen in the last two minutes");
         return Ok(());
     }
     println!("{:<32} {:>6} {:<14} SEEN", "REPLICA", "CONFIG", "DIGEST");
