@@ -122,6 +122,11 @@ impl Catalog {
         self.configured.load().components.get(id).cloned()
     }
 
+    /// The ids of the configured components now.
+    pub fn component_ids(&self) -> Vec<CredentialId> {
+        self.configured.load().components.keys().cloned().collect()
+    }
+
     /// The configured components now.
     pub fn components(&self) -> Vec<ComponentConfig> {
         self.configured

@@ -37,7 +37,7 @@ use wxtoken_common::{QuotaDay, QuotaOffset};
 use crate::catalog::Catalog;
 use crate::kind::{Credential, FetchQuota};
 use crate::store::TokenStore;
-use crate::upstream::{FetchError, Upstream, sanitize};
+use crate::upstream::{FetchError, Upstream, json_reply, wechat_error};
 
 /// Checks this close to WeChat's midnight are skipped: WeChat's clock and
 /// Redis' may differ by this much, and WeChat's count may lag.
@@ -268,28 +268,17 @@ fn near_midnight(unix_ms: u64, guard: Duration) -> bool {
 
 /// `quota.used` of a `quota/get` reply; WeChat's errcode otherwise.
 pub fn parse_quota(status: u16, body: &[u8]) -> Result<u64, FetchError> {
-    let reply: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        if (200..300).contains(&status) {
-            FetchError::Body("not JSON".into())
-        } else {
-            FetchError::Status { status }
-        }
-    })?;
+    let reply = json_reply(status, body)?;
     match reply.get("errcode").and_then(serde_json::Value::as_i64) {
         Some(0) | None => reply
             .pointer("/quota/used")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| FetchError::Body("no quota.used".into())),
-        Some(errcode) => Err(FetchError::Wechat {
+        Some(errcode) => Err(wechat_error(
+            &reply,
             errcode,
-            errmsg: sanitize(
-                reply
-                    .get("errmsg")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(""),
-            ),
-            class: wxtoken_common::ErrorClass::Retryable,
-        }),
+            wxtoken_common::ErrorClass::Retryable,
+        )),
     }
 }
 

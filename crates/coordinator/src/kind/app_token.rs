@@ -193,25 +193,14 @@ pub fn api_name(api: UpstreamApi) -> &'static str {
 
 /// A reply that carries only `{"errcode","errmsg"}`: errcode 0 is success.
 fn parse_ack(status: u16, body: &[u8]) -> Result<(), FetchError> {
-    let reply: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        if (200..300).contains(&status) {
-            FetchError::Body("not JSON".into())
-        } else {
-            FetchError::Status { status }
-        }
-    })?;
+    let reply = crate::upstream::json_reply(status, body)?;
     match reply.get("errcode").and_then(serde_json::Value::as_i64) {
         Some(0) => Ok(()),
-        Some(errcode) => Err(FetchError::Wechat {
+        Some(errcode) => Err(crate::upstream::wechat_error(
+            &reply,
             errcode,
-            errmsg: crate::upstream::sanitize(
-                reply
-                    .get("errmsg")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(""),
-            ),
-            class: wxtoken_common::classify_fetch_errcode(errcode),
-        }),
+            wxtoken_common::classify_fetch_errcode(errcode),
+        )),
         None => Err(FetchError::Body("no errcode".into())),
     }
 }

@@ -299,12 +299,7 @@ impl Registry {
     /// number of active authorizers.
     pub async fn sync(&self) -> Result<u64, StoreError> {
         let mut active = 0;
-        let components: Vec<CredentialId> = self
-            .catalog
-            .components()
-            .into_iter()
-            .map(|c| c.id.clone())
-            .collect();
+        let components = self.catalog.component_ids();
         for component in components {
             // Every replica remembers the latest verify ticket (a push
             // reaches one replica), so any of them can refill after a wipe.
@@ -338,12 +333,7 @@ impl Registry {
     /// After Redis lost its data: one replica (holding the lease) imports
     /// every component's authorizers again; the others wait for its events.
     pub async fn recover(&self) {
-        let components: Vec<CredentialId> = self
-            .catalog
-            .components()
-            .into_iter()
-            .map(|c| c.id.clone())
-            .collect();
+        let components = self.catalog.component_ids();
         for component in components {
             let started = Instant::now();
             loop {

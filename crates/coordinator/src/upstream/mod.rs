@@ -16,7 +16,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use wxtoken_common::ErrorClass;
 
-pub use reply::{Classify, Grant, parse_reply, parse_value, sanitize, withhold_echo};
+pub use reply::{
+    Classify, Grant, json_reply, parse_reply, parse_value, sanitize, wechat_error, withhold_echo,
+};
 
 /// The most reply body we read; WeChat's token replies are ~200 bytes.
 const MAX_BODY: usize = 64 * 1024;

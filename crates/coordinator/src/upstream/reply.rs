@@ -139,6 +139,33 @@ pub fn sanitize(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
+/// A small WeChat reply as JSON: not JSON is a retryable body error on a
+/// 2xx, else the HTTP status.
+pub fn json_reply(status: u16, body: &[u8]) -> Result<serde_json::Value, FetchError> {
+    serde_json::from_slice(body).map_err(|_| {
+        if (200..300).contains(&status) {
+            FetchError::Body("not JSON".into())
+        } else {
+            FetchError::Status { status }
+        }
+    })
+}
+
+/// WeChat's `errcode` in `reply` as an error of `class` (its `errmsg`
+/// sanitized).
+pub fn wechat_error(reply: &serde_json::Value, errcode: i64, class: ErrorClass) -> FetchError {
+    FetchError::Wechat {
+        errcode,
+        errmsg: sanitize(
+            reply
+                .get("errmsg")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(""),
+        ),
+        class,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
