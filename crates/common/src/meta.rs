@@ -81,3 +81,19 @@ pub const QUOTA_CHECK_AT_MS: &str = "quota_check_at_ms";
 /// still counts those calls, so the reconciliation adds them back.
 pub const QUOTA_FORGIVEN_DAY: &str = "quota_forgiven_day";
 pub const QUOTA_FORGIVEN: &str = "quota_forgiven";
+
+// ---- Follow mode (SPEC §12) ----
+
+/// The primary a followed credential comes from (its URL; never the key),
+/// the follower's connection state (`connected` / `disconnected: …`), the
+/// last value's lag (ms from the primary's send to the commit here, by the
+/// two machines' clocks) and when the state was written (Redis-time ms).
+/// Written by the replica that follows.
+pub const FOLLOWED_FROM: &str = "followed_from";
+pub const FOLLOW_STATE: &str = "follow_state";
+pub const FOLLOW_LAG_MS: &str = "follow_lag_ms";
+pub const FOLLOW_AT_MS: &str = "follow_at_ms";
+/// `wxtoken promote ID`: when and by whom a followed credential was made a
+/// primary (on the id's access-token meta, for the id's every slot).
+pub const PROMOTED_AT_MS: &str = "promoted_at_ms";
+pub const PROMOTED_BY: &str = "promoted_by";

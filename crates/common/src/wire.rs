@@ -266,6 +266,9 @@ pub struct AppStatus {
     /// absent before the first check of the quota day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_check: Option<QuotaCheck>,
+    /// Present when the credential is taken from another fleet (SPEC §12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed: Option<Followed>,
 }
 
 /// What WeChat's `openapi/quota/get` said about a credential's fetch
@@ -448,4 +451,20 @@ mod tests {
         };
         assert!(!format!("{w:?}").contains("SECRET_TOKEN_VALUE"));
     }
+}
+
+/// A followed credential's state, as the replica following it last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Followed {
+    /// The primary's URL (never the key).
+    pub from: String,
+    /// `connected`, `disconnected: <why>`, or `not followed yet`.
+    pub state: String,
+    /// The last value's lag, ms: the primary's send to the commit here, by
+    /// the two machines' clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// When the state was written (Unix ms, Redis' clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }

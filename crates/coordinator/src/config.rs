@@ -9,6 +9,7 @@
 //! ([`HttpConfig::api_keys`]) and does not choose a replica id.
 
 mod env;
+mod follow;
 mod formats;
 mod gateway;
 pub mod keys;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use wxtoken_common::{CredentialId, QuotaOffset, TicketType};
 
 pub use env::Env;
+pub use follow::{FollowConfig, load_ca};
 use formats::{humantime_str, offset_str};
 pub use gateway::GatewayConfig;
 pub use platform::{ComponentConfig, SecurityConfig};
@@ -268,11 +270,12 @@ pub struct AppConfig {
     pub id: CredentialId,
     pub appid: String,
     /// The resolved secret; never serialized, `Debug` shows `[REDACTED]`.
+    /// `None` only for a followed app (SPEC §12).
     #[serde(skip)]
-    pub secret: SecretString,
+    pub secret: Option<SecretString>,
     /// Where the secret came from: what `check-config` shows instead of it.
-    #[serde(rename = "secret")]
-    pub secret_ref: SecretRef,
+    #[serde(rename = "secret", skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
     pub api: UpstreamApi,
     /// JS-SDK tickets the fleet keeps for this app (`jsapi`, `wx_card`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -283,6 +286,9 @@ pub struct AppConfig {
     pub compat_secret: Option<SecretString>,
     #[serde(rename = "compat_secret", skip_serializing_if = "Option::is_none")]
     pub compat_secret_ref: Option<SecretRef>,
+    /// Taken from another fleet instead of WeChat (SPEC §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowConfig>,
 }
 
 /// One `[[wecom]]` entry (SPEC §8), with its secret resolved.
@@ -294,13 +300,17 @@ pub struct WecomConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agentid: Option<u64>,
     /// The resolved agent secret; never serialized, `Debug` shows `[REDACTED]`.
+    /// `None` only for a followed agent (SPEC §12).
     #[serde(skip)]
-    pub secret: SecretString,
-    #[serde(rename = "secret")]
-    pub secret_ref: SecretRef,
+    pub secret: Option<SecretString>,
+    #[serde(rename = "secret", skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
     /// Tickets the fleet keeps (`jsapi`: the corp ticket, `agent_config`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tickets: Vec<TicketType>,
+    /// Taken from another fleet instead of WeChat (SPEC §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowConfig>,
 }
 
 /// Which WeChat endpoint issues this app's token (SPEC §1).
@@ -410,8 +420,9 @@ impl RefreshConfig {
 }
 
 impl AppConfig {
-    pub fn secret(&self) -> &SecretString {
-        &self.secret
+    /// The appsecret; `None` for a followed app configured without one.
+    pub fn secret(&self) -> Option<&SecretString> {
+        self.secret.as_ref()
     }
 }
 

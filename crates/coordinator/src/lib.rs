@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod follow;
 pub mod http;
 pub mod kind;
 pub mod live_config;

@@ -24,9 +24,10 @@ use wxtoken_common::{CredentialId, CredentialRef};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError, SecretRef};
+use crate::follow::Keepers;
 use crate::http::HttpState;
 use crate::http::reload::{Reloadable, modified};
-use crate::refresher::{LoopState, Refresher, Schedule};
+use crate::refresher::Refresher;
 
 /// What one reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub struct LiveConfig {
     generation: AtomicU64,
     digest: Mutex<String>,
     catalog: Arc<Catalog>,
-    schedule: Arc<Schedule>,
+    keepers: Keepers,
     refresher: Arc<Refresher>,
     http: HttpState,
 }
@@ -67,7 +68,7 @@ impl LiveConfig {
         path: Option<PathBuf>,
         config: &Config,
         catalog: Arc<Catalog>,
-        schedule: Arc<Schedule>,
+        keepers: Keepers,
         refresher: Arc<Refresher>,
         http: HttpState,
     ) -> Self {
@@ -77,7 +78,7 @@ impl LiveConfig {
             generation: AtomicU64::new(1),
             digest: Mutex::new(digest(config)),
             catalog,
-            schedule,
+            keepers,
             refresher,
             http,
         }
@@ -116,12 +117,11 @@ impl LiveConfig {
                 None => changes.added.push(cred.cref.clone()),
                 Some(_) if before.get(id) == after.get(id) => continue,
                 Some(_) => {
-                    self.schedule.remove(&cred.cref);
+                    self.keepers.forget(&cred.cref);
                     changes.changed.push(cred.cref.clone());
                 }
             }
-            let state = LoopState::new(cred, self.refresher.settings());
-            self.schedule.add(cred.clone(), state);
+            self.keepers.keep(cred.clone());
         }
         self.lift_gates(
             changes
@@ -133,7 +133,7 @@ impl LiveConfig {
         );
         for cred in old.iter() {
             if self.catalog.get(&cred.cref).is_none() {
-                self.schedule.remove(&cred.cref);
+                self.keepers.forget(&cred.cref);
                 changes.removed.push(cred.cref.clone());
             }
         }
@@ -281,12 +281,23 @@ fn definitions(config: &Config) -> HashMap<CredentialId, [u8; 32]> {
         }
         out.insert(id.clone(), h.finalize().into());
     };
+    fn opt(s: Option<&secrecy::SecretString>) -> &str {
+        s.map_or("", |s| s.expose_secret())
+    }
     for a in &config.apps {
-        let compat = a.compat_secret.as_ref().map_or("", |s| s.expose_secret());
-        put(&a.id, json(a), &[a.secret.expose_secret(), compat]);
+        let secrets = [
+            opt(a.secret.as_ref()),
+            opt(a.compat_secret.as_ref()),
+            opt(a.follow.as_ref().map(|f| &f.key)),
+        ];
+        put(&a.id, json(a), &secrets);
     }
     for w in &config.wecom {
-        put(&w.id, json(w), &[w.secret.expose_secret()]);
+        let secrets = [
+            opt(w.secret.as_ref()),
+            opt(w.follow.as_ref().map(|f| &f.key)),
+        ];
+        put(&w.id, json(w), &secrets);
     }
     for c in &config.components {
         let secrets = [
@@ -336,11 +347,13 @@ fn secret_files(config: &Config) -> Vec<&Path> {
     }
     let mut out = Vec::new();
     for a in &config.apps {
-        out.extend(file(&a.secret_ref));
+        out.extend(a.secret_ref.as_ref().and_then(file));
         out.extend(a.compat_secret_ref.as_ref().and_then(file));
+        out.extend(a.follow.as_ref().and_then(|f| file(&f.key_ref)));
     }
     for w in &config.wecom {
-        out.extend(file(&w.secret_ref));
+        out.extend(w.secret_ref.as_ref().and_then(file));
+        out.extend(w.follow.as_ref().and_then(|f| file(&f.key_ref)));
     }
     for c in &config.components {
         out.extend(

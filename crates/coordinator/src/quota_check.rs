@@ -114,7 +114,8 @@ impl QuotaChecker {
     fn checked(&self) -> Vec<Arc<Credential>> {
         self.catalog
             .iter()
-            .filter(|c| c.kind.fetch_quota().is_some())
+            // A followed app's fetches are its primary's: not reconciled here.
+            .filter(|c| c.kind.fetch_quota().is_some() && c.follow.is_none())
             .collect()
     }
 

@@ -23,10 +23,11 @@ use wxtoken_common::Keys;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError};
+use crate::follow::Keepers;
 use crate::http::{self, HttpState};
 use crate::live_config::LiveConfig;
 use crate::platform::{Platform, Pushes, Registry, RegistryHints};
-use crate::refresher::{LoopState, MAX_CONCURRENT_REFRESHES, Refresher, Schedule};
+use crate::refresher::{MAX_CONCURRENT_REFRESHES, Refresher, Schedule};
 use crate::store::{self, TokenStore, connect_pool};
 use crate::upstream::Upstream;
 use crate::vault::{Sealer, StateKey, Vault};
@@ -86,6 +87,8 @@ pub struct ReplicaHandle {
     schedule: Arc<Schedule>,
     /// The open platform (registry, event URL), when components are configured.
     platform: Option<Platform>,
+    /// Where configured credentials are kept: the schedule or a follow task.
+    keepers: Keepers,
     shutdown: watch::Sender<bool>,
     loops: JoinSet<()>,
     subscription: EventSubscription,
@@ -123,8 +126,15 @@ impl ReplicaHandle {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut loops = JoinSet::new();
         let catalog = Arc::new(Catalog::from_config(config));
+        let keepers = Keepers::new(
+            store.clone(),
+            schedule.clone(),
+            refresher.settings().clone(),
+            refresher.replica_id().to_owned(),
+            shutdown_rx.clone(),
+        );
         for cred in catalog.iter() {
-            schedule.add(cred.clone(), LoopState::new(&cred, refresher.settings()));
+            keepers.keep(cred);
         }
         loops.spawn(schedule.clone().run(refresher.clone(), shutdown_rx.clone()));
         let registry = Registry::new(refresher.clone(), catalog.clone(), schedule.clone());
@@ -139,6 +149,7 @@ impl ReplicaHandle {
         loops.spawn(watch_for_data_loss(
             store.clone(),
             schedule.clone(),
+            keepers.clone(),
             platform.as_ref().map(|p| p.registry.clone()),
             config.refresh.loss_check_interval,
             shutdown_rx.clone(),
@@ -156,6 +167,7 @@ impl ReplicaHandle {
         );
         let sinks: Vec<Arc<dyn EventSink>> = vec![
             schedule.clone(),
+            Arc::new(keepers.clone()),
             client.event_sink(),
             Arc::new(RegistryHints(hints)),
             timeline.clone(),
@@ -173,6 +185,7 @@ impl ReplicaHandle {
             client,
             schedule,
             platform,
+            keepers,
             shutdown,
             loops,
             subscription,
@@ -222,7 +235,7 @@ impl ReplicaHandle {
             path,
             config,
             self.catalog.clone(),
-            self.schedule.clone(),
+            self.keepers.clone(),
             self.refresher.clone(),
             http,
         )
@@ -250,6 +263,7 @@ impl ReplicaHandle {
     pub async fn shutdown(mut self, grace: Duration) {
         self.shutdown.send_replace(true);
         self.timeline.close();
+        self.keepers.drained(grace).await;
         let drained = tokio::time::timeout(grace, async {
             while self.loops.join_next().await.is_some() {}
         })
@@ -377,6 +391,7 @@ pub fn plain_http_warning(listen: std::net::SocketAddr, tls: bool) -> Option<Str
 async fn watch_for_data_loss(
     store: TokenStore,
     schedule: Arc<Schedule>,
+    keepers: Keepers,
     registry: Option<Registry>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -393,6 +408,7 @@ async fn watch_for_data_loss(
                 if seen.as_ref().is_some_and(|s| *s != marker) {
                     warn!("redis lost the fleet's data (marker gone); re-reading every credential");
                     schedule.wake_all();
+                    keepers.recheck_all();
                     if let Some(registry) = &registry {
                         // Refresh tokens and the registry went too: rebuilt
                         // from api_get_authorizer_list by one replica.

@@ -2,7 +2,7 @@
 //! `GET /v1/apps`, `GET /v1/credentials`): what its kind says it is, joined
 //! with what Redis holds. Never the value.
 
-use wxtoken_common::wire::{AppStatus, ReportStatus};
+use wxtoken_common::wire::{AppStatus, Followed, ReportStatus};
 
 use crate::config::RefreshConfig;
 use crate::kind::Credential;
@@ -50,6 +50,14 @@ pub async fn credential_status(
         },
         force_requests: s.force_requests,
         quota_check,
+        followed: cred.follow.as_ref().map(|f| {
+            s.follow.clone().unwrap_or_else(|| Followed {
+                from: f.url.clone(),
+                state: "not followed yet".into(),
+                lag_ms: None,
+                at_ms: None,
+            })
+        }),
     })
 }
 
@@ -81,5 +89,6 @@ pub fn unreadable_status(cred: &Credential, settings: &RefreshConfig) -> AppStat
         reports: ReportStatus::default(),
         force_requests: 0,
         quota_check: None,
+        followed: None,
     }
 }

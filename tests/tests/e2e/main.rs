@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod crashes;
 mod docs;
+mod follow;
 mod gateway;
 mod http;
 mod kinds;

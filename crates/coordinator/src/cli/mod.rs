@@ -10,6 +10,7 @@ mod demo;
 mod demo_redis;
 mod ops;
 mod platform;
+mod promote;
 mod replicas;
 
 use std::path::PathBuf;
@@ -104,6 +105,14 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Make a followed credential a primary: the fleet stops following it and
+    /// refreshes it from WeChat. Refused while the primary answers, unless --force.
+    Promote {
+        id: String,
+        /// Promote even though the primary still answers.
+        #[arg(long)]
+        force: bool,
+    },
     /// A self-contained local run: simulator + 3 replicas + your Redis, short TTLs.
     Demo(demo::DemoArgs),
     /// Exit 0 if the local replica's `/healthz` answers (for container HEALTHCHECKs).
@@ -157,9 +166,11 @@ fn colour_stderr() -> bool {
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     match cli.command {
         // clear-quota sends the appsecret to WeChat.
-        Command::Serve | Command::CheckConfig | Command::Demo(_) | Command::ClearQuota { .. } => {
-            Config::load(cli.config.as_deref())
-        }
+        Command::Serve
+        | Command::CheckConfig
+        | Command::Demo(_)
+        | Command::ClearQuota { .. }
+        | Command::Promote { .. } => Config::load(cli.config.as_deref()),
         Command::Status { .. }
         | Command::Get { .. }
         | Command::Invalidate { .. }
@@ -216,6 +227,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => ops::refresh(&config, id, ticket.as_deref(), *force, by.as_deref()).await,
         Command::Reset { id, ticket } => ops::reset(&config, id, ticket.as_deref()).await,
         Command::ClearQuota { id, yes } => clear_quota::clear_quota(&config, id, *yes).await,
+        Command::Promote { id, force } => promote::promote(&config, id, *force).await,
         Command::Healthcheck { url } => ops::healthcheck(&config, url.as_deref()).await,
         Command::Demo(_) => Ok(()),
     };

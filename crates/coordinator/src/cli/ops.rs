@@ -187,6 +187,11 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     for r in rows_with_gaps(rows.iter().map(|(r, _)| r)) {
         println!("{r}");
     }
+    for (r, _) in &rows {
+        if let Some(f) = &r.followed {
+            println!("{}", followed_line(r, f, now_ms));
+        }
+    }
     for component in &config.components {
         let (active, revoked) = registry_counts(&store, &component.id).await?;
         println!(
@@ -195,6 +200,27 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         );
     }
     super::replicas::print(&store).await
+}
+
+/// `shop: followed from https://… (connected, lag 3 ms, 12s ago)`.
+fn followed_line(
+    r: &wxtoken_common::wire::AppStatus,
+    f: &wxtoken_common::wire::Followed,
+    now_ms: u64,
+) -> String {
+    let name = match &r.slot {
+        Some(slot) => format!("{}/{slot}", r.id),
+        None => r.id.clone(),
+    };
+    let mut detail = vec![f.state.clone()];
+    if let Some(lag) = f.lag_ms {
+        detail.push(format!("lag {lag} ms"));
+    }
+    if let Some(at) = f.at_ms {
+        let ago = Duration::from_secs(now_ms.saturating_sub(at) / 1000);
+        detail.push(format!("{} ago", humantime::format_duration(ago)));
+    }
+    format!("{name}: followed from {} ({})", f.from, detail.join(", "))
 }
 
 /// One line per credential whose last quota reconciliation found calls
@@ -333,7 +359,7 @@ pub async fn refresh(
 }
 
 /// Who runs the CLI, for the force log: `$USER@host`.
-fn operator() -> String {
+pub(super) fn operator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());

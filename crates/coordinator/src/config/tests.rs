@@ -76,8 +76,11 @@ fn spec_example_parses_to_its_values() {
         ids(&c),
         [("shop", "wx0123456789abcdef", UpstreamApi::Token)]
     );
-    assert_eq!(c.apps[0].secret().expose_secret(), SECRET);
-    assert_eq!(c.apps[0].secret_ref, SecretRef::Env("SHOP_SECRET".into()));
+    assert_eq!(c.apps[0].secret().unwrap().expose_secret(), SECRET);
+    assert_eq!(
+        c.apps[0].secret_ref,
+        Some(SecretRef::Env("SHOP_SECRET".into()))
+    );
 }
 
 #[test]
@@ -148,8 +151,8 @@ fn env_overrides_sections_apps_and_secret_refs() {
         ("wx2", "wx2", UpstreamApi::StableToken),
     ];
     assert_eq!(ids(&c), two);
-    assert_eq!(c.apps[0].secret().expose_secret(), "other-secret");
-    assert_eq!(c.apps[1].secret().expose_secret(), "from-file");
+    assert_eq!(c.apps[0].secret().unwrap().expose_secret(), "other-secret");
+    assert_eq!(c.apps[1].secret().unwrap().expose_secret(), "from-file");
 }
 
 #[test]
@@ -436,7 +439,7 @@ fn refusals_explain_themselves() {
 fn secret_file_is_trimmed_and_empty_file_refused() {
     let file = temp_file(&format!("{SECRET}\n"));
     let c = parse(&app_with_file(file.path()), &[]).unwrap();
-    assert_eq!(c.apps[0].secret().expose_secret(), SECRET);
+    assert_eq!(c.apps[0].secret().unwrap().expose_secret(), SECRET);
     let empty = temp_file("\n");
     let e = refused(&app_with_file(empty.path()), &[]);
     assert_eq!(e.key, "apps[0].secret");
@@ -727,7 +730,7 @@ fn compose_stack_config_validates_with_the_compose_environment() {
             [("shop", "wx00000000000000d1", UpstreamApi::Token)]
         );
         assert_eq!(c.apps[0].appid, sim_appid);
-        assert_eq!(c.apps[0].secret().expose_secret(), sim_secret);
+        assert_eq!(c.apps[0].secret().unwrap().expose_secret(), sim_secret);
 
         // One refresh per sim token lifetime, within the sim's quota.
         let r = &c.refresh;
@@ -789,7 +792,7 @@ fn k8s_config_validates_with_the_deployment_environment() {
     assert!(c.redis.url.expose_secret().starts_with("rediss://wxtoken:"));
     assert_eq!(c.http.listen, SocketAddr::from(([0, 0, 0, 0], 8088)));
     assert_eq!(c.api_keys.len(), 2);
-    assert_eq!(c.apps[0].secret().expose_secret(), "app-secret");
+    assert_eq!(c.apps[0].secret().unwrap().expose_secret(), "app-secret");
     assert_eq!(c.refresh.replica_id.as_deref(), Some("wxtoken-7d9f-abcde"));
     assert_eq!(
         c.refresh,

@@ -7,10 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use wxtoken_common::{CredentialId, Keys, TicketType};
 
+use super::follow::FollowEntry;
 use super::platform::{ComponentEntry, SecurityEntry};
 use super::{
     AppConfig, ComponentConfig, Config, ConfigError, Env, HttpConfig, RedisConfig, RedisMode,
@@ -37,7 +38,9 @@ pub(super) struct ConfigFile {
 struct AppEntry {
     id: Option<String>,
     appid: String,
-    secret: SecretRef,
+    /// Optional only when the app is followed (SPEC §12).
+    #[serde(default)]
+    secret: Option<SecretRef>,
     #[serde(default)]
     api: UpstreamApi,
     #[serde(default)]
@@ -45,6 +48,8 @@ struct AppEntry {
     /// A stand-in secret SDKs may send instead of the real one (SPEC §10).
     #[serde(default)]
     compat_secret: Option<SecretRef>,
+    #[serde(default)]
+    follow: Option<FollowEntry>,
 }
 
 #[derive(Deserialize)]
@@ -54,9 +59,12 @@ struct WecomEntry {
     corpid: String,
     #[serde(default)]
     agentid: Option<u64>,
-    secret: SecretRef,
+    #[serde(default)]
+    secret: Option<SecretRef>,
     #[serde(default)]
     tickets: Vec<TicketType>,
+    #[serde(default)]
+    follow: Option<FollowEntry>,
 }
 
 /// `Err(ConfigError { key, message })` unless `ok`.
@@ -145,7 +153,8 @@ impl ConfigFile {
                 return Err(ConfigError::new(key, msg));
             }
             let same_secret = |a: &WecomConfig| {
-                a.corpid == agent.corpid && a.secret.expose_secret() == agent.secret.expose_secret()
+                a.corpid == agent.corpid
+                    && matches!((&a.secret, &agent.secret), (Some(x), Some(y)) if x.expose_secret() == y.expose_secret())
             };
             if let Some(j) = agents.iter().position(same_secret) {
                 let msg = format!(
@@ -213,10 +222,11 @@ impl AppEntry {
                 )
             })?,
         };
-        let secret = self
-            .secret
-            .resolve(env)
-            .map_err(|m| ConfigError::new(key("secret"), m))?;
+        let follow = self
+            .follow
+            .map(|f| f.resolve(&format!("apps[{i}]"), env))
+            .transpose()?;
+        let secret = resolve_secret(self.secret.as_ref(), follow.is_some(), &key("secret"), env)?;
         let tickets = unique_tickets(
             &self.tickets,
             &key("tickets"),
@@ -233,7 +243,9 @@ impl AppEntry {
                     "must be at least 16 characters",
                 )?;
                 check(
-                    value.expose_secret() != secret.expose_secret(),
+                    secret
+                        .as_ref()
+                        .is_none_or(|s| value.expose_secret() != s.expose_secret()),
                     &key("compat_secret"),
                     "must differ from the appsecret (it stands in for it)",
                 )?;
@@ -250,6 +262,7 @@ impl AppEntry {
             tickets,
             compat_secret,
             compat_secret_ref: self.compat_secret,
+            follow,
         })
     }
 }
@@ -280,10 +293,11 @@ impl WecomEntry {
             &key("agentid"),
             "an agent_config ticket belongs to an agent: set agentid (the secret must be that agent's)",
         )?;
-        let secret = self
-            .secret
-            .resolve(env)
-            .map_err(|m| ConfigError::new(key("secret"), m))?;
+        let follow = self
+            .follow
+            .map(|f| f.resolve(&format!("wecom[{i}]"), env))
+            .transpose()?;
+        let secret = resolve_secret(self.secret.as_ref(), follow.is_some(), &key("secret"), env)?;
         Ok(WecomConfig {
             id,
             corpid: self.corpid,
@@ -291,7 +305,29 @@ impl WecomEntry {
             secret,
             secret_ref: self.secret,
             tickets,
+            follow,
         })
+    }
+}
+
+/// An entry's secret: required unless the entry is followed (a follower
+/// needs none; one written anyway is resolved, for `wxtoken promote`).
+fn resolve_secret(
+    r: Option<&SecretRef>,
+    followed: bool,
+    key: &str,
+    env: &Env,
+) -> Result<Option<SecretString>, ConfigError> {
+    match r {
+        Some(r) => r
+            .resolve(env)
+            .map(Some)
+            .map_err(|m| ConfigError::new(key, m)),
+        None if followed => Ok(None),
+        None => Err(ConfigError::new(
+            key,
+            "missing: write `{ env = \"NAME\" }` or `{ file = \"/run/secrets/name\" }`, or follow another fleet (`follow = { url, key }`)",
+        )),
     }
 }
 

@@ -12,7 +12,11 @@ pub fn secret_eq(given: &str, expected: &str) -> bool {
 /// compared in constant time, both always).
 pub fn app_accepts(app: &crate::config::AppConfig, given: &str) -> bool {
     use secrecy::ExposeSecret;
-    let real = secret_eq(given, app.secret().expose_secret());
+    // A followed app without its secret accepts only the stand-in (an
+    // empty string must never match an absent secret).
+    let real = app
+        .secret()
+        .is_some_and(|s| secret_eq(given, s.expose_secret()));
     let stand_in = app
         .compat_secret
         .as_ref()

@@ -42,6 +42,12 @@ pub enum ApiFailure {
     MethodNotAllowed,
     /// No valid token now (none stored and none arrived in time).
     TokenUnavailable(String),
+    /// No valid value of a followed credential (SPEC §12): the message
+    /// names the primary (its URL holds no credentials: config refuses them).
+    FollowedUnavailable {
+        primary: String,
+        detail: String,
+    },
     /// Redis cannot be reached (detail is logged).
     RedisUnavailable(String),
     /// The request took longer than `[http] request_timeout`.
@@ -125,6 +131,13 @@ impl ApiFailure {
                 "token_unavailable",
                 "no valid token is available now; retry shortly".into(),
             ),
+            FollowedUnavailable { primary, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                format!(
+                    "no valid token is available now: this fleet follows it from {primary}, which is unreachable or has no value; retry shortly"
+                ),
+            ),
             RedisUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redis_unavailable",
@@ -169,6 +182,7 @@ impl IntoResponse for ApiFailure {
         let (status, code, message) = self.parts();
         match &self {
             Self::TokenUnavailable(d)
+            | Self::FollowedUnavailable { detail: d, .. }
             | Self::RedisUnavailable(d)
             | Self::Internal(d)
             | Self::UpstreamUnavailable(d) => {

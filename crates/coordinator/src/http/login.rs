@@ -72,7 +72,11 @@ async fn exchange(state: &HttpState, app: &AppConfig, ex: &Exchange<'_>) -> Opti
     let url = format!("{}{}", state.catalog.base_url(), ex.path());
     let mut query: Vec<(&str, &str)> = vec![("appid", app.appid.as_str())];
     if ex.with_secret {
-        query.push(("secret", app.secret().expose_secret()));
+        let Some(secret) = app.secret() else {
+            info!(app = %app.id, api = ex.api, "code exchange: no secret configured (a followed app): exchange codes at the primary");
+            return None;
+        };
+        query.push(("secret", secret.expose_secret()));
     }
     query.extend(ex.params.iter().copied());
     let reply = state.upstream.get(&url, &query).await;

@@ -20,7 +20,7 @@ use super::HttpState;
 use super::error::ApiFailure;
 use super::json::{Field, value_json};
 use super::keys::ApiKey;
-use super::v1::{WaitQuery, json_body, report, reported_value, resolve, token_failure};
+use super::v1::{WaitQuery, json_body, report, reported_value, resolve, value_failure};
 use crate::kind::{Credential, Family};
 
 /// The ticket type in a path, checked against the id's family: `wx_card` is
@@ -67,7 +67,7 @@ pub async fn ticket(
         .client
         .ticket(cred.cref.id.as_str(), t)
         .await
-        .map_err(token_failure)?;
+        .map_err(|e| value_failure(&cred, e))?;
     Ok(json_body(value_json(Field::Ticket, &token)?))
 }
 
@@ -115,7 +115,7 @@ async fn sign(
         .client
         .value(&cred.cref)
         .await
-        .map_err(token_failure)?;
+        .map_err(|e| value_failure(cred, e))?;
     Ok(jsapi::sign(ticket.value(), now, url))
 }
 

@@ -57,6 +57,18 @@ pub(super) fn token_failure(e: ClientError) -> ApiFailure {
     }
 }
 
+/// [`token_failure`] for `cred`: a followed credential's names its primary
+/// (this fleet never calls WeChat for it, SPEC §12).
+pub(super) fn value_failure(cred: &Credential, e: ClientError) -> ApiFailure {
+    match (token_failure(e), &cred.follow) {
+        (ApiFailure::TokenUnavailable(detail), Some(f)) => ApiFailure::FollowedUnavailable {
+            primary: f.url.clone(),
+            detail,
+        },
+        (other, _) => other,
+    }
+}
+
 /// A body straight from [`value_json`].
 pub(super) fn json_body(body: Vec<u8>) -> Response {
     (
@@ -77,7 +89,7 @@ pub async fn access_token(
         .client
         .access_token(cred.cref.id.as_str())
         .await
-        .map_err(token_failure)?;
+        .map_err(|e| value_failure(&cred, e))?;
     Ok(json_body(value_json(Field::AccessToken, &token)?))
 }
 

@@ -39,6 +39,10 @@ pub struct WatchQuery {
     /// Send only values newer than this generation (`Last-Event-ID` wins).
     #[serde(default)]
     since: Option<u64>,
+    /// The keep-alive interval the watcher asks for (1 000–60 000 ms;
+    /// default 15 s): a follower detects a dead connection after two.
+    #[serde(default)]
+    keepalive_ms: Option<u64>,
 }
 
 pub async fn access_token(
@@ -89,8 +93,17 @@ fn watch(
         None => None,
     };
     let since = resume.or(q.since);
+    let keep_alive = match q.keepalive_ms {
+        None => KEEP_ALIVE,
+        Some(ms @ 1_000..=60_000) => Duration::from_millis(ms),
+        Some(_) => {
+            return Err(ApiFailure::InvalidRequest(
+                "keepalive_ms must be between 1000 and 60000".into(),
+            ));
+        }
+    };
     Ok(Sse::new(values(state, cred, field, since))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response())
 }
 
@@ -122,9 +135,10 @@ fn values(
                     // Nothing newer yet: wait again (keep-alives flow meanwhile).
                     Err(ClientError::NoNewerToken { .. }) => {}
                     Err(e) => {
+                        let (_, _, message) = super::v1::value_failure(&cred, e).parts();
                         let data = serde_json::json!({
                             "error": "token_unavailable",
-                            "message": e.to_string(),
+                            "message": message,
                         });
                         tokio::time::sleep(RETRY).await;
                         let event = SseEvent::default().event("error").data(data.to_string());
@@ -137,8 +151,17 @@ fn values(
     .take_until(end)
 }
 
+/// The `GET` body plus `sent_at` (Unix ms by this machine's clock: a
+/// follower shows its lag from it).
 fn value_event(field: Field, token: &Token) -> SseEvent {
-    let body = value_json(field, token).unwrap_or_default();
+    let mut body = value_json(field, token).unwrap_or_default();
+    if body.last() == Some(&b'}') {
+        let sent_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        body.pop();
+        body.extend_from_slice(format!(",\"sent_at\":{sent_at}}}").as_bytes());
+    }
     SseEvent::default()
         .event(field.name())
         .id(token.generation().to_string())

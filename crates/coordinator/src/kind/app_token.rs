@@ -24,7 +24,8 @@ use crate::upstream::{FetchError, Upstream, parse_reply, withhold_echo};
 #[derive(Debug)]
 pub struct AppToken {
     appid: String,
-    secret: SecretString,
+    /// `None` for a followed app configured without it: never fetched.
+    secret: Option<SecretString>,
     api: UpstreamApi,
     base_url: String,
 }
@@ -43,6 +44,7 @@ pub(super) fn from_config(config: &Config) -> Vec<Credential> {
                     base_url: config.upstream.base_url.clone(),
                 },
             )
+            .followed(app.follow.as_ref())
         })
         .collect()
 }
@@ -94,7 +96,7 @@ impl Kind for AppToken {
 
     fn fetch<'a>(&'a self, cx: FetchCx<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         async move {
-            let secret = self.secret.expose_secret();
+            let secret = self.secret.as_ref().ok_or(FetchError::NoSecret)?;
             let (reply, source) = match self.api {
                 UpstreamApi::Token => (
                     cx.upstream
@@ -103,7 +105,7 @@ impl Kind for AppToken {
                             &[
                                 ("grant_type", "client_credential"),
                                 ("appid", self.appid.as_str()),
-                                ("secret", secret),
+                                ("secret", secret.expose_secret()),
                             ],
                         )
                         .await?,
@@ -116,7 +118,7 @@ impl Kind for AppToken {
                             &serde_json::json!({
                                 "grant_type": "client_credential",
                                 "appid": self.appid,
-                                "secret": secret,
+                                "secret": secret.expose_secret(),
                                 "force_refresh": cx.force,
                             }),
                         )
@@ -129,8 +131,7 @@ impl Kind for AppToken {
                 ),
             };
             let (status, body) = reply;
-            let grant =
-                parse_reply(status, &body).map_err(|e| withhold_echo(e, &body, &self.secret))?;
+            let grant = parse_reply(status, &body).map_err(|e| withhold_echo(e, &body, secret))?;
             Ok(Fetched::new(grant.token, grant.expires_in, source))
         }
         .boxed()
@@ -149,16 +150,17 @@ impl Kind for AppToken {
     ) -> Option<BoxFuture<'a, Result<(), FetchError>>> {
         Some(
             async move {
+                let secret = self.secret.as_ref().ok_or(FetchError::NoSecret)?;
                 let (status, body) = upstream
                     .post_json(
                         &format!("{}/cgi-bin/clear_quota/v2", self.base_url),
                         &serde_json::json!({
                             "appid": self.appid,
-                            "appsecret": self.secret.expose_secret(),
+                            "appsecret": secret.expose_secret(),
                         }),
                     )
                     .await?;
-                parse_ack(status, &body).map_err(|e| withhold_echo(e, &body, &self.secret))
+                parse_ack(status, &body).map_err(|e| withhold_echo(e, &body, secret))
             }
             .boxed(),
         )

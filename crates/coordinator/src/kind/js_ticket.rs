@@ -44,6 +44,7 @@ pub(super) fn from_config(config: &Config) -> Vec<Credential> {
                         base_url: config.upstream.base_url.clone(),
                     },
                 )
+                .followed(app.follow.as_ref())
             })
         })
         .collect()

@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 use wxtoken_common::{CredentialId, CredentialRef, Window};
 
-use crate::config::{Config, RefreshConfig};
+use crate::config::{Config, FollowConfig, RefreshConfig};
 use crate::upstream::{FetchError, Upstream};
 use crate::vault::Vault;
 
@@ -45,11 +45,15 @@ pub const CATALOG: &[fn(&Config) -> Vec<Credential>] = &[
     component::from_config,
 ];
 
-/// One credential the fleet keeps: its name and its kind.
+/// One credential the fleet keeps: its name, its kind and where its value
+/// comes from.
 #[derive(Debug)]
 pub struct Credential {
     pub cref: CredentialRef,
     pub kind: Box<dyn Kind>,
+    /// `Some`: taken from another fleet's watch endpoint, never from WeChat
+    /// (SPEC §12, `follow`); `None`: fetched from WeChat by the refresher.
+    pub follow: Option<Arc<FollowConfig>>,
 }
 
 impl Credential {
@@ -57,7 +61,14 @@ impl Credential {
         Self {
             cref,
             kind: Box::new(kind),
+            follow: None,
         }
+    }
+
+    /// The same credential, followed from `follow` when it is set.
+    pub fn followed(mut self, follow: Option<&FollowConfig>) -> Self {
+        self.follow = follow.cloned().map(Arc::new);
+        self
     }
 }
 

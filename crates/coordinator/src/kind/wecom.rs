@@ -29,7 +29,8 @@ use crate::upstream::{FetchError, parse_value, withhold_echo};
 pub struct WecomToken {
     corpid: String,
     agentid: Option<u64>,
-    secret: SecretString,
+    /// `None` for a followed agent configured without it: never fetched.
+    secret: Option<SecretString>,
     base_url: String,
 }
 
@@ -63,6 +64,7 @@ pub(super) fn tokens_from_config(config: &Config) -> Vec<Credential> {
                     base_url: config.upstream.wecom_base_url.clone(),
                 },
             )
+            .followed(w.follow.as_ref())
         })
         .collect()
 }
@@ -102,6 +104,7 @@ pub(super) fn tickets_from_config(config: &Config) -> Vec<Credential> {
                         leader,
                     },
                 )
+                .followed(w.follow.as_ref())
             })
         })
         .collect()
@@ -170,18 +173,19 @@ impl Kind for WecomToken {
 
     fn fetch<'a>(&'a self, cx: FetchCx<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         async move {
+            let secret = self.secret.as_ref().ok_or(FetchError::NoSecret)?;
             let (status, body) = cx
                 .upstream
                 .get(
                     &format!("{}/cgi-bin/gettoken", self.base_url),
                     &[
                         ("corpid", self.corpid.as_str()),
-                        ("corpsecret", self.secret.expose_secret()),
+                        ("corpsecret", secret.expose_secret()),
                     ],
                 )
                 .await?;
             let grant = parse_value(status, &body, "access_token", classify)
-                .map_err(|e| withhold_echo(e, &body, &self.secret))?;
+                .map_err(|e| withhold_echo(e, &body, secret))?;
             Ok(Fetched::new(
                 grant.token,
                 grant.expires_in,

@@ -567,6 +567,7 @@ impl Refresher {
                 .refresh_token
                 .as_ref()
                 .map(|rt| self.vault.sealed_refresh_token(&cref.id, rt)),
+            keep_lock: false,
         };
         Ok(match self.store.commit(cref, grant, owner, &args).await? {
             Commit::Stored { generation, .. } => {
@@ -673,6 +674,7 @@ impl Refresher {
                 reported: false,
                 filled: false,
                 refresh_token: None,
+                keep_lock: false,
             };
             self.store
                 .commit(follower, &grant, &owner, &args)

@@ -15,7 +15,9 @@
 -- triggered this refresh (starts the report spacing), ARGV[13] the sealed
 -- refresh token that came with the value ('' or absent: none), stored in
 -- KEYS[6] with the value or not at all (SPEC §9: never lost between the two),
--- ARGV[14] '1': announce a fill to spread (the event's `filled`)
+-- ARGV[14] '1': announce a fill to spread (the event's `filled`),
+-- ARGV[15] 'keep': the lock stays with its holder (a follower holds it for
+-- as long as it follows, SPEC §12; its fence is the primary's generation)
 -- Stores the value only if the epoch is unchanged (Redis did not lose its
 -- data since claim) and the fence is newer than the stored generation.
 -- Returns {'ok', generation, expires_at_ms} | {'epoch', 0, 0} |
@@ -29,6 +31,7 @@
 -- that is not a whole number in [0, 2^53) as 0, a meta hash of the wrong
 -- type is replaced.
 local function release()
+  if ARGV[15] == 'keep' then return end
   if redis.pcall('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
 end
 if redis.pcall('GET', KEYS[3]) ~= ARGV[1] then

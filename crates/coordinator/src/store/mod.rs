@@ -15,6 +15,7 @@
 //! failures), `quota.rs` the quota counters, `ops.rs` what operators and readers do (status, reset, force,
 //! reads); `types.rs` the values they exchange.
 
+mod follow;
 mod ops;
 mod platform;
 mod pool;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use wxtoken_client::connect::{ClientSource, PooledConn, RedisPool};
 use wxtoken_common::{Keys, QuotaDay, QuotaOffset, Slot};
 
+pub use follow::{Hold, Received};
 pub use platform::{ACTIVE, AuthorizerState, REVOKED, RegistryPage};
 pub use pool::{StoreError, connect_pool, target};
 pub use protocol::CommitArgs;

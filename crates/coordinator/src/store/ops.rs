@@ -243,6 +243,10 @@ impl TokenStore {
                 meta::VERIFIED_GENERATION,
                 meta::VERIFIED_UNTIL_MS,
                 meta::FORCE_REQUESTS,
+                meta::FOLLOWED_FROM,
+                meta::FOLLOW_STATE,
+                meta::FOLLOW_LAG_MS,
+                meta::FOLLOW_AT_MS,
             ])
             .get(k.quota_in(&period))
             .get(k.quota_in(&period.previous()))
@@ -276,6 +280,12 @@ impl TokenStore {
             verified_until_ms: num(15)
                 .filter(|until| *until > now && num(14) == num(0) && num(0).is_some()),
             force_requests: num(16).unwrap_or(0),
+            follow: field(17).map(|from| wxtoken_common::wire::Followed {
+                from,
+                state: field(18).unwrap_or_default(),
+                lag_ms: num(19),
+                at_ms: num(20),
+            }),
         })
     }
 }

@@ -45,6 +45,8 @@ pub struct CommitArgs<'a> {
     /// A refresh token that came with the value, sealed, and the key it goes
     /// to: stored in the same fenced commit (SPEC §9).
     pub refresh_token: Option<(String, String)>,
+    /// The lock stays held after the commit (a follower's, SPEC §12).
+    pub keep_lock: bool,
 }
 
 impl<'a> CommitArgs<'a> {
@@ -66,6 +68,7 @@ impl<'a> CommitArgs<'a> {
             reported: false,
             filled: false,
             refresh_token: None,
+            keep_lock: false,
         }
     }
 }
@@ -309,6 +312,7 @@ impl TokenStore {
             .arg(if args.reported { "1" } else { "0" })
             .arg(args.refresh_token.as_ref().map_or("", |(_, v)| v.as_str()))
             .arg(if args.filled { "1" } else { "0" })
+            .arg(if args.keep_lock { "keep" } else { "" })
             .invoke_async(&mut c)
             .await?;
         Ok(match tag.as_str() {

@@ -232,4 +232,6 @@ pub struct StoredStatus {
     pub verified_until_ms: Option<u64>,
     /// Operator force requests so far.
     pub force_requests: u64,
+    /// What the replica following this credential last wrote (SPEC §12).
+    pub follow: Option<wxtoken_common::wire::Followed>,
 }

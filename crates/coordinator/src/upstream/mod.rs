@@ -63,6 +63,10 @@ pub enum FetchError {
     /// it). The authorizer is marked revoked and no longer refreshed.
     #[error("the authorization was revoked (errcode {errcode})")]
     Revoked { errcode: i64 },
+    /// A followed credential configured without its secret was asked to
+    /// fetch (SPEC §12: `wxtoken promote` needs the secret in the config).
+    #[error("no secret configured: a followed credential needs its secret to be promoted")]
+    NoSecret,
 }
 
 impl FetchError {
@@ -73,7 +77,7 @@ impl FetchError {
             // Retryable, not fatal: after a data loss the registry's rebuild
             // stores it moments later, and a fatal gate would hold the
             // authorizer for `fatal_cooldown`. No upstream call is made.
-            Self::Revoked { .. } => ErrorClass::Fatal,
+            Self::Revoked { .. } | Self::NoSecret => ErrorClass::Fatal,
             _ => ErrorClass::Retryable,
         }
     }
@@ -86,6 +90,7 @@ impl FetchError {
             | Self::Revoked { errcode } => errcode.to_string(),
             Self::NoVerifyTicket => "no_verify_ticket".into(),
             Self::NoRefreshToken => "no_refresh_token".into(),
+            Self::NoSecret => "no_secret".into(),
             Self::Status { status } => format!("http_{status}"),
             Self::Timeout => "timeout".into(),
             Self::Connect(_) => "connect".into(),
@@ -99,7 +104,10 @@ impl FetchError {
     pub fn called_upstream(&self) -> bool {
         !matches!(
             self,
-            Self::NoVerifyTicket | Self::NoRefreshToken | Self::ParentUnavailable(_)
+            Self::NoVerifyTicket
+                | Self::NoRefreshToken
+                | Self::ParentUnavailable(_)
+                | Self::NoSecret
         )
     }
 

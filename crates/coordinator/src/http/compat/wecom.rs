@@ -54,7 +54,7 @@ pub async fn wecom_gettoken(
         .iter()
         .filter(|w| w.corpid == corpid)
         .fold(None, |found, w| {
-            if secret_matches(secret, &w.secret) {
+            if w.secret.as_ref().is_some_and(|s| secret_matches(secret, s)) {
                 Some(w.clone())
             } else {
                 found

@@ -1,0 +1,94 @@
+//! `wxtoken promote ID [--force]` (SPEC §12): a followed credential becomes
+//! a primary — the fleet stops following it and refreshes it from WeChat.
+//! An explicit operator step, never automatic: refused while the primary
+//! answers (two fleets calling WeChat kill each other's tokens) unless
+//! `--force`, and refused when the config holds no secret to fetch with.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use secrecy::ExposeSecret;
+use tracing::warn;
+
+use crate::config::{Config, ConfigError, FollowConfig};
+
+use super::ops::{connected_store, find, operator};
+
+pub async fn promote(config: &Config, id: &str, force: bool) -> anyhow::Result<()> {
+    let cred = find(config, id, None)?;
+    let Some(follow) = cred.follow.clone() else {
+        bail!("{} is not followed: it is a primary already", cred.cref);
+    };
+    if let Some(key) = missing_secret(config, id) {
+        return Err(ConfigError::new(
+            key,
+            "a primary fetches from WeChat: add the secret to the config (and reload the replicas) before promoting",
+        )
+        .into());
+    }
+    let store = connected_store(config).await?;
+    if let Some(by) = store.promoted(&cred.cref.id).await? {
+        println!("{} was promoted already (by {by})", cred.cref.id);
+        return Ok(());
+    }
+    match reachable(&follow, id).await {
+        Some(answer) if !force => bail!(
+            "not promoting {}: its primary {} answers ({answer}). Two fleets fetching from WeChat \
+             cut each other's tokens off; promote when the primary is gone for good, or pass \
+             --force to promote anyway",
+            cred.cref.id,
+            follow.url
+        ),
+        Some(answer) => {
+            warn!(credential = %cred.cref.id, primary = %follow.url, %answer, "promoting while the primary answers (--force)");
+        }
+        None => {}
+    }
+    let by = operator();
+    store.promote(&cred.cref.id, &by).await?;
+    warn!(credential = %cred.cref.id, primary = %follow.url, %by, "promoted: the fleet refreshes this credential from WeChat now");
+    println!(
+        "{} promoted by {by}: the fleet stops following {} and refreshes it (and its tickets) from \
+         WeChat now. Remove `follow` from its config entry.",
+        cred.cref.id, follow.url
+    );
+    Ok(())
+}
+
+/// The config key of the entry's missing secret, if it has none.
+fn missing_secret(config: &Config, id: &str) -> Option<String> {
+    if let Some(i) = config.apps.iter().position(|a| a.id.as_str() == id) {
+        return config.apps[i]
+            .secret
+            .is_none()
+            .then(|| format!("apps[{i}].secret"));
+    }
+    let i = config.wecom.iter().position(|w| w.id.as_str() == id)?;
+    config.wecom[i]
+        .secret
+        .is_none()
+        .then(|| format!("wecom[{i}].secret"))
+}
+
+/// `Some(what it said)` when the primary answers HTTP at all within 3 s.
+async fn reachable(follow: &FollowConfig, id: &str) -> Option<String> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(3));
+    if let Some(ca) = &follow.ca {
+        for cert in crate::config::load_ca(ca).ok()? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    let http = b.build().ok()?;
+    let started = Instant::now();
+    let reply = http
+        .get(format!("{}/v1/apps/{id}/access_token", follow.url))
+        .bearer_auth(follow.key.expose_secret())
+        .send()
+        .await
+        .ok()?;
+    Some(format!(
+        "HTTP {} in {} ms",
+        reply.status().as_u16(),
+        started.elapsed().as_millis()
+    ))
+}

@@ -1,0 +1,128 @@
+//! `follow = { url, key }` on an `[[apps]]` or `[[wecom]]` entry (SPEC §12):
+//! the fleet takes that credential (and its tickets) from another fleet's
+//! watch endpoint instead of from WeChat, and needs no secret for it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::formats::humantime_str;
+use super::{ConfigError, Env, SecretRef};
+
+/// The table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FollowEntry {
+    url: String,
+    key: SecretRef,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default = "default_keepalive", with = "humantime_str")]
+    keepalive: Duration,
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Where a followed credential comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowConfig {
+    /// The primary fleet's API base (`https://wxtoken.prod.internal:8088`),
+    /// without a trailing slash.
+    pub url: String,
+    /// A key of the primary with `token:read` (and `token:invalidate`, to
+    /// forward reports) on the followed ids. Never serialized.
+    #[serde(skip)]
+    pub key: SecretString,
+    #[serde(rename = "key")]
+    pub key_ref: SecretRef,
+    /// A PEM file of the CA that signed the primary's certificate (besides
+    /// the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// The keep-alive the follower asks the primary for; a stream silent
+    /// for [`Self::idle_limit`] is taken for dead and reconnected (a
+    /// blackholed network never closes it).
+    #[serde(with = "humantime_str")]
+    pub keepalive: Duration,
+}
+
+impl FollowConfig {
+    /// Silence after which the stream is given up: two keep-alives and a
+    /// second.
+    pub fn idle_limit(&self) -> Duration {
+        self.keepalive * 2 + Duration::from_secs(1)
+    }
+}
+
+impl PartialEq for FollowConfig {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.url == other.url
+            && self.key.expose_secret() == other.key.expose_secret()
+            && self.ca == other.ca
+            && self.keepalive == other.keepalive
+    }
+}
+
+impl FollowEntry {
+    /// `at` is the entry's key (`apps[0]`).
+    pub(super) fn resolve(self, at: &str, env: &Env) -> Result<FollowConfig, ConfigError> {
+        let key = |field: &str| format!("{at}.follow.{field}");
+        let url = self.url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| ConfigError::new(key("url"), format!("not a URL: {e}")))?;
+        let plain = matches!(parsed.scheme(), "http" | "https")
+            && parsed.host_str().is_some()
+            && parsed.username().is_empty()
+            && parsed.password().is_none()
+            && parsed.query().is_none()
+            && parsed.fragment().is_none();
+        if !plain {
+            return Err(ConfigError::new(
+                key("url"),
+                "must be an http:// or https:// base URL with a host and no user, query or fragment (the key goes in `key`)",
+            ));
+        }
+        if self.ca.is_some() && parsed.scheme() != "https" {
+            return Err(ConfigError::new(
+                key("ca"),
+                "a CA is for https:// URLs only",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.keepalive) {
+            return Err(ConfigError::new(
+                key("keepalive"),
+                "must be between 1s and 60s",
+            ));
+        }
+        if let Some(ca) = &self.ca {
+            load_ca(ca).map_err(|m| ConfigError::new(key("ca"), m))?;
+        }
+        let secret = self
+            .key
+            .resolve(env)
+            .map_err(|m| ConfigError::new(key("key"), m))?;
+        Ok(FollowConfig {
+            url,
+            key: secret,
+            key_ref: self.key,
+            ca: self.ca,
+            keepalive: self.keepalive,
+        })
+    }
+}
+
+/// The certificates of a CA file (PEM, one or more).
+pub fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
