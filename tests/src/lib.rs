@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod follow;
 pub mod kinds;
 pub mod sdk;
 pub mod sdk_node;

@@ -42,11 +42,23 @@ pub const QUOTA_CHECKS_TOTAL: &str = "wxtoken_quota_checks_total";
 pub const REDIS_UP: &str = "wxtoken_redis_up";
 pub const REFRESH_LEAD: &str = "wxtoken_refresh_lead_seconds";
 pub const QUOTA_BUDGET: &str = "wxtoken_quota_budget";
+pub const FOLLOW_CONNECTED: &str = "wxtoken_follow_connected";
+pub const FOLLOW_LAG_SECONDS: &str = "wxtoken_follow_lag_seconds";
 
 /// Every metric name this crate defines, with its type and help text: the
 /// dashboard and alert rules may use only these
 /// (tests/tests/e2e/observability.rs); [`install`] describes each.
 pub const ALL: &[(&str, MetricType, &str)] = &[
+    (
+        FOLLOW_CONNECTED,
+        MetricType::Gauge,
+        "1 while this replica follows the credential from its primary's watch stream, 0 while that stream is down (SPEC 12).",
+    ),
+    (
+        FOLLOW_LAG_SECONDS,
+        MetricType::Histogram,
+        "A followed value's lag: the primary's send to the commit here (the two machines' clocks).",
+    ),
     (
         REFRESH_TOTAL,
         MetricType::Counter,
@@ -419,6 +431,19 @@ pub fn quota_budget(cred: &Credential, budget: u64) {
         return;
     };
     gauge!(QUOTA_BUDGET, "app" => app, "kind" => kind).set(budget as f64);
+}
+
+/// Whether this replica's follow stream of `cred` is up (only the replica
+/// holding the follow lock reports).
+pub fn follow_connected(cred: &Credential, up: bool) {
+    let (app, kind) = labels(cred);
+    gauge!(FOLLOW_CONNECTED, "app" => app, "kind" => kind).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The lag of one followed value.
+pub fn follow_lag(cred: &Credential, lag: std::time::Duration) {
+    let (app, kind) = labels(cred);
+    histogram!(FOLLOW_LAG_SECONDS, "app" => app, "kind" => kind).record(lag.as_secs_f64());
 }
 
 /// Whether this replica's last Redis round trip (the fleet marker check,

@@ -6,6 +6,7 @@
 
 pub mod alternative;
 pub mod efficiency;
+pub mod follow;
 pub mod gateway;
 pub mod hardening;
 pub mod kinds;
@@ -106,6 +107,11 @@ pub const SECTIONS: &[Section] = &[
         name: "gateway",
         key: "gateway",
         run: |q| Box::pin(gateway::run(q)),
+    },
+    Section {
+        name: "follow",
+        key: "follow",
+        run: |q| Box::pin(follow::run(q)),
     },
 ];
 

@@ -126,3 +126,77 @@ pub fn load_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Stri
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Env};
+
+    fn load(app: &str) -> Result<Config, crate::config::ConfigError> {
+        let env: Env = [
+            ("KEY".to_owned(), "follow-key-1234".to_owned()),
+            ("SECRET".to_owned(), "app-secret".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        Config::from_toml_str(
+            &format!("[[apps]]\nid = \"shop\"\nappid = \"wx0123456789abcdef\"\n{app}\n"),
+            &env,
+        )
+    }
+
+    #[test]
+    fn a_followed_app_needs_no_secret_and_hides_its_key() {
+        let c = load(r#"follow = { url = "https://prod.internal:8088/", key = { env = "KEY" } }"#)
+            .unwrap();
+        let f = c.apps[0].follow.as_ref().unwrap();
+        assert_eq!(f.url, "https://prod.internal:8088");
+        assert_eq!(f.keepalive, std::time::Duration::from_secs(15));
+        assert!(c.apps[0].secret.is_none());
+        assert!(!format!("{c:?}").contains("follow-key-1234"));
+        let shown = c.redacted_toml();
+        assert!(
+            !shown.contains("follow-key-1234") && shown.contains("KEY"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_follow_tables_name_their_key() {
+        for (app, key) in [
+            ("", "apps[0].secret"),
+            (
+                r#"follow = { url = "ftp://x", key = { env = "KEY" } }"#,
+                "apps[0].follow.url",
+            ),
+            (
+                r#"follow = { url = "https://u:p@x", key = { env = "KEY" } }"#,
+                "apps[0].follow.url",
+            ),
+            (
+                r#"follow = { url = "https://x/?k=1", key = { env = "KEY" } }"#,
+                "apps[0].follow.url",
+            ),
+            (
+                r#"follow = { url = "https://x", key = { env = "NOPE" } }"#,
+                "apps[0].follow.key",
+            ),
+            (
+                r#"follow = { url = "https://x", key = { env = "KEY" }, keepalive = "0s" }"#,
+                "apps[0].follow.keepalive",
+            ),
+            (
+                r#"follow = { url = "http://x", key = { env = "KEY" }, ca = "/nonexistent.pem" }"#,
+                "apps[0].follow.ca",
+            ),
+            (
+                r#"follow = { url = "https://x", key = { env = "KEY" }, ca = "/nonexistent.pem" }"#,
+                "apps[0].follow.ca",
+            ),
+        ] {
+            let e = load(app).expect_err(app);
+            assert_eq!(e.key, key, "{app}: {e}");
+        }
+        let e = load("").unwrap_err();
+        assert!(e.to_string().contains("follow"), "{e}");
+    }
+}

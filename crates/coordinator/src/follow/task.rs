@@ -113,6 +113,7 @@ impl Task {
             let exit = match stream::open(&http, &self.follow, &cref, since).await {
                 Ok(items) => {
                     retry = RETRY_MIN;
+                    crate::metrics::follow_connected(&self.cred, true);
                     self.show("connected", None).await;
                     info!(credential = %cref, primary = %self.follow.url, since, "following");
                     self.pump(items, &mut grant, &http).await
@@ -130,6 +131,7 @@ impl Task {
                     let wait = if e.is_refusal() { RETRY_REFUSED } else { retry };
                     retry = (retry * 2).min(RETRY_MAX);
                     warn!(credential = %cref, primary = %self.follow.url, error = %e, retry_in = ?wait, "not following");
+                    crate::metrics::follow_connected(&self.cred, false);
                     self.show(&format!("disconnected: {e}"), None).await;
                     self.pause(wait).await;
                 }

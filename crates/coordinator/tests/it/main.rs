@@ -6,6 +6,7 @@ mod bad_input;
 mod failures;
 mod fencing;
 mod fleet;
+mod follow;
 mod gateway;
 mod http;
 mod invalidation;

@@ -27,10 +27,21 @@ use crate::pki::{Ca, Leaf, write};
 
 /// A replica's API served over TLS on a port of its own, its certificate
 /// files watched as `wxtoken serve` watches them.
-struct Https {
+pub struct Https {
     addr: SocketAddr,
     tls: Arc<TlsListener>,
     _stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// [`https`] for other tests (the follower's primary).
+pub async fn https_api(fleet: &Fleet, config: &Config) -> Https {
+    https(fleet, config).await
+}
+
+impl Https {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
 }
 
 async fn https(fleet: &Fleet, config: &Config) -> Https {
