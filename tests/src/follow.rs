@@ -117,6 +117,27 @@ appid = "{appid}"
         }
     }
 
+    /// Waits until every replica's API answers `/readyz` (a replica
+    /// stores a followed value before its listener is bound).
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        for r in &self.replicas {
+            let url = format!("http://{}/readyz", r.http);
+            let ready = wxtoken_testkit::wait_until_async(
+                Duration::from_secs(15),
+                Duration::from_millis(20),
+                || async {
+                    http.get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                },
+            )
+            .await;
+            assert!(ready, "{}: {} never became ready", self.name, r.replica_id);
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.replicas[0].http)
     }
@@ -182,4 +203,28 @@ appid = "{appid}"
             .ok()
             .flatten()
     }
+}
+
+/// A primary of one replica (token life `token_ttl`) and a fleet of
+/// `replicas` following it directly (`secret`: with the appsecret, for
+/// `promote`), both holding a value: the primary's first one.
+pub async fn pair(
+    token_ttl: Duration,
+    name: &'static str,
+    replicas: usize,
+    secret: bool,
+) -> (Fleet, Follower, StoredToken) {
+    let mut fleet = Fleet::new(crate::Timing {
+        token_ttl,
+        ..crate::Timing::default()
+    })
+    .await;
+    primary(&mut fleet, 1);
+    fleet.wait_generation(1, Duration::from_secs(15)).await;
+    let url = format!("http://{}", fleet.replicas[0].http);
+    let mut f = Follower::new(name, &fleet, &url, secret);
+    f.spawn(replicas);
+    f.wait_ready().await;
+    let held = f.wait_token(0, Duration::from_secs(15)).await;
+    (fleet, f, held)
 }

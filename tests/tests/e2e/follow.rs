@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use wxtoken_client::keyspace::StoredToken;
 use wxtoken_common::{CredentialId, Keys};
-use wxtoken_e2e::follow::{FOLLOW_KEY, Follower, primary};
+use wxtoken_e2e::follow::{FOLLOW_KEY, Follower, pair, primary};
 use wxtoken_e2e::{API_KEY, Fleet, ID, Timing, wxtoken_bin};
 use wxtoken_testkit::RedisServer;
 use wxtoken_testkit::{FaultProxy, ProxyMode};
@@ -92,9 +92,11 @@ async fn a_follower_chain_never_calls_wechat_and_every_reader_holds_a_valid_toke
         false,
     );
     staging.spawn(3);
+    staging.wait_ready().await;
     staging.wait_token(0, Duration::from_secs(15)).await;
     let mut dev = Follower::new("d", &fleet, &staging.url(), false);
     dev.spawn(1);
+    dev.wait_ready().await;
     dev.wait_token(0, Duration::from_secs(15)).await;
     let (staging_seen, s_task) = commits(&staging.redis, &staging.keys);
     let (dev_seen, d_task) = commits(&dev.redis, &dev.keys);
@@ -217,22 +219,8 @@ async fn a_follower_chain_never_calls_wechat_and_every_reader_holds_a_valid_toke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_reported_at_the_follower_is_replaced_through_the_primary() {
-    let mut fleet = Fleet::new(Timing {
-        token_ttl: Duration::from_secs(60),
-        ..Timing::default()
-    })
-    .await;
-    primary(&mut fleet, 1);
-    let first = fleet.wait_generation(1, Duration::from_secs(15)).await;
-    let mut f = Follower::new(
-        "r",
-        &fleet,
-        &format!("http://{}", fleet.replicas[0].http),
-        false,
-    );
-    f.spawn(1);
-    let held = f.wait_token(0, Duration::from_secs(15)).await;
-    assert_eq!(held.value, first.value);
+    let (fleet, f, held) = pair(Duration::from_secs(60), "r", 1, false).await;
+    assert_eq!(held.value, fleet.token().await.unwrap().value);
     let fetches = fleet.app().fetch_calls;
 
     // WeChat cuts the token off behind everyone's back; a follower reader
@@ -279,21 +267,7 @@ async fn a_revoked_token_reported_at_the_follower_is_replaced_through_the_primar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_follower_redis_is_refilled_without_any_wechat_call() {
-    let mut fleet = Fleet::new(Timing {
-        token_ttl: Duration::from_secs(60),
-        ..Timing::default()
-    })
-    .await;
-    primary(&mut fleet, 1);
-    fleet.wait_generation(1, Duration::from_secs(15)).await;
-    let mut f = Follower::new(
-        "w",
-        &fleet,
-        &format!("http://{}", fleet.replicas[0].http),
-        false,
-    );
-    f.spawn(2);
-    let held = f.wait_token(0, Duration::from_secs(15)).await;
+    let (fleet, f, held) = pair(Duration::from_secs(60), "w", 2, false).await;
     let fetches = fleet.app().fetch_calls;
     let mut times = Vec::new();
     for _ in 0..3 {
@@ -329,6 +303,7 @@ async fn a_blackholed_primary_is_detected_by_the_keepalive_and_followed_again() 
     let proxy = FaultProxy::spawn(fleet.replicas[0].http).await;
     let mut f = Follower::new("b", &fleet, &format!("http://{}", proxy.addr()), false);
     f.spawn(1);
+    f.wait_ready().await;
     let held = f.wait_token(0, Duration::from_secs(15)).await;
     proxy.set_mode(ProxyMode::Blackhole);
     let cut = Instant::now();
@@ -364,17 +339,7 @@ async fn a_blackholed_primary_is_detected_by_the_keepalive_and_followed_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_primary_down_the_follower_serves_until_expiry_and_promote_is_explicit() {
-    let mut fleet = Fleet::new(Timing::default()).await;
-    primary(&mut fleet, 1);
-    fleet.wait_generation(1, Duration::from_secs(15)).await;
-    let mut f = Follower::new(
-        "p",
-        &fleet,
-        &format!("http://{}", fleet.replicas[0].http),
-        true,
-    );
-    f.spawn(1);
-    f.wait_token(0, Duration::from_secs(15)).await;
+    let (fleet, f, _) = pair(Timing::default().token_ttl, "p", 1, true).await;
 
     // Refused while the primary answers.
     let out = f.cli(&["promote", ID]);
@@ -472,4 +437,66 @@ fn a_follower_without_a_secret_cannot_be_promoted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("apps[0].secret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_following_replica_dies_another_takes_over_and_forwards_reports() {
+    let (fleet, f, _) = pair(Timing::default().token_ttl, "t", 2, false).await;
+    let lock = f
+        .keys
+        .slot(&wxtoken_common::CredentialRef::token(
+            CredentialId::parse(ID).unwrap(),
+        ))
+        .lock;
+    let mut c = f
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let owner: String = redis::cmd("GET")
+        .arg(&lock)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let holder = owner.split(':').next().unwrap().to_owned();
+    let (dead, alive) = if holder == "t1" { (0, 1) } else { (1, 0) };
+    f.replicas[dead].signal(nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    let before = f.token().await.unwrap();
+    // The next generation (a refresh every 3.5 s) reaches the survivor.
+    let newer = f
+        .wait_token(before.generation, Duration::from_secs(12))
+        .await;
+    println!(
+        "following replica killed; the survivor stored generation {} after {:?}",
+        newer.generation,
+        killed.elapsed()
+    );
+    let owner: String = redis::cmd("GET")
+        .arg(&lock)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(owner.starts_with(&format!("t{}:", alive + 1)), "{owner}");
+
+    // A report at the survivor is forwarded: it learnt the value it holds.
+    assert!(fleet.sim.revoke(&newer.value));
+    let reply = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/apps/{ID}/access_token/invalidate?wait=true",
+            f.replicas[alive].http
+        ))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({ "access_token": newer.value }))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["result"], "invalidated", "{body}");
+    let replaced = f.wait_token(newer.generation, Duration::from_secs(5)).await;
+    assert_eq!(
+        fleet.sim.token_state(&replaced.value),
+        wechat_sim::TokenState::Valid
+    );
 }

@@ -109,7 +109,10 @@ impl Task {
                 continue;
             };
             self.refill(&mut grant).await;
-            let since = self.stored_generation().await;
+            // Resume after the newest value this task holds; without one
+            // (a replica that just took over) the current value comes at
+            // once, so this task can refill Redis and forward reports.
+            let since = self.last.as_ref().map(|v| v.generation);
             let exit = match stream::open(&http, &self.follow, &cref, since).await {
                 Ok(items) => {
                     retry = RETRY_MIN;
