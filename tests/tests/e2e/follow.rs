@@ -195,6 +195,28 @@ async fn a_follower_chain_never_calls_wechat_and_every_reader_holds_a_valid_toke
         percentile(&d_lags, 0.99),
         d_lags.last().unwrap(),
     );
+    // The streams stayed up: keep-alives (1 s asked) kept every follower's
+    // stream alive for the whole run.
+    for (name, logs) in [("staging", staging.logs()), ("dev", dev.logs())] {
+        assert!(!logs.contains("not following"), "{name} lost its stream");
+    }
+    // The follow key reads and reports `shop` at the primary, nothing else.
+    let http = reqwest::Client::new();
+    let primary_url = format!("http://{}", fleet.replicas[0].http);
+    for path in ["/v1/apps", "/v1/credentials", "/v1/apps/shop/jsapi_signature"] {
+        let r = http
+            .get(format!("{primary_url}{path}"))
+            .bearer_auth(FOLLOW_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 403 || r.status() == 405,
+            "{path}: {}",
+            r.status()
+        );
+    }
+
     // Status on the follower names the primary.
     let out = staging.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
