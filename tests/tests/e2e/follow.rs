@@ -203,7 +203,11 @@ async fn a_follower_chain_never_calls_wechat_and_every_reader_holds_a_valid_toke
     // The follow key reads and reports `shop` at the primary, nothing else.
     let http = reqwest::Client::new();
     let primary_url = format!("http://{}", fleet.replicas[0].http);
-    for path in ["/v1/apps", "/v1/credentials", "/v1/apps/shop/jsapi_signature"] {
+    for path in [
+        "/v1/apps",
+        "/v1/credentials",
+        "/v1/apps/shop/jsapi_signature",
+    ] {
         let r = http
             .get(format!("{primary_url}{path}"))
             .bearer_auth(FOLLOW_KEY)

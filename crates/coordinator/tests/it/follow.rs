@@ -26,21 +26,24 @@ async fn follower(redis: &RedisServer, url: &str, ca: Option<&std::path::Path>) 
         &format!("[[apps]]\nid = \"{ID}\"\nappid = \"wx0123456789abcdef\"\n{follow}\n"),
     )
     .await
+    .0
 }
 
-/// A replica with `entries` (followed ones) on `redis`.
-async fn start(redis: &RedisServer, entries: &str) -> ReplicaHandle {
+/// A replica with `entries` (followed ones) on `redis`; its API takes
+/// [`API_KEY`].
+async fn start(redis: &RedisServer, entries: &str) -> (ReplicaHandle, Config) {
     let text = format!(
-        "[redis]\nurl = \"{}\"\nkey_prefix = \"follower\"\n[refresh]\nrefresh_ahead = \"2s\"\nlock_ttl = \"1s\"\nupstream_timeout = \"400ms\"\n{entries}",
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"follower\"\n[refresh]\nrefresh_ahead = \"2s\"\nlock_ttl = \"1s\"\nupstream_timeout = \"400ms\"\n[http]\napi_keys = {{ env = \"FOLLOW_KEY\" }}\n{entries}",
         redis.url()
     );
     let env: Env = [("FOLLOW_KEY".to_owned(), API_KEY.to_owned())]
         .into_iter()
         .collect();
     let config = Config::from_toml_str(&text, &env).expect("follower config");
-    ReplicaHandle::start(&config, "f1".into())
+    let replica = ReplicaHandle::start(&config, "f1".into())
         .await
-        .expect("follower starts")
+        .expect("follower starts");
+    (replica, config)
 }
 
 async fn stored_value(
@@ -179,7 +182,7 @@ async fn tickets_and_wecom_agents_follow_with_their_entries() {
         crate::fleet::CORPID
     );
     let redis = RedisServer::spawn();
-    let f = start(&redis, &entries).await;
+    let (f, config) = start(&redis, &entries).await;
     for name in names {
         let cref = fleet.cref(name);
         let same = wxtoken_testkit::wait_until_async(
@@ -194,5 +197,27 @@ async fn tickets_and_wecom_agents_follow_with_their_entries() {
         .await;
         assert!(same, "{name} was not followed");
     }
+    // The status page says where each comes from.
+    let router = wxtoken_coordinator::http::router(f.http_state(&config).unwrap(), false);
+    let page = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::get("/ui")
+            .header("authorization", format!("Bearer {API_KEY}"))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = axum::body::to_bytes(page.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let html = String::from_utf8_lossy(&html);
+    assert_eq!(
+        html.matches(&format!("followed from http://{addr}"))
+            .count(),
+        names.len(),
+        "{html}"
+    );
     f.shutdown(Duration::from_secs(1)).await;
 }

@@ -183,6 +183,10 @@ fn credential_row(row: &Row) -> Markup {
                     },
                     None => "never",
                 }
+                @if let Some(f) = &s.followed {
+                    br; small.followed title=(f.state) { "followed from " (f.from)
+                        @if let Some(lag) = f.lag_ms { " · lag " (lag) " ms" } }
+                }
             }
             td.error {
                 @match &s.last_error {
