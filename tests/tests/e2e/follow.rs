@@ -349,6 +349,16 @@ async fn a_blackholed_primary_is_detected_by_the_keepalive_and_followed_again() 
         "the dead stream was never detected: {:?}",
         f.meta("follow_state").await
     );
+    // Still blackholed: the reconnect's request gets no answer either, and
+    // is given up too (a second "no byte" state, written after it).
+    let first_state_at = f.meta("follow_at_ms").await;
+    let retried = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async { f.meta("follow_at_ms").await != first_state_at },
+    )
+    .await;
+    assert!(retried, "the reconnect during the blackhole hung");
     proxy.set_mode(ProxyMode::Pass);
     let healed = Instant::now();
     let newer = f.wait_token(held.generation, Duration::from_secs(15)).await;
@@ -361,6 +371,17 @@ async fn a_blackholed_primary_is_detected_by_the_keepalive_and_followed_again() 
         fleet.sim.token_state(&newer.value),
         wechat_sim::TokenState::Valid
     );
+    // A follower stuck on a silent primary still stops within 5 s.
+    proxy.set_mode(ProxyMode::Blackhole);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.replicas[0].signal(nix::sys::signal::Signal::SIGTERM);
+    let stopping = Instant::now();
+    let exited = f.replicas[0].wait_exit(Duration::from_secs(5));
+    println!(
+        "SIGTERM while blackholed: exited after {:?}",
+        stopping.elapsed()
+    );
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

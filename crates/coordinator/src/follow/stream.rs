@@ -100,9 +100,12 @@ pub async fn open(
     if let Some(g) = since {
         req = req.header("last-event-id", g.to_string());
     }
-    let resp = req
-        .send()
+    // The primary answers a watch at once: headers that do not come within
+    // the idle limit (plus the connect timeout) are a dead path.
+    let wait = follow.idle_limit() + Duration::from_secs(5);
+    let resp = tokio::time::timeout(wait, req.send())
         .await
+        .map_err(|_| WatchError::Idle(wait))?
         .map_err(|e| WatchError::Connect(e.without_url().to_string()))?;
     let status = resp.status().as_u16();
     if status != 200 {

@@ -113,7 +113,13 @@ impl Task {
             // (a replica that just took over) the current value comes at
             // once, so this task can refill Redis and forward reports.
             let since = self.last.as_ref().map(|v| v.generation);
-            let exit = match stream::open(&http, &self.follow, &cref, since).await {
+            // Connecting may take the connect timeout: a stop does not wait.
+            let opened = tokio::select! {
+                opened = stream::open(&http, &self.follow, &cref, since) => opened,
+                _ = self.stop.changed() => break,
+                _ = shutdown(&self.keepers) => break,
+            };
+            let exit = match opened {
                 Ok(items) => {
                     retry = RETRY_MIN;
                     crate::metrics::follow_connected(&self.cred, true);
