@@ -142,7 +142,15 @@ impl Task {
                     warn!(credential = %cref, primary = %self.follow.url, error = %e, retry_in = ?wait, "not following");
                     crate::metrics::follow_connected(&self.cred, false);
                     self.show(&format!("disconnected: {e}"), None).await;
-                    self.pause(wait).await;
+                    // Still the one that follows: the lock is kept while
+                    // waiting (the replicas do not take turns at a dead
+                    // primary).
+                    let until = tokio::time::Instant::now() + wait;
+                    while !self.stopping() && tokio::time::Instant::now() < until {
+                        let left = until - tokio::time::Instant::now();
+                        self.pause(left.min(lock_ttl / 3)).await;
+                        let _ = self.store().follow_hold(&cref, &self.owner, lock_ttl).await;
+                    }
                 }
             }
         }
