@@ -8,6 +8,7 @@
 //! so every error is stripped with `without_url()` before it leaves this
 //! module (SPEC §7). Nothing here retries, locks or counts quota.
 
+pub mod conn;
 pub mod proxy;
 pub mod reply;
 
