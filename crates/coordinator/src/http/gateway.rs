@@ -25,7 +25,6 @@ use super::error::ApiFailure;
 use super::keys::ApiKey;
 use super::v1::{await_verdict, resolve, token_failure};
 use crate::kind::Credential;
-use crate::upstream::conn::Base;
 use crate::upstream::proxy::{Answer, Call, Payload};
 
 /// The longest API path passed on.
@@ -57,7 +56,10 @@ pub(super) async fn forward(
             cred.cref
         ))
     })?;
-    let base = Base::parse(base).map_err(|e| ApiFailure::UpstreamUnavailable(e.to_string()))?;
+    let base = state
+        .gateway
+        .base(base)
+        .map_err(|e| ApiFailure::UpstreamUnavailable(e.to_string()))?;
     let target = target(&base.prefix, path, request.uri().query())?;
     let (parts, body) = request.into_parts();
     let (payload, stream) = payload(state, &parts.headers, body).await?;

@@ -206,6 +206,11 @@ pub struct Upstream {
     done: bool,
     /// A write failed (the host closed its side): never used again.
     broken: Arc<AtomicBool>,
+    /// The same socket (a duplicate descriptor), to look for the host's
+    /// close before reuse without waiting for the reactor to report it: a
+    /// host that answered early closes right after its reply, and a call
+    /// sent on that connection would fail.
+    probe: std::net::TcpStream,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -222,6 +227,15 @@ impl Upstream {
         if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
             self.done = true;
         }
+    }
+
+    /// Whether the host closed the connection (or sent something unasked):
+    /// one non-blocking peek at the socket.
+    fn host_closed(&self) -> bool {
+        !matches!(
+            self.probe.peek(&mut [0_u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
     /// Whether it may carry another request: open and idle.
@@ -289,7 +303,7 @@ impl Pool {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 idle.get_mut(origin)?.pop()?
             };
-            if since.elapsed() < IDLE_MAX && up.reusable() {
+            if since.elapsed() < IDLE_MAX && !up.host_closed() && up.reusable() {
                 return Some(up);
             }
         }
@@ -324,6 +338,10 @@ impl Pool {
         .map_err(within("connecting"))?
         .map_err(|e| FetchError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        let failed = |e: std::io::Error| FetchError::Connect(e.to_string());
+        let std = tcp.into_std().map_err(failed)?;
+        let probe = std.try_clone().map_err(failed)?;
+        let tcp = TcpStream::from_std(std).map_err(failed)?;
         let io = if origin.tls {
             let name = rustls::pki_types::ServerName::try_from(origin.host.to_string())
                 .map_err(|e| FetchError::Connect(e.to_string()))?;
@@ -351,6 +369,7 @@ impl Pool {
             conn,
             done: false,
             broken,
+            probe,
         })
     }
 }

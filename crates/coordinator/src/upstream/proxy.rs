@@ -6,7 +6,8 @@
 //! retry). Redirects are never followed and only the URL the caller built
 //! from a configured host is contacted: this is not an open proxy.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
@@ -119,13 +120,16 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Proxy {
     pool: Arc<Pool>,
+    /// Base URLs taken apart once (a handful: one per WeChat host the
+    /// configured credentials use).
+    bases: Arc<Mutex<HashMap<Box<str>, Arc<Base>>>>,
 }
 
 /// One call as the gateway makes it.
 #[derive(Debug)]
 pub struct Call<'a> {
     pub method: &'a Method,
-    /// The credential's WeChat host (taken apart once per call).
+    /// The credential's WeChat host ([`Proxy::base`]).
     pub base: &'a Base,
     /// The request target on that host with the caller's query, without
     /// `access_token` (built and checked by the gateway).
@@ -156,7 +160,23 @@ impl Proxy {
                 c.connect_timeout,
                 Arc::new(tls),
             )),
+            bases: Arc::default(),
         })
+    }
+
+    /// `base` taken apart (once per distinct base).
+    pub fn base(&self, base: &str) -> Result<Arc<Base>, FetchError> {
+        let mut bases = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = bases.get(base) {
+            return Ok(b.clone());
+        }
+        let parsed = Arc::new(Base::parse(base)?);
+        // Bases come from the config: a reload may add some, never many.
+        if bases.len() >= 64 {
+            bases.clear();
+        }
+        bases.insert(base.into(), parsed.clone());
+        Ok(parsed)
     }
 
     /// Makes `call` with `token` as `access_token` and the body `payload`

@@ -438,3 +438,49 @@ async fn a_call_right_after_a_streamed_calls_40001_is_served() {
             .await;
     }
 }
+
+/// `wxtoken_gateway_upstream_connects_total` now (the recorder is the
+/// process's: other tests' connections count too).
+async fn upstream_connects(r: &Router) -> f64 {
+    let metrics = call(r, "/metrics", None, "text/plain", Vec::new()).await;
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("wxtoken_gateway_upstream_connects_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_calls_reuse_one_upstream_connection() {
+    let fleet = Fleet::start(long_lived(), 1).await;
+    fleet.wait_generation(1, Duration::from_secs(5)).await;
+    let r = app(&fleet).await;
+    let before = upstream_connects(&r).await;
+    for _ in 0..40 {
+        let reply = call(
+            &r,
+            &send_uri(),
+            Some(API_KEY),
+            "application/json",
+            message(),
+        )
+        .await;
+        assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+        let reply = call(
+            &r,
+            &format!("/wx/{ID}/wxa/getwxacodeunlimit"),
+            Some(API_KEY),
+            "application/json",
+            br#"{"scene":"a=1","width":64}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(reply.content_type, "image/jpeg");
+    }
+    // 80 calls, JSON read whole and images streamed: one connection (a few
+    // more may come from tests running beside this one).
+    let opened = upstream_connects(&r).await - before;
+    assert!(
+        (1.0..20.0).contains(&opened),
+        "{opened} connections for 80 calls"
+    );
+}
