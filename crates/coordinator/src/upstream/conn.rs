@@ -229,13 +229,16 @@ impl Upstream {
         }
     }
 
-    /// Whether the host closed the connection (or sent something unasked):
-    /// one non-blocking peek at the socket.
+    /// Whether the host closed the connection (or, over plain HTTP, sent
+    /// something unasked): one non-blocking peek at the socket. Bytes
+    /// waiting on a TLS connection may be the TLS layer's own (a session
+    /// ticket): rustls reads those.
     fn host_closed(&self) -> bool {
-        !matches!(
-            self.probe.peek(&mut [0_u8; 1]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
+        match self.probe.peek(&mut [0_u8; 1]) {
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            Ok(0) => true,
+            Ok(_) => !self.origin.tls,
+        }
     }
 
     /// Whether it may carry another request: open and idle.
