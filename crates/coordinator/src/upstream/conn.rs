@@ -3,7 +3,7 @@
 //! that makes the call. There is no connection task and no pool task: the
 //! caller polls the connection while it waits for the reply head
 //! ([`Upstream::exchange`]) and while the reply body streams ([`Relay`]), so
-//! a proxied call wakes one task, not three. When the exchange is complete
+//! a proxied call wakes one task, not three (the reply body: `relay.rs`). When the exchange is complete
 //! and the connection can take another request it goes back to the
 //! [`Pool`] idle; one that is mid-message (WeChat answered before reading
 //! the whole request body), closed by the host or idle too long is dropped.
@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::uri::Scheme;
 use axum::http::{HeaderValue, Request, Response, Uri};
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -223,7 +223,7 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Moves the connection on (writes, reads) as far as it can now.
-    fn drive(&mut self, cx: &mut Context<'_>) {
+    pub(super) fn drive(&mut self, cx: &mut Context<'_>) {
         if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
             self.done = true;
         }
@@ -313,7 +313,7 @@ impl Pool {
     }
 
     /// Puts `up` back idle if it can carry another request.
-    fn checkin(&self, mut up: Upstream) {
+    pub(super) fn checkin(&self, mut up: Upstream) {
         if !up.reusable() {
             return;
         }
@@ -375,149 +375,6 @@ impl Pool {
             probe,
         })
     }
-}
-
-/// A reply body read through its connection: polling it drives the
-/// connection, and when it ends the connection goes back to the pool.
-pub struct Relay {
-    /// Bytes already read (the part of a JSON reply looked at), sent first.
-    head: Option<Bytes>,
-    body: Incoming,
-    up: Option<Upstream>,
-    pool: Arc<Pool>,
-    /// `gateway.timeout` for the whole call, once the reply is streamed to
-    /// the caller (before that the handler's own timeout holds).
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl std::fmt::Debug for Relay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").finish_non_exhaustive()
-    }
-}
-
-impl Relay {
-    pub fn new(body: Incoming, up: Upstream, pool: Arc<Pool>) -> Self {
-        Self {
-            head: None,
-            body,
-            up: Some(up),
-            pool,
-            deadline: None,
-        }
-    }
-
-    /// The body, cut off with an error at `deadline`.
-    pub fn until(mut self, deadline: tokio::time::Instant) -> Self {
-        self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
-        self
-    }
-
-    fn finish(&mut self) {
-        if let Some(up) = self.up.take() {
-            self.pool.checkin(up);
-        }
-    }
-}
-
-impl HttpBody for Relay {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let this = self.get_mut();
-        if let Some(head) = this.head.take() {
-            return Poll::Ready(Some(Ok(Frame::data(head))));
-        }
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            this.up = None;
-            return Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the reply took longer than gateway.timeout",
-            ))));
-        }
-        if let Some(up) = &mut this.up {
-            up.drive(cx);
-        }
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                this.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.body.is_end_stream() {
-                    this.finish();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.up = None;
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.head.is_none() && self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let mut hint = self.body.size_hint();
-        if let Some(head) = &self.head {
-            let n = head.len() as u64;
-            hint.set_lower(hint.lower() + n);
-            if let Some(upper) = hint.upper() {
-                hint.set_upper(upper + n);
-            }
-        }
-        hint
-    }
-}
-
-/// Reads a reply body whole while it stays within `limit` bytes, driving the
-/// connection. `Ok(Ok(bytes))`: all of it (the connection is back in the
-/// pool); `Ok(Err(relay))`: longer than `limit`, the part read goes first.
-pub async fn read_within(
-    mut relay: Relay,
-    limit: usize,
-) -> Result<Result<Bytes, Relay>, std::io::Error> {
-    let mut first: Option<Bytes> = None;
-    let mut kept: Vec<u8> = Vec::new();
-    loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut relay).poll_frame(cx)).await;
-        let Some(frame) = frame.transpose()? else {
-            break;
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        // One frame (the usual small reply) is kept without a copy.
-        match &first {
-            None if kept.is_empty() => first = Some(data),
-            _ => {
-                if let Some(f) = first.take() {
-                    kept.extend_from_slice(&f);
-                }
-                kept.extend_from_slice(&data);
-            }
-        }
-        let seen = first.as_ref().map_or(kept.len(), Bytes::len);
-        if seen > limit {
-            relay.head = Some(first.unwrap_or_else(|| Bytes::from(kept)));
-            return Ok(Err(relay));
-        }
-        if relay.body.is_end_stream() {
-            break;
-        }
-    }
-    relay.finish();
-    Ok(Ok(first.unwrap_or_else(|| Bytes::from(kept))))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod conn;
 pub mod proxy;
+pub mod relay;
 pub mod reply;
 
 use std::time::Duration;

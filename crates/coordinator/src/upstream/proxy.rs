@@ -13,7 +13,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 
 use super::FetchError;
-use super::conn::{Base, Pool, Relay, read_within};
+use super::conn::{Base, Pool};
+use super::relay::{Relay, read_within};
 use crate::config::GatewayConfig;
 
 /// The most of a JSON reply read to look for an `errcode` (WeChat's error
