@@ -6,13 +6,14 @@
 //! carry credential ids, routes, classes and statuses — never a token, a
 //! secret or an API key.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use wxtoken_common::CredentialId;
+use wxtoken_common::{CredentialId, CredentialRef};
 
 use crate::kind::Credential;
 
@@ -35,6 +36,7 @@ pub const AUTHORIZERS: &str = "wxtoken_authorizers";
 pub const STALE_FETCHES_TOTAL: &str = "wxtoken_stale_fetches_total";
 pub const GATEWAY_CALLS_TOTAL: &str = "wxtoken_gateway_calls_total";
 pub const GATEWAY_SECONDS: &str = "wxtoken_gateway_call_duration_seconds";
+pub const GATEWAY_CONNECTS_TOTAL: &str = "wxtoken_gateway_upstream_connects_total";
 pub const CONFIG_GENERATION: &str = "wxtoken_config_generation";
 pub const CONFIG_RELOADS_TOTAL: &str = "wxtoken_config_reloads_total";
 pub const QUOTA_FOREIGN: &str = "wxtoken_quota_foreign_fetches";
@@ -153,6 +155,11 @@ pub const ALL: &[(&str, MetricType, &str)] = &[
         GATEWAY_SECONDS,
         MetricType::Histogram,
         "Gateway call latency by key, credential and path.",
+    ),
+    (
+        GATEWAY_CONNECTS_TOTAL,
+        MetricType::Counter,
+        "Connections the gateway opened to WeChat hosts (idle ones are reused).",
     ),
     (
         QUOTA_FOREIGN,
@@ -381,22 +388,93 @@ pub fn invalidation(cred: &Credential, result: &'static str) {
 /// One call through the gateway: by key, credential (an authorizer's
 /// component), API path (`other` when WeChat did not know it, so callers
 /// cannot mint series), WeChat's errcode (`-` for a reply without one) and
-/// whether a refused token was healed by a retry.
-pub fn gateway(
+/// whether a refused token was healed by a retry. The handles of each
+/// series are looked up in the recorder once and kept, so a call builds no
+/// labels (the recorder never expires series: the handles stay valid).
+#[derive(Default)]
+pub struct GatewaySeries {
+    by_hash: std::sync::Mutex<HashMap<u64, Vec<Series>>>,
+}
+
+impl std::fmt::Debug for GatewaySeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySeries").finish_non_exhaustive()
+    }
+}
+
+struct Series {
+    key: Box<str>,
+    cred: CredentialRef,
+    path: Box<str>,
+    errcode: Option<i64>,
+    healed: bool,
+    calls: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl GatewaySeries {
+    pub fn record(
+        &self,
+        key: &str,
+        cred: &Credential,
+        path: &str,
+        errcode: Option<i64>,
+        healed: bool,
+        took: Duration,
+    ) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (key, &cred.cref, path, errcode, healed).hash(&mut h);
+        let hash = h.finish();
+        let mut map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(hash).or_default();
+        let found = list.iter().position(|s| {
+            &*s.key == key
+                && s.cred == cred.cref
+                && &*s.path == path
+                && s.errcode == errcode
+                && s.healed == healed
+        });
+        let series = match found {
+            Some(i) => &list[i],
+            None => {
+                let (calls, seconds) = gateway_handles(key, cred, path, errcode, healed);
+                list.push(Series {
+                    key: key.into(),
+                    cred: cred.cref.clone(),
+                    path: path.into(),
+                    errcode,
+                    healed,
+                    calls,
+                    seconds,
+                });
+                &list[list.len() - 1]
+            }
+        };
+        series.calls.increment(1);
+        series.seconds.record(took.as_secs_f64());
+    }
+}
+
+fn gateway_handles(
     key: &str,
     cred: &Credential,
     path: &str,
     errcode: Option<i64>,
     healed: bool,
-    took: Duration,
-) {
+) -> (metrics::Counter, metrics::Histogram) {
     let (app, _) = labels(cred);
     let errcode = errcode.map_or_else(|| "-".to_owned(), |c| c.to_string());
     let healed = if healed { "true" } else { "false" };
-    counter!(GATEWAY_CALLS_TOTAL, "key" => key.to_owned(), "app" => app.clone(), "path" => path.to_owned(), "errcode" => errcode, "healed" => healed)
-        .increment(1);
-    histogram!(GATEWAY_SECONDS, "key" => key.to_owned(), "app" => app, "path" => path.to_owned())
-        .record(took.as_secs_f64());
+    (
+        counter!(GATEWAY_CALLS_TOTAL, "key" => key.to_owned(), "app" => app.clone(), "path" => path.to_owned(), "errcode" => errcode, "healed" => healed),
+        histogram!(GATEWAY_SECONDS, "key" => key.to_owned(), "app" => app, "path" => path.to_owned()),
+    )
+}
+
+/// The gateway opened a connection to a WeChat host.
+pub fn gateway_connect() {
+    counter!(GATEWAY_CONNECTS_TOTAL).increment(1);
 }
 
 pub fn http(route: String, status: u16, took: Duration) {

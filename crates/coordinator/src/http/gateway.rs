@@ -16,7 +16,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::StreamExt;
-use secrecy::SecretString;
 use tracing::{info, warn};
 use wxtoken_client::{Invalidation, Token, Verdict};
 use wxtoken_common::{Slot, is_token_rejected};
@@ -26,7 +25,7 @@ use super::error::ApiFailure;
 use super::keys::ApiKey;
 use super::v1::{await_verdict, resolve, token_failure};
 use crate::kind::Credential;
-use crate::upstream::proxy::{Answer, Call, Payload, body_of};
+use crate::upstream::proxy::{Answer, Call, Payload};
 
 /// The longest API path passed on.
 const MAX_PATH: usize = 256;
@@ -57,13 +56,19 @@ pub(super) async fn forward(
             cred.cref
         ))
     })?;
-    let url = target(base, path, request.uri().query())?;
+    let base = state
+        .gateway
+        .base(base)
+        .map_err(|e| ApiFailure::UpstreamUnavailable(e.to_string()))?;
+    let target = target(&base.prefix, path, request.uri().query())?;
     let (parts, body) = request.into_parts();
     let (payload, stream) = payload(state, &parts.headers, body).await?;
     let call = Call {
         method: &parts.method,
-        url: &url,
+        base: &base,
+        target: &target,
         headers: &parts.headers,
+        deadline: tokio::time::Instant::from_std(started) + state.gateway_config.timeout,
     };
     let token = current(state, cred).await?;
     let mut answer = send(state, &call, &token, &payload, stream).await?;
@@ -91,7 +96,9 @@ pub(super) async fn forward(
     // A path WeChat does not know (40066, or HTTP 404) is not a series.
     let known = answer.status() != axum::http::StatusCode::NOT_FOUND && errcode != Some(40066);
     let label = if known { path } else { "other" };
-    crate::metrics::gateway(key, cred, label, errcode, healed, started.elapsed());
+    state
+        .gateway_series
+        .record(key, cred, label, errcode, healed, started.elapsed());
     info!(
         key,
         credential = %cred.cref,
@@ -105,13 +112,12 @@ pub(super) async fn forward(
     Ok(answer.into_response())
 }
 
-/// The WeChat URL: the credential's host, `path`, and the caller's query
-/// without any `access_token` of its own. Refuses paths that could leave
-/// the host or the API (`..`, empty segments, any character but letters,
-/// digits, `_`, `-`, `.` and `/`): with those refused, `base/path` cannot
-/// name another host, so the URL is built as a string, parsed once by the
-/// client.
-fn target(base: &str, path: &str, query: Option<&str>) -> Result<String, ApiFailure> {
+/// The request target on the credential's host: its base path `prefix`,
+/// `path`, and the caller's query without any `access_token` of its own.
+/// Refuses paths that could leave the API (`..`, empty segments, any
+/// character but letters, digits, `_`, `-`, `.` and `/`); the host is the
+/// base's, never the caller's.
+fn target(prefix: &str, path: &str, query: Option<&str>) -> Result<String, ApiFailure> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
     let bad = path.is_empty()
         || path.len() > MAX_PATH
@@ -124,9 +130,9 @@ fn target(base: &str, path: &str, query: Option<&str>) -> Result<String, ApiFail
             "the API path must be 1-{MAX_PATH} characters of letters, digits, '_', '-', '.' in '/'-separated segments"
         )));
     }
-    let base = base.trim_end_matches('/');
-    let mut url = String::with_capacity(base.len() + path.len() + query.map_or(0, str::len) + 2);
-    url.push_str(base);
+    let prefix = prefix.trim_end_matches('/');
+    let mut url = String::with_capacity(prefix.len() + path.len() + query.map_or(0, str::len) + 2);
+    url.push_str(prefix);
     url.push('/');
     url.push_str(path);
     // The caller's pairs as they were encoded, but for any that decodes to
@@ -198,10 +204,9 @@ async fn send(
     payload: &Payload,
     stream: Option<Body>,
 ) -> Result<Answer, ApiFailure> {
-    let value = SecretString::from(token.value().to_owned());
     state
         .gateway
-        .send(call, &value, body_of(payload, stream))
+        .send(call, token.value(), payload, stream)
         .await
         .map_err(|e| ApiFailure::UpstreamUnavailable(e.to_string()))
 }
@@ -243,7 +248,7 @@ async fn report(state: &HttpState, cred: &Credential, dead: &Token) -> Option<In
 mod tests {
     use super::*;
 
-    const BASE: &str = "https://api.weixin.qq.com";
+    const BASE: &str = "";
 
     #[test]
     fn the_target_keeps_the_host_and_replaces_the_callers_token() {
@@ -253,12 +258,9 @@ mod tests {
             Some("access_token=MINE&x=1"),
         )
         .unwrap();
-        assert_eq!(
-            u,
-            "https://api.weixin.qq.com/cgi-bin/message/custom/send?x=1"
-        );
-        let u = target("http://127.0.0.1:9/qyapi", "cgi-bin/user/get", None).unwrap();
-        assert_eq!(u, "http://127.0.0.1:9/qyapi/cgi-bin/user/get");
+        assert_eq!(u, "/cgi-bin/message/custom/send?x=1");
+        let u = target("/qyapi", "cgi-bin/user/get", None).unwrap();
+        assert_eq!(u, "/qyapi/cgi-bin/user/get");
         // Encoded spellings of the caller's own token go too; the rest keeps
         // its encoding.
         let u = target(
@@ -267,13 +269,12 @@ mod tests {
             Some("openid=o%2B1&access%5Ftoken=T&&lang=zh_CN&access_token"),
         )
         .unwrap();
-        assert_eq!(
-            u,
-            "https://api.weixin.qq.com/cgi-bin/user/info?openid=o%2B1&lang=zh_CN"
-        );
+        assert_eq!(u, "/cgi-bin/user/info?openid=o%2B1&lang=zh_CN");
+        // Always origin-form: a path, never a host of its own.
         for built in [&u, &target(BASE, "a.b/c-d_e", None).unwrap()] {
-            let parsed = reqwest::Url::parse(built).unwrap();
-            assert_eq!(parsed.host_str(), Some("api.weixin.qq.com"), "{built}");
+            let parsed: axum::http::Uri = built.parse().unwrap();
+            assert_eq!(parsed.host(), None, "{built}");
+            assert!(built.starts_with('/'), "{built}");
         }
     }
 

@@ -87,6 +87,9 @@ pub struct Shared {
     /// The gateway's WeChat client (`/wx/{id}/…`) and its limits.
     pub gateway: crate::upstream::proxy::Proxy,
     pub gateway_config: crate::config::GatewayConfig,
+    /// Handles of the gateway's per-call metrics, kept so calls do not
+    /// build labels and look them up.
+    gateway_series: crate::metrics::GatewaySeries,
     /// Tokens the fleet stored, for the drop-in API base (`dropin`).
     pub tokens: dropin::TokenIndex,
     /// WeChat, for the code exchanges (`login`).
@@ -167,6 +170,7 @@ impl HttpState {
             gateway: crate::upstream::proxy::Proxy::new(&config.gateway)
                 .map_err(|e| ConfigError::new("gateway", e.to_string()))?,
             gateway_config: config.gateway.clone(),
+            gateway_series: crate::metrics::GatewaySeries::default(),
             tokens: dropin::TokenIndex::default(),
             upstream: crate::upstream::Upstream::new(config.refresh.upstream_timeout, 16)
                 .map_err(|e| ConfigError::new("upstream", e.to_string()))?,

@@ -8,7 +8,9 @@
 //! so every error is stripped with `without_url()` before it leaves this
 //! module (SPEC §7). Nothing here retries, locks or counts quota.
 
+pub mod conn;
 pub mod proxy;
+pub mod relay;
 pub mod reply;
 
 use std::time::Duration;

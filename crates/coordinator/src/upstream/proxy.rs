@@ -6,12 +6,15 @@
 //! retry). Redirects are never followed and only the URL the caller built
 //! from a configured host is contacted: this is not an open proxy.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
-use futures_util::{StreamExt, TryStreamExt};
-use secrecy::{ExposeSecret, SecretString};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 
 use super::FetchError;
+use super::conn::{Base, Pool};
+use super::relay::{Relay, read_within};
 use crate::config::GatewayConfig;
 
 /// The most of a JSON reply read to look for an `errcode` (WeChat's error
@@ -112,107 +115,155 @@ impl Answer {
     }
 }
 
-/// The gateway's WeChat client: its own pool (business calls must not
-/// queue behind token fetches, nor the reverse), no redirects.
+/// The gateway's WeChat client: its own connections (business calls must
+/// not queue behind token fetches, nor the reverse), no redirects, driven
+/// by the calling task (`conn.rs`).
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    http: reqwest::Client,
+    pool: Arc<Pool>,
+    /// Base URLs taken apart once (a handful: one per WeChat host the
+    /// configured credentials use).
+    bases: Arc<Mutex<HashMap<Box<str>, Arc<Base>>>>,
 }
 
 /// One call as the gateway makes it.
 #[derive(Debug)]
 pub struct Call<'a> {
     pub method: &'a Method,
-    /// The WeChat URL with the caller's query, without `access_token`
-    /// (built and checked by the gateway).
-    pub url: &'a str,
+    /// The credential's WeChat host ([`Proxy::base`]).
+    pub base: &'a Base,
+    /// The request target on that host with the caller's query, without
+    /// `access_token` (built and checked by the gateway).
+    pub target: &'a str,
     /// The caller's headers (hop-by-hop ones are dropped here).
     pub headers: &'a HeaderMap,
+    /// `gateway.timeout` from the start of the call: a streamed reply is
+    /// cut off there.
+    pub deadline: tokio::time::Instant,
 }
+
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("wxtoken-gateway/", env!("CARGO_PKG_VERSION")));
 
 impl Proxy {
     pub fn new(c: &GatewayConfig) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(c.connect_timeout)
-            .timeout(c.timeout)
-            .pool_max_idle_per_host(c.pool_idle_per_host)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wxtoken-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(FetchError::from_reqwest)?;
-        Ok(Self { http })
+        use rustls_platform_verifier::BuilderVerifierExt;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_platform_verifier())
+            .map_err(|e| FetchError::Connect(format!("TLS setup: {e}")))?
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            pool: Arc::new(Pool::new(
+                c.pool_idle_per_host,
+                c.connect_timeout,
+                Arc::new(tls),
+            )),
+            bases: Arc::default(),
+        })
     }
 
-    /// Makes `call` with `token` as `access_token` and `body`.
+    /// `base` taken apart (once per distinct base).
+    pub fn base(&self, base: &str) -> Result<Arc<Base>, FetchError> {
+        let mut bases = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = bases.get(base) {
+            return Ok(b.clone());
+        }
+        let parsed = Arc::new(Base::parse(base)?);
+        // Bases come from the config: a reload may add some, never many.
+        if bases.len() >= 64 {
+            bases.clear();
+        }
+        bases.insert(base.into(), parsed.clone());
+        Ok(parsed)
+    }
+
+    /// Makes `call` with `token` as `access_token` and the body `payload`
+    /// holds (or `stream`, once).
     pub async fn send(
         &self,
         call: &Call<'_>,
-        token: &SecretString,
-        body: reqwest::Body,
+        token: &str,
+        payload: &Payload,
+        stream: Option<Body>,
     ) -> Result<Answer, FetchError> {
-        let mut url = String::with_capacity(call.url.len() + 200);
-        url.push_str(call.url);
-        url.push(if call.url.contains('?') { '&' } else { '?' });
-        url.push_str("access_token=");
-        url.extend(form_urlencoded::byte_serialize(
-            token.expose_secret().as_bytes(),
-        ));
+        let mut target = String::with_capacity(call.target.len() + 14 + token.len() * 3);
+        target.push_str(call.target);
+        target.push(if call.target.contains('?') { '&' } else { '?' });
+        target.push_str("access_token=");
+        target.extend(form_urlencoded::byte_serialize(token.as_bytes()));
+        // The error would not name the target (it carries the token).
+        let uri = Uri::try_from(target)
+            .map_err(|_| FetchError::Connect("the request target is not a valid URI".into()))?;
         let mut headers = call.headers.clone();
-        for name in &DROPPED_REQUEST {
-            headers.remove(name);
-        }
-        drop_connection_listed(&mut headers, call.headers);
-        let reply = self
-            .http
-            .request(call.method.clone(), url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(FetchError::from_reqwest)?;
-        let status = reply.status();
-        let mut headers = reply.headers().clone();
-        for name in &DROPPED_REPLY {
-            headers.remove(name);
-        }
-        drop_connection_listed(&mut headers, reply.headers());
+        strip(&mut headers, &DROPPED_REQUEST);
+        headers.insert(header::HOST, call.base.host_header.clone());
+        headers.entry(header::USER_AGENT).or_insert(USER_AGENT);
+        let mut req = Request::new(body_of(payload, stream));
+        *req.method_mut() = call.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+
+        // A pooled connection first; if it turns out closed before the
+        // request was written, the request goes on a new one.
+        let origin = &call.base.origin;
+        let mut pooled = self.pool.checkout(origin);
+        let (reply, up) = loop {
+            let reused = pooled.is_some();
+            let mut up = match pooled.take() {
+                Some(up) => up,
+                None => self.pool.connect(origin).await?,
+            };
+            match up.exchange(req).await {
+                Ok(reply) => break (reply, up),
+                Err((_, Some(back))) if reused => req = back,
+                Err((e, _)) => return Err(FetchError::Connect(format!("transport: {e}"))),
+            }
+        };
+        let (parts, body) = reply.into_parts();
+        let status = parts.status;
+        let mut headers = parts.headers;
+        strip(&mut headers, &DROPPED_REPLY);
+        let relay = Relay::new(body, up, self.pool.clone());
         if !is_json(&headers) {
             return Ok(Answer::Streaming {
                 status,
                 headers,
-                body: Body::from_stream(reply.bytes_stream().map_err(scrub)),
+                body: Body::new(relay.until(call.deadline)),
             });
         }
         // Read a JSON reply until it ends or passes the peek limit.
-        let mut stream = reply.bytes_stream();
-        let mut kept = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(FetchError::from_reqwest)?;
-            kept.extend_from_slice(&chunk);
-            if kept.len() > ERRCODE_PEEK {
-                let head = futures_util::stream::iter([Ok(Bytes::from(kept))]);
-                return Ok(Answer::Streaming {
+        match read_within(relay, ERRCODE_PEEK).await {
+            Ok(Ok(body)) => {
+                let errcode = errcode_of(&body);
+                Ok(Answer::Read {
                     status,
                     headers,
-                    body: Body::from_stream(head.chain(stream.map_err(scrub))),
-                });
+                    body,
+                    errcode,
+                })
             }
+            Ok(Err(rest)) => Ok(Answer::Streaming {
+                status,
+                headers,
+                body: Body::new(rest.until(call.deadline)),
+            }),
+            Err(e) => Err(FetchError::Connect(format!("reading the reply: {e}"))),
         }
-        let body = Bytes::from(kept);
-        let errcode = errcode_of(&body);
-        Ok(Answer::Read {
-            status,
-            headers,
-            body,
-            errcode,
-        })
     }
 }
 
-/// A transport error for the caller's stream, without the URL (it carries
-/// the token).
-fn scrub(e: reqwest::Error) -> std::io::Error {
-    std::io::Error::other(e.without_url())
+/// Removes `fixed` and the headers the `Connection` header names.
+fn strip(headers: &mut HeaderMap, fixed: &[HeaderName]) {
+    if headers.contains_key(header::CONNECTION) {
+        let original = headers.clone();
+        drop_connection_listed(headers, &original);
+    }
+    for name in fixed {
+        headers.remove(name);
+    }
 }
 
 /// Headers the `Connection` header names are hop-by-hop too.
@@ -240,18 +291,31 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// The reply's `errcode`, 0 when it has none (a business reply).
 pub fn errcode_of(body: &[u8]) -> i64 {
-    serde_json::from_slice::<serde_json::Value>(body)
+    /// Only `errcode` is looked at; other fields are skipped unbuilt.
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        errcode: Option<i64>,
+    }
+    // A derived struct would also accept a JSON array: objects only.
+    let object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if !object {
+        return 0;
+    }
+    serde_json::from_slice::<Reply>(body)
         .ok()
-        .and_then(|v| v.as_object()?.get("errcode")?.as_i64())
+        .and_then(|r| r.errcode)
         .unwrap_or(0)
 }
 
 /// The request body for one attempt.
-pub fn body_of(payload: &Payload, stream: Option<Body>) -> reqwest::Body {
+fn body_of(payload: &Payload, stream: Option<Body>) -> Body {
     match (payload, stream) {
-        (Payload::Kept(bytes), _) => reqwest::Body::from(bytes.clone()),
-        (Payload::Streamed, Some(body)) => reqwest::Body::wrap_stream(body.into_data_stream()),
-        (Payload::Streamed, None) => reqwest::Body::from(Bytes::new()),
+        (Payload::Kept(bytes), _) => Body::from(bytes.clone()),
+        (Payload::Streamed, Some(body)) => body,
+        (Payload::Streamed, None) => Body::empty(),
     }
 }
 
