@@ -149,20 +149,26 @@ impl Proxy {
     pub fn new(c: &GatewayConfig) -> Result<Self, FetchError> {
         use rustls_platform_verifier::BuilderVerifierExt;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_platform_verifier())
             .map_err(|e| FetchError::Connect(format!("TLS setup: {e}")))?
             .with_no_client_auth();
+        Ok(Self::with_tls(c, tls))
+    }
+
+    /// [`Self::new`] with a TLS client config of its own (the hosts' roots:
+    /// a test's CA); it speaks HTTP/1.1 only.
+    pub fn with_tls(c: &GatewayConfig, mut tls: rustls::ClientConfig) -> Self {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self {
+        Self {
             pool: Arc::new(Pool::new(
                 c.pool_idle_per_host,
                 c.connect_timeout,
                 Arc::new(tls),
             )),
             bases: Arc::default(),
-        })
+        }
     }
 
     /// `base` taken apart (once per distinct base).

@@ -8,6 +8,7 @@ mod fencing;
 mod fleet;
 mod follow;
 mod gateway;
+mod gateway_tls;
 mod http;
 mod invalidation;
 mod keys;
