@@ -199,4 +199,41 @@ mod tests {
         let e = load("").unwrap_err();
         assert!(e.to_string().contains("follow"), "{e}");
     }
+
+    #[test]
+    fn a_corps_agents_sharing_its_jsapi_ticket_follow_together_or_not_at_all() {
+        let env: Env = [
+            ("KEY".to_owned(), "follow-key-1234".to_owned()),
+            ("A".to_owned(), "secret-a".to_owned()),
+            ("B".to_owned(), "secret-b".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let agent = |id: &str, n: u32, secret: &str, follow: bool, tickets: &str| {
+            format!(
+                "[[wecom]]\nid = \"{id}\"\ncorpid = \"ww1\"\nagentid = {n}\nsecret = {{ env = \"{secret}\" }}\ntickets = [{tickets}]\n{}\n",
+                if follow {
+                    "follow = { url = \"https://prod\", key = { env = \"KEY\" } }"
+                } else {
+                    ""
+                }
+            )
+        };
+        let two = |f1, f2, tickets: &str| {
+            Config::from_toml_str(
+                &format!(
+                    "{}{}",
+                    agent("hr", 1, "A", f1, tickets),
+                    agent("ops", 2, "B", f2, tickets)
+                ),
+                &env,
+            )
+        };
+        let e = two(true, false, "\"jsapi\"").unwrap_err();
+        assert_eq!(e.key, "wecom[1].follow", "{e}");
+        assert!(two(true, true, "\"jsapi\"").is_ok());
+        assert!(two(false, false, "\"jsapi\"").is_ok());
+        // Without the shared ticket, each agent's own token may follow alone.
+        assert!(two(true, false, "").is_ok());
+    }
 }

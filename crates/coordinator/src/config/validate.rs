@@ -162,6 +162,26 @@ impl ConfigFile {
                 );
                 return Err(ConfigError::new(format!("wecom[{i}].secret"), msg));
             }
+            // A corp's agents share its jsapi ticket (one fetches it for all):
+            // either every agent keeping it follows another fleet, or none.
+            let shares = |a: &WecomConfig| {
+                a.corpid == agent.corpid && a.tickets.contains(&TicketType::Jsapi)
+            };
+            if shares(&agent)
+                && let Some(j) = agents
+                    .iter()
+                    .position(|a| shares(a) && a.follow.is_some() != agent.follow.is_some())
+            {
+                let msg = format!(
+                    "wecom[{j}] keeps the same corp's jsapi ticket and {} followed: the corp's agents share one ticket, so follow all of them or none",
+                    if agent.follow.is_some() {
+                        "is not"
+                    } else {
+                        "is"
+                    }
+                );
+                return Err(ConfigError::new(format!("wecom[{i}].follow"), msg));
+            }
             agents.push(agent);
         }
         let mut platforms: Vec<ComponentConfig> = Vec::with_capacity(components.len());
