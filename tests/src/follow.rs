@@ -142,13 +142,16 @@ appid = "{appid}"
         format!("http://{}", self.replicas[0].http)
     }
 
-    pub async fn token(&self) -> Option<StoredToken> {
-        let mut c = self
-            .redis
+    async fn conn(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.redis
             .client()
             .get_multiplexed_async_connection()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    pub async fn token(&self) -> Option<StoredToken> {
+        let mut c = self.conn().await?;
         let id = CredentialId::parse(ID).expect("id");
         keyspace::read_token(&mut c, &self.keys, &id)
             .await
@@ -188,12 +191,7 @@ appid = "{appid}"
     }
 
     pub async fn meta(&self, field: &str) -> Option<String> {
-        let mut c = self
-            .redis
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .ok()?;
+        let mut c = self.conn().await?;
         let cref = wxtoken_common::CredentialRef::token(CredentialId::parse(ID).ok()?);
         redis::cmd("HGET")
             .arg(self.keys.slot(&cref).meta)

@@ -58,16 +58,6 @@ impl FollowConfig {
     }
 }
 
-impl PartialEq for FollowConfig {
-    fn eq(&self, other: &Self) -> bool {
-        use secrecy::ExposeSecret;
-        self.url == other.url
-            && self.key.expose_secret() == other.key.expose_secret()
-            && self.ca == other.ca
-            && self.keepalive == other.keepalive
-    }
-}
-
 impl FollowEntry {
     /// `at` is the entry's key (`apps[0]`).
     pub(super) fn resolve(self, at: &str, env: &Env) -> Result<FollowConfig, ConfigError> {

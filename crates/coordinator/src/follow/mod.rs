@@ -112,11 +112,6 @@ impl Keepers {
         }
     }
 
-    /// Ids this replica follows, with their primaries (for `wxtoken status`).
-    pub fn followed(&self) -> Vec<CredentialRef> {
-        lock(&self.inner.tasks).keys().cloned().collect()
-    }
-
     /// Every follow task looks again (the fleet's data was lost).
     pub fn recheck_all(&self) {
         for r in lock(&self.inner.tasks).values() {

@@ -64,17 +64,8 @@ async fn stored_value(
 }
 
 async fn stored(redis: &RedisServer) -> Option<String> {
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .ok()?;
-    let keys = Keys::new("follower").unwrap();
-    keyspace::read_token(&mut c, &keys, &CredentialId::parse(ID).unwrap())
-        .await
-        .ok()
-        .flatten()
-        .map(|t| t.value)
+    let cref = wxtoken_common::CredentialRef::token(CredentialId::parse(ID).unwrap());
+    stored_value(redis, &cref).await.map(|(value, _)| value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
