@@ -199,10 +199,17 @@ impl ConnectionLike for TrackedConn {
     }
 }
 
-/// Creates connections for the pool.
+/// Creates connections for the pool, on the runtime that built it.
+///
+/// A multiplexed connection lives in a task spawned where it is created.
+/// A pool built on one runtime may be used from others (the coordinator's
+/// per-core HTTP workers): a connection created there would die with that
+/// runtime while the rest of the process still holds it, so creation runs
+/// on the pool's `home` runtime.
 pub struct TopologyManager {
     target: RedisTarget,
-    kind: Kind,
+    kind: Arc<Kind>,
+    home: Option<tokio::runtime::Handle>,
 }
 
 enum Kind {
@@ -241,17 +248,18 @@ impl TopologyManager {
                 Kind::Cluster(builder.build()?)
             }
         };
-        Ok(Self { target, kind })
+        Ok(Self {
+            target,
+            kind: Arc::new(kind),
+            home: tokio::runtime::Handle::try_current().ok(),
+        })
     }
 }
 
-impl managed::Manager for TopologyManager {
-    type Type = TrackedConn;
-    type Error = redis::RedisError;
-
-    async fn create(&self) -> Result<TrackedConn, redis::RedisError> {
-        let config = self.target.conn_config();
-        let conn = match &self.kind {
+impl Kind {
+    async fn connect(&self, target: &RedisTarget) -> Result<RedisConn, redis::RedisError> {
+        let config = target.conn_config();
+        Ok(match self {
             Kind::Single(client) => RedisConn::Single(
                 client
                     .get_multiplexed_async_connection_with_config(&config)
@@ -260,17 +268,14 @@ impl managed::Manager for TopologyManager {
             Kind::Sentinel(client) => {
                 let resolved = {
                     let mut sentinel = client.lock().await;
-                    tokio::time::timeout(
-                        self.target.connect_timeout * 2,
-                        sentinel.async_get_client(),
-                    )
-                    .await
-                    .map_err(|_| {
-                        redis::RedisError::from((
-                            redis::ErrorKind::Io,
-                            "sentinel did not answer in time",
-                        ))
-                    })??
+                    tokio::time::timeout(target.connect_timeout * 2, sentinel.async_get_client())
+                        .await
+                        .map_err(|_| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "sentinel did not answer in time",
+                            ))
+                        })??
                 };
                 RedisConn::Single(
                     resolved
@@ -279,18 +284,32 @@ impl managed::Manager for TopologyManager {
                 )
             }
             Kind::Cluster(client) => RedisConn::Cluster(
-                tokio::time::timeout(
-                    self.target.connect_timeout * 2,
-                    client.get_async_connection(),
-                )
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "cluster did not answer in time",
-                    ))
-                })??,
+                tokio::time::timeout(target.connect_timeout * 2, client.get_async_connection())
+                    .await
+                    .map_err(|_| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "cluster did not answer in time",
+                        ))
+                    })??,
             ),
+        })
+    }
+}
+
+impl managed::Manager for TopologyManager {
+    type Type = TrackedConn;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<TrackedConn, redis::RedisError> {
+        let (kind, target) = (self.kind.clone(), self.target.clone());
+        let conn = match &self.home {
+            Some(home) => match home.spawn(async move { kind.connect(&target).await }).await {
+                Ok(made) => made?,
+                // The home runtime is gone: this one will do.
+                Err(_) => self.kind.connect(&self.target).await?,
+            },
+            None => self.kind.connect(&self.target).await?,
         };
         Ok(TrackedConn {
             conn,

@@ -158,6 +158,11 @@ pub struct HttpConfig {
     /// Connections open at once per listener; beyond, new clients wait in
     /// the kernel's accept backlog until one closes.
     pub max_connections: usize,
+    /// Threads serving the API listener's connections, each with a runtime
+    /// of its own (`crate::workers`): a request, its handler and the
+    /// gateway's upstream call stay on one thread. Default: one per CPU;
+    /// 0 serves them on the main runtime.
+    pub workers: usize,
     /// Failed secret checks on `/cgi-bin/token` and `/cgi-bin/stable_token`
     /// one client address may make a minute (IPv6: per /64); beyond, it is
     /// answered 45011 without its secret being checked.
@@ -427,12 +432,23 @@ impl AppConfig {
 }
 
 impl HttpConfig {
-    /// The connection limits of a listener named `name` (a metric label).
-    pub fn conn_limits(&self, name: &'static str) -> crate::http::ConnLimits {
+    /// The connection limits of the API listener.
+    pub fn conn_limits(&self) -> crate::http::ConnLimits {
         crate::http::ConnLimits {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
-            name,
+            name: "api",
+            workers: self.workers,
+        }
+    }
+
+    /// The limits of the separate `/metrics` listener: served on the main
+    /// runtime (a scrape every few seconds needs no worker of its own).
+    pub fn metrics_conn_limits(&self) -> crate::http::ConnLimits {
+        crate::http::ConnLimits {
+            name: "metrics",
+            workers: 0,
+            ..self.conn_limits()
         }
     }
 
@@ -485,6 +501,9 @@ impl Default for HttpConfig {
             token_wait: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            workers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(crate::workers::MAX_WORKERS),
             secret_failures_per_minute: 10,
             secret_failures_per_minute_per_app: 60,
             per_app_metrics_limit: 1000,

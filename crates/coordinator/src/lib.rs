@@ -26,3 +26,4 @@ pub mod status;
 pub mod store;
 pub mod upstream;
 pub mod vault;
+pub mod workers;

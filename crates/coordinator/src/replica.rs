@@ -323,8 +323,8 @@ pub async fn run_until(
     }
     servers.spawn(http::serve(
         listener,
-        http::router(state.clone(), !split_metrics),
-        config.http.conn_limits("api"),
+        http::api(state.clone(), !split_metrics),
+        config.http.conn_limits(),
         tls.clone(),
         stopped(http_stopped.clone()),
     ));
@@ -351,7 +351,7 @@ pub async fn run_until(
         servers.spawn(http::serve(
             listener,
             http::metrics_router(state),
-            config.http.conn_limits("metrics"),
+            config.http.metrics_conn_limits(),
             None,
             stopped(http_stopped),
         ));

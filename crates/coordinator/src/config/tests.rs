@@ -360,6 +360,7 @@ const MALFORMED: &[(&str, &str)] = &[
         "[http] | header_read_timeout = '0s' | APP",
     ),
     ("http.max_connections", "[http] | max_connections = 0 | APP"),
+    ("http.workers", "[http] | workers = 65 | APP"),
 ];
 
 #[test]

@@ -420,6 +420,11 @@ impl HttpConfig {
             "must be between 1 and 1000000",
         )?;
         check(
+            self.workers <= crate::workers::MAX_WORKERS,
+            "http.workers",
+            "must be between 0 (the main runtime) and 64",
+        )?;
+        check(
             self.secret_failures_per_minute > 0,
             "http.secret_failures_per_minute",
             "must be at least 1",

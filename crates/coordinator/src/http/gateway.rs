@@ -22,7 +22,7 @@ use wxtoken_common::{Slot, is_token_rejected};
 
 use super::HttpState;
 use super::error::ApiFailure;
-use super::keys::ApiKey;
+use super::keys::{ApiKey, ClientCert, Need};
 use super::v1::{await_verdict, resolve, token_failure};
 use crate::kind::Credential;
 use crate::upstream::proxy::{Answer, Call, Payload};
@@ -39,6 +39,21 @@ pub async fn proxy(
     let Path((raw, path)) = params.map_err(|e| ApiFailure::InvalidId(e.to_string()))?;
     let cred = resolve(&state, &raw, Slot::AccessToken)?;
     forward(&state, &cred, &key.name, &path, request).await
+}
+
+/// The gateway taken straight from the connection (`http::api`): the
+/// checks [`proxy`]'s extractors make — the key may call `path` for `id`,
+/// `id` is a credential — then the call.
+pub(super) async fn direct(
+    state: &HttpState,
+    id: &str,
+    path: &str,
+    cert: Option<&ClientCert>,
+    request: Request,
+) -> Result<Response, ApiFailure> {
+    let key = ApiKey::admit(state, request.headers(), cert, Need::Proxy(path), Some(id))?;
+    let cred = resolve(state, id, Slot::AccessToken)?;
+    forward(state, &cred, &key.name, path, request).await
 }
 
 /// Calls WeChat at `path` for `cred` with what `request` carries.
@@ -77,10 +92,11 @@ pub(super) async fn forward(
         if !matches!(payload, Payload::Kept(_)) {
             // The body is gone: WeChat's reply goes back as it is, and the
             // report heals the token for the next call.
-            report(state, cred, &token).await;
+            Box::pin(report(state, cred, &token)).await;
             warn!(credential = %cred.cref, %path, errcode, "WeChat refused the token of a streamed call; reported, not retried");
         } else {
-            match newer(state, cred, &token).await {
+            // Boxed, as every rare branch: the call's future stays small.
+            match Box::pin(newer(state, cred, &token)).await {
                 Some(fresh) => {
                     answer = send(state, &call, &fresh, &payload, None).await?;
                     healed = answer.errcode().is_none_or(|c| !is_token_rejected(c));

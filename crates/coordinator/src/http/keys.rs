@@ -83,7 +83,8 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 /// One scoped key, resolved.
 struct Scoped {
-    name: String,
+    /// Shared by every request it admits (the audit log and metrics name it).
+    name: Arc<str>,
     secret: Option<SecretString>,
     sha256: Option<[u8; 32]>,
     ids: Vec<String>,
@@ -112,20 +113,31 @@ impl Scoped {
             Need::Op(op) => a == op,
             Need::Proxy(path) => a
                 .strip_prefix("proxy:")
-                .is_some_and(|g| g == "*" || glob(g, &format!("/{path}"))),
+                .is_some_and(|g| g == "*" || path_glob(g, path)),
         })
+    }
+}
+
+/// `glob(pattern, "/" + path)` without building the string.
+fn path_glob(pattern: &str, path: &str) -> bool {
+    match pattern.strip_prefix('/') {
+        Some(rest) => glob(rest, path),
+        // Only a pattern that matches an empty head: `*…`.
+        None => pattern.starts_with('*') && glob(pattern, &format!("/{path}")),
     }
 }
 
 /// The keys one replica accepts now.
 pub struct KeySet {
     all_access: Vec<SecretString>,
+    /// `api_keys#0`, `api_keys#1`, …: the names of `all_access`.
+    all_access_names: Vec<Arc<str>>,
     scoped: Vec<Scoped>,
 }
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.scoped.iter().map(|k| k.name.as_str()).collect();
+        let names: Vec<&str> = self.scoped.iter().map(|k| &*k.name).collect();
         f.debug_struct("KeySet")
             .field("all_access", &self.all_access.len())
             .field("scoped", &names)
@@ -160,7 +172,7 @@ impl KeySet {
                 .and_then(std::num::NonZeroU32::new)
                 .map(|n| RateLimiter::direct(Quota::per_second(n)));
             scoped.push(Scoped {
-                name: e.name.clone(),
+                name: e.name.as_str().into(),
                 secret,
                 sha256,
                 ids: e.ids.clone(),
@@ -169,7 +181,14 @@ impl KeySet {
                 client_cn: e.client_cn.clone(),
             });
         }
-        Ok(Self { all_access, scoped })
+        let all_access_names = (0..all_access.len())
+            .map(|i| format!("api_keys#{i}").into())
+            .collect();
+        Ok(Self {
+            all_access,
+            all_access_names,
+            scoped,
+        })
     }
 
     /// Part I's all-access keys (also the stand-in secret of authorizers on
@@ -188,7 +207,7 @@ impl KeySet {
         given: &str,
         need: Need<'_>,
         id: Option<&str>,
-    ) -> Result<String, ApiFailure> {
+    ) -> Result<Arc<str>, ApiFailure> {
         if self.is_empty() {
             return Err(ApiFailure::ApiClosed);
         }
@@ -201,7 +220,7 @@ impl KeySet {
             }
         }
         if let Some(i) = all {
-            return Ok(format!("api_keys#{i}"));
+            return Ok(self.all_access_names[i].clone());
         }
         let sha: [u8; 32] = Sha256::digest(given.as_bytes()).into();
         let mut found = None;
@@ -215,7 +234,12 @@ impl KeySet {
 
     /// The key a verified client certificate with subject `cn` stands for
     /// (`client_cn`), if it may do `need` on `id`.
-    fn admit_cert(&self, cn: &str, need: Need<'_>, id: Option<&str>) -> Result<String, ApiFailure> {
+    fn admit_cert(
+        &self,
+        cn: &str,
+        need: Need<'_>,
+        id: Option<&str>,
+    ) -> Result<Arc<str>, ApiFailure> {
         let key = self
             .scoped
             .iter()
@@ -226,7 +250,7 @@ impl KeySet {
         Self::grant(key, need, id)
     }
 
-    fn grant(key: &Scoped, need: Need<'_>, id: Option<&str>) -> Result<String, ApiFailure> {
+    fn grant(key: &Scoped, need: Need<'_>, id: Option<&str>) -> Result<Arc<str>, ApiFailure> {
         if !key.permits(need, id) {
             let what = match need {
                 Need::Op(op) => op.to_owned(),
@@ -241,7 +265,7 @@ impl KeySet {
         if let Some(l) = &key.limiter
             && l.check().is_err()
         {
-            return Err(ApiFailure::RateLimited(key.name.clone()));
+            return Err(ApiFailure::RateLimited(key.name.to_string()));
         }
         Ok(key.name.clone())
     }
@@ -371,7 +395,31 @@ pub async fn watch(state: HttpState, stop: tokio::sync::watch::Receiver<bool>) {
 /// `{id}` and, on the gateway, its API path). Holds the key's name.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
-    pub name: String,
+    pub name: Arc<str>,
+}
+
+impl ApiKey {
+    /// The key of a request for `need` on `id`: its bearer key, or the key
+    /// its verified client certificate stands for (`cert`). What the
+    /// extractor and the gateway's own path both check.
+    pub(super) fn admit(
+        state: &HttpState,
+        headers: &HeaderMap,
+        cert: Option<&ClientCert>,
+        need: Need<'_>,
+        id: Option<&str>,
+    ) -> Result<Self, ApiFailure> {
+        let keys = state.keys.current();
+        if keys.is_empty() {
+            return Err(ApiFailure::ApiClosed);
+        }
+        let name = match (bearer(headers), cert) {
+            (Some(given), _) => keys.admit(given, need, id)?,
+            (None, Some(ClientCert(cn))) => keys.admit_cert(cn, need, id)?,
+            (None, None) => return Err(ApiFailure::Unauthorized),
+        };
+        Ok(Self { name })
+    }
 }
 
 /// The subject CN of the client certificate the connection was verified
@@ -396,15 +444,6 @@ impl FromRequestParts<HttpState> for ApiKey {
     type Rejection = ApiFailure;
 
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiFailure> {
-        let keys = state.keys.current();
-        if keys.is_empty() {
-            return Err(ApiFailure::ApiClosed);
-        }
-        let given = bearer(&parts.headers).map(str::to_owned);
-        let cert = parts.extensions.get::<ClientCert>().cloned();
-        if given.is_none() && cert.is_none() {
-            return Err(ApiFailure::Unauthorized);
-        }
         let route = parts
             .extensions
             .get::<MatchedPath>()
@@ -420,12 +459,8 @@ impl FromRequestParts<HttpState> for ApiKey {
         };
         let (id, path) = (param("id"), param("path"));
         let need = need(&parts.method, &route, path.as_deref());
-        let name = match (&given, &cert) {
-            (Some(given), _) => keys.admit(given, need, id.as_deref())?,
-            (None, Some(ClientCert(cn))) => keys.admit_cert(cn, need, id.as_deref())?,
-            (None, None) => return Err(ApiFailure::Unauthorized),
-        };
-        Ok(ApiKey { name })
+        let cert = parts.extensions.get::<ClientCert>();
+        Self::admit(state, &parts.headers, cert, need, id.as_deref())
     }
 }
 
@@ -442,6 +477,31 @@ mod tests {
         assert!(!glob("/cgi-bin/message/*", "/cgi-bin/media/upload"));
         assert!(glob("a*b*c", "aXXbYYc") && !glob("a*b*c", "aXXcYYb"));
         assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn path_globs_match_as_globs_of_the_slashed_path() {
+        let paths = ["cgi-bin/message/custom/send", "wxa/x", "a", "cgi-bin/media/upload"];
+        let patterns = [
+            "/cgi-bin/message/*",
+            "/cgi-bin/*/send",
+            "*",
+            "*/send",
+            "/*",
+            "cgi-bin/*",
+            "/a",
+            "a",
+            "/wxa/x",
+        ];
+        for pattern in patterns {
+            for path in paths {
+                assert_eq!(
+                    path_glob(pattern, path),
+                    glob(pattern, &format!("/{path}")),
+                    "{pattern} {path}"
+                );
+            }
+        }
     }
 
     fn set(entries: &[KeyEntry]) -> KeySet {

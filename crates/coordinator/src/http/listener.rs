@@ -27,20 +27,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
-use super::keys::ClientCert;
+use super::api::Api;
 use super::tls::{TlsListener, client_cn};
+use crate::workers::Workers;
 
 /// Limits of one listener (from `[http]`).
 #[derive(Debug, Clone, Copy)]
@@ -50,23 +48,34 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once; beyond, new ones wait to be accepted.
     pub max_connections: usize,
-    /// The metric label of this listener (`api`, `metrics`).
+    /// The metric label of this listener (`api`, `metrics`), and its
+    /// worker threads' name.
     pub name: &'static str,
+    /// Threads serving its connections, each with a runtime of its own
+    /// (`crate::workers`); 0: the caller's runtime serves them.
+    pub workers: usize,
 }
 
 /// How long shutdown waits for busy connections to finish their response.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Then for the worker threads to end.
+const WORKERS_GRACE: Duration = Duration::from_millis(500);
 
 /// Serves `router` on `listener` under `limits` (HTTPS when `tls` is set)
 /// until `shutdown` resolves, then closes idle connections and lets busy
 /// ones finish (at most 2 s).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    api: impl Into<Api>,
     limits: ConnLimits,
     tls: Option<Arc<TlsListener>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let api = api.into();
+    let workers = match limits.workers {
+        0 => None,
+        n => Some(Workers::start(n, limits.name)?),
+    };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -99,7 +108,7 @@ pub async fn serve(
         let open = limits.max_connections - permits.available_permits();
         crate::metrics::connections_open(limits.name, open);
         let conn = Conn {
-            router: router.clone(),
+            api: api.clone(),
             http: http.clone(),
             watcher: graceful.watcher(),
             peer,
@@ -107,30 +116,21 @@ pub async fn serve(
             permit,
             permits: permits.clone(),
         };
-        match &tls {
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        match &workers {
             None => {
-                tokio::spawn(conn.serve(stream, None));
+                tokio::spawn(conn.start(stream, acceptor));
             }
-            Some(tls) => {
-                let acceptor = tls.acceptor();
-                tokio::spawn(async move {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                        Ok(Ok(stream)) => {
-                            let cn = client_cn(stream.get_ref().1);
-                            conn.serve(stream, cn).await;
-                        }
-                        Ok(Err(e)) => {
-                            crate::metrics::connection_closed("tls_handshake");
-                            debug!(listener = limits.name, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            crate::metrics::connection_closed("tls_handshake");
-                            debug!(listener = limits.name, "TLS handshake took too long");
-                        }
+            // The socket moves to the worker's own reactor.
+            Some(workers) => match stream.into_std() {
+                Ok(std) => workers.run(move || async move {
+                    match TcpStream::from_std(std) {
+                        Ok(stream) => conn.start(stream, acceptor).await,
+                        Err(e) => debug!(listener = limits.name, error = %e, "cannot register an accepted connection"),
                     }
-                });
-            }
+                }),
+                Err(e) => debug!(listener = limits.name, error = %e, "cannot hand an accepted connection over"),
+            },
         }
     }
     drop(listener);
@@ -143,12 +143,15 @@ pub async fn serve(
             "connections still busy at shutdown; dropping them"
         );
     }
+    if let Some(workers) = workers {
+        workers.finish(WORKERS_GRACE).await;
+    }
     Ok(())
 }
 
 /// One accepted connection and what serving it needs.
 struct Conn {
-    router: Router,
+    api: Api,
     http: Arc<hyper::server::conn::http1::Builder>,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
@@ -158,21 +161,36 @@ struct Conn {
 }
 
 impl Conn {
+    /// Serves the accepted `stream`: plain, or TLS through `acceptor` (the
+    /// handshake bounded by the header read timeout).
+    async fn start(self, stream: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+        let Some(acceptor) = acceptor else {
+            return self.serve(stream, None).await;
+        };
+        let name = self.limits.name;
+        let handshake = acceptor.accept(stream);
+        match tokio::time::timeout(self.limits.header_read_timeout, handshake).await {
+            Ok(Ok(stream)) => {
+                let cn = client_cn(stream.get_ref().1);
+                self.serve(stream, cn).await;
+            }
+            Ok(Err(e)) => {
+                crate::metrics::connection_closed("tls_handshake");
+                debug!(listener = name, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                crate::metrics::connection_closed("tls_handshake");
+                debug!(listener = name, "TLS handshake took too long");
+            }
+        }
+    }
+
     /// Serves HTTP/1.1 on `io` (plain or TLS) until the connection ends.
     async fn serve<I>(self, io: I, cn: Option<Arc<str>>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let peer = self.peer;
-        let service = self
-            .router
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                if let Some(cn) = &cn {
-                    req.extensions_mut().insert(ClientCert(cn.clone()));
-                }
-                req
-            });
+        let service = self.api.for_connection(self.peer, cn);
         let conn = self.watcher.watch(
             self.http
                 .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),

@@ -12,6 +12,7 @@
 //! a shutdown future. The request log and metrics record the matched route,
 //! never the URI: `/cgi-bin/token` carries a secret in its query string.
 
+mod api;
 mod auth;
 mod compat;
 mod dropin;
@@ -48,6 +49,7 @@ use crate::config::{AppConfig, Config, ConfigError, UpstreamApi, WecomConfig};
 use crate::store::TokenStore;
 use error::ApiFailure;
 
+pub use api::Api;
 pub use auth::secret_eq;
 pub use compat::{FORCE_DAILY, FORCE_SPACING};
 pub use guess::{Admission, GuessLimiter};
@@ -278,6 +280,12 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
         ))
         .layer(DefaultBodyLimit::max(state.body_limit))
         .with_state(state)
+}
+
+/// [`router`] with the gateway's direct path in front (what the API
+/// listener serves).
+pub fn api(state: HttpState, with_metrics: bool) -> Api {
+    Api::new(state.clone(), router(state, with_metrics))
 }
 
 /// WeChat's API paths beside the compatible token endpoints: an SDK whose

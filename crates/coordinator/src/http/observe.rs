@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram, counter, histogram};
@@ -147,6 +148,17 @@ impl HttpMetrics {
     }
 }
 
+/// The index of the gateway's route in [`ROUTES`].
+const GATEWAY: usize = 13;
+
+/// Metrics and the log line of a gateway call served without the router
+/// (`http::api`, which applied the gateway's timeout itself).
+pub(super) fn gateway_request(state: &HttpState, method: &Method, status: u16, took: Duration) {
+    let route = RouteLabel::Known(GATEWAY);
+    debug!(%method, route = route.as_str(), status, ms = took.as_millis() as u64, "http request");
+    state.http_metrics.record(&route, status, took);
+}
+
 /// Request timeout, metrics and a log line per request (route, not URI).
 pub(super) async fn observe(State(state): State<HttpState>, req: Request, next: Next) -> Response {
     let route = RouteLabel::of(&req);
@@ -174,6 +186,11 @@ pub(super) async fn observe(State(state): State<HttpState>, req: Request, next: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_index_is_the_gateways_route() {
+        assert_eq!(ROUTES[GATEWAY].0, "/wx/{id}/{*path}");
+    }
 
     #[test]
     fn static_labels_are_the_computed_ones() {

@@ -274,8 +274,14 @@ impl Upstream {
 }
 
 /// Idle connections by origin, and how to open new ones.
+///
+/// Kept per worker thread (`crate::workers::lane`): a connection's socket
+/// belongs to the reactor of the runtime that opened it, and a call made
+/// from another worker's runtime would be woken across threads (an
+/// eventfd write and a context switch per call). Lane 0 is every thread
+/// that is no worker (the main runtime, tests).
 pub struct Pool {
-    idle: Mutex<HashMap<Origin, Vec<(Upstream, Instant)>>>,
+    idle: Box<[Mutex<Idle>]>,
     max_idle: usize,
     connect_timeout: Duration,
     tls: tokio_rustls::TlsConnector,
@@ -289,10 +295,15 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// One lane's idle connections by origin.
+type Idle = HashMap<Origin, Vec<(Box<Upstream>, Instant)>>;
+
 impl Pool {
     pub fn new(max_idle: usize, connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
         Self {
-            idle: Mutex::default(),
+            idle: (0..=crate::workers::MAX_WORKERS)
+                .map(|_| Mutex::default())
+                .collect(),
             max_idle,
             connect_timeout,
             tls: tokio_rustls::TlsConnector::from(tls),
@@ -300,10 +311,10 @@ impl Pool {
     }
 
     /// An idle connection to `origin` that is still open, if any.
-    pub fn checkout(&self, origin: &Origin) -> Option<Upstream> {
+    pub fn checkout(&self, origin: &Origin) -> Option<Box<Upstream>> {
         loop {
             let (mut up, since) = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let mut idle = self.lane();
                 idle.get_mut(origin)?.pop()?
             };
             if since.elapsed() < IDLE_MAX && !up.host_closed() && up.reusable() {
@@ -313,12 +324,12 @@ impl Pool {
     }
 
     /// Puts `up` back idle if it can carry another request.
-    pub(super) fn checkin(&self, mut up: Upstream) {
+    pub(super) fn checkin(&self, mut up: Box<Upstream>) {
         if !up.reusable() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.lane();
         match idle.get_mut(&up.origin) {
             Some(list) if list.len() >= self.max_idle => {}
             Some(list) => list.push((up, now)),
@@ -328,8 +339,20 @@ impl Pool {
         }
     }
 
-    /// A new connection to `origin` (TCP, then TLS for `https`).
-    pub async fn connect(&self, origin: &Origin) -> Result<Upstream, FetchError> {
+    /// The calling thread's idle connections.
+    fn lane(&self) -> std::sync::MutexGuard<'_, Idle> {
+        let lane = crate::workers::lane() % self.idle.len();
+        self.idle[lane].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new connection to `origin` (TCP, then TLS for `https`), boxed: it
+    /// moves between the pool, the call and the reply body, and the call's
+    /// future need not hold the handshake's state.
+    pub async fn connect(&self, origin: &Origin) -> Result<Box<Upstream>, FetchError> {
+        Box::pin(self.open(origin)).await.map(Box::new)
+    }
+
+    async fn open(&self, origin: &Origin) -> Result<Upstream, FetchError> {
         let within = |what: &'static str| {
             move |_| FetchError::Connect(format!("{what} took longer than gateway.connect_timeout"))
         };

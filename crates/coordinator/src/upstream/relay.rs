@@ -19,7 +19,7 @@ pub struct Relay {
     /// Bytes already read (the part of a JSON reply looked at), sent first.
     head: Option<Bytes>,
     body: Incoming,
-    up: Option<Upstream>,
+    up: Option<Box<Upstream>>,
     pool: Arc<Pool>,
     /// `gateway.timeout` for the whole call, once the reply is streamed to
     /// the caller (before that the handler's own timeout holds).
@@ -33,7 +33,7 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    pub fn new(body: Incoming, up: Upstream, pool: Arc<Pool>) -> Self {
+    pub fn new(body: Incoming, up: Box<Upstream>, pool: Arc<Pool>) -> Self {
         Self {
             head: None,
             body,

@@ -132,7 +132,7 @@ async fn http_api(fleet: &Fleet) -> (std::net::SocketAddr, tokio::sync::watch::S
     tokio::spawn(wxtoken_coordinator::http::serve(
         listener,
         wxtoken_coordinator::http::router(state, true),
-        config.http.conn_limits("api"),
+        config.http.conn_limits(),
         None,
         async move {
             let _ = stopped.wait_for(|s| *s).await;

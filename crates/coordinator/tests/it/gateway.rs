@@ -1,4 +1,6 @@
-//! The gateway (issue 15, SPEC §10) through its router: calls reach
+//! The gateway (issue 15, SPEC §10) as the listener serves it (`http::api`:
+//! the direct path in front of the router; the refusals also through the
+//! router's own `/wx` route, its twin): calls reach
 //! wechat-sim's business endpoints with the fleet's token (the caller's own
 //! `access_token` is replaced), a token WeChat revoked behind the fleet's
 //! back is healed with one refresh and the call retried, images come back
@@ -7,12 +9,11 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use wxtoken_coordinator::http::router;
+use wxtoken_coordinator::http::{Api, api, router};
 
 use crate::fleet::{API_KEY, APPID, Fleet, ID, SECRET, Settings};
 
@@ -23,11 +24,19 @@ fn long_lived() -> Settings {
     }
 }
 
-async fn app(fleet: &Fleet) -> Router {
+async fn app(fleet: &Fleet) -> Api {
     let state = fleet.replicas[0]
         .http_state(&fleet.config(SECRET))
         .expect("state");
-    router(state, true)
+    api(state, true)
+}
+
+/// The router alone: every gateway call goes through its `/wx` route.
+async fn router_only(fleet: &Fleet) -> Api {
+    let state = fleet.replicas[0]
+        .http_state(&fleet.config(SECRET))
+        .expect("state");
+    Api::from(router(state, true))
 }
 
 struct Reply {
@@ -43,7 +52,7 @@ impl Reply {
 }
 
 async fn call(
-    router: &Router,
+    router: &Api,
     uri: &str,
     key: Option<&str>,
     content_type: &str,
@@ -239,7 +248,14 @@ async fn images_and_large_uploads_stream_through_unchanged() {
 async fn the_gateway_refuses_callers_and_paths_it_should() {
     let fleet = Fleet::start(long_lived(), 1).await;
     fleet.wait_generation(1, Duration::from_secs(5)).await;
-    let r = app(&fleet).await;
+    // The direct path and the router's route answer alike.
+    for r in [app(&fleet).await, router_only(&fleet).await] {
+        refusals(&fleet, &r).await;
+    }
+}
+
+async fn refusals(fleet: &Fleet, r: &Api) {
+    let r = r.clone();
     let code = |reply: &Reply| {
         reply.json()["error"]["code"]
             .as_str()
@@ -316,6 +332,49 @@ async fn the_gateway_refuses_callers_and_paths_it_should() {
     )
     .await;
     assert_eq!(reply.json()["errcode"], 40066);
+    // A percent-encoded id is the id; a path that is not the route's
+    // shape is the router's 404, another method its 405.
+    let reply = call(
+        &r,
+        "/wx/%73hop/cgi-bin/message/custom/send",
+        Some(API_KEY),
+        "application/json",
+        message(),
+    )
+    .await;
+    assert_eq!(reply.json()["errcode"], 0, "{:?}", reply.json());
+    let reply = call(
+        &r,
+        &format!("/wx/{ID}/"),
+        Some(API_KEY),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, code(&reply).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let put = Request::builder()
+        .method(Method::PUT)
+        .uri(send_uri())
+        .header(header::AUTHORIZATION, format!("Bearer {API_KEY}"))
+        .body(Body::from(message()))
+        .unwrap();
+    let reply = r.clone().oneshot(put).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let reply = call(
+        &r,
+        "/wx/%ff/cgi-bin/x",
+        Some(API_KEY),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, code(&reply).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_id")
+    );
     let metrics = call(&r, "/metrics", None, "text/plain", Vec::new()).await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("wxtoken_gateway_calls_total"), "{text}");
@@ -441,7 +500,7 @@ async fn a_call_right_after_a_streamed_calls_40001_is_served() {
 
 /// `wxtoken_gateway_upstream_connects_total` now (the recorder is the
 /// process's: other tests' connections count too).
-async fn upstream_connects(r: &Router) -> f64 {
+async fn upstream_connects(r: &Api) -> f64 {
     let metrics = call(r, "/metrics", None, "text/plain", Vec::new()).await;
     String::from_utf8_lossy(&metrics.body)
         .lines()

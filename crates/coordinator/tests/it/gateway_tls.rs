@@ -60,6 +60,7 @@ async fn host(dir: &std::path::Path, ca: &Ca) -> (u16, Arc<Mutex<Vec<String>>>) 
         header_read_timeout: Duration::from_secs(5),
         max_connections: 100,
         name: "host",
+        workers: 0,
     };
     tokio::spawn(wxtoken_coordinator::http::serve(
         listener,

@@ -54,7 +54,7 @@ async fn https(fleet: &Fleet, config: &Config) -> Https {
     tokio::spawn(serve(
         listener,
         router(state, true),
-        config.http.conn_limits("api"),
+        config.http.conn_limits(),
         Some(tls.clone()),
         async move {
             let _ = until.wait_for(|stop| *stop).await;

@@ -37,7 +37,11 @@ pub async fn serve(replica: &ReplicaHandle, config: &Config) -> anyhow::Result<D
     tokio::spawn(super::super::serve(
         listener,
         super::super::router(state, true),
-        config.http.conn_limits("ui"),
+        crate::http::ConnLimits {
+            name: "ui",
+            workers: 0,
+            ..config.http.conn_limits()
+        },
         None,
         async {
             let _ = stopped.await;

@@ -128,6 +128,7 @@ pub fn admit(state: &HttpState, key: &str) -> Result<String, ApiFailure> {
         .keys
         .current()
         .admit(key, Need::Op("status:read"), None)
+        .map(|name| name.to_string())
 }
 
 /// Extractor: the request may see the status page. Holds the key's name.

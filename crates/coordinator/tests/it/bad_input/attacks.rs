@@ -47,6 +47,8 @@ pub fn limits(header_read_timeout: Duration, max_connections: usize) -> ConnLimi
         header_read_timeout,
         max_connections,
         name: "api",
+        // The per-core workers, as a replica serves its API.
+        workers: 2,
     }
 }
 
