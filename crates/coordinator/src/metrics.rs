@@ -391,9 +391,24 @@ pub fn invalidation(cred: &Credential, result: &'static str) {
 /// whether a refused token was healed by a retry. The handles of each
 /// series are looked up in the recorder once and kept, so a call builds no
 /// labels (the recorder never expires series: the handles stay valid).
-#[derive(Default)]
+///
+/// Kept per worker thread (`crate::workers::lane`), so the workers never
+/// wait on each other's lock; the handles of one series are the same
+/// metric on every lane.
 pub struct GatewaySeries {
-    by_hash: std::sync::Mutex<HashMap<u64, Vec<Series>>>,
+    lanes: Box<[std::sync::Mutex<HashMap<u64, Vec<Series>>>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for GatewaySeries {
+    fn default() -> Self {
+        Self {
+            lanes: (0..=crate::workers::MAX_WORKERS)
+                .map(|_| std::sync::Mutex::default())
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for GatewaySeries {
@@ -422,11 +437,12 @@ impl GatewaySeries {
         healed: bool,
         took: Duration,
     ) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (key, &cred.cref, path, errcode, healed).hash(&mut h);
-        let hash = h.finish();
-        let mut map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        use std::hash::BuildHasher;
+        let hash = self
+            .hasher
+            .hash_one((key, &cred.cref, path, errcode, healed));
+        let lane = crate::workers::lane() % self.lanes.len();
+        let mut map = self.lanes[lane].lock().unwrap_or_else(|p| p.into_inner());
         let list = map.entry(hash).or_default();
         let found = list.iter().position(|s| {
             &*s.key == key

@@ -481,7 +481,12 @@ mod tests {
 
     #[test]
     fn path_globs_match_as_globs_of_the_slashed_path() {
-        let paths = ["cgi-bin/message/custom/send", "wxa/x", "a", "cgi-bin/media/upload"];
+        let paths = [
+            "cgi-bin/message/custom/send",
+            "wxa/x",
+            "a",
+            "cgi-bin/media/upload",
+        ];
         let patterns = [
             "/cgi-bin/message/*",
             "/cgi-bin/*/send",

@@ -12,7 +12,6 @@
 //! builds that from a configured host), follows no redirects and never sees
 //! a token apart from the request line it writes.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,6 +194,14 @@ impl AsyncWrite for Io {
     }
 }
 
+/// What waits on an idle connection's socket.
+enum Waiting {
+    Nothing,
+    /// The host closed it (or the socket failed).
+    Closed,
+    Bytes,
+}
+
 /// One HTTP/1.1 connection: the request side and the connection future,
 /// which whoever holds it polls.
 pub struct Upstream {
@@ -229,15 +236,13 @@ impl Upstream {
         }
     }
 
-    /// Whether the host closed the connection (or, over plain HTTP, sent
-    /// something unasked): one non-blocking peek at the socket. Bytes
-    /// waiting on a TLS connection may be the TLS layer's own (a session
-    /// ticket): rustls reads those.
-    fn host_closed(&self) -> bool {
+    /// What the host sent since the connection went idle: one non-blocking
+    /// peek at the socket.
+    fn peek(&self) -> Waiting {
         match self.probe.peek(&mut [0_u8; 1]) {
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-            Ok(0) => true,
-            Ok(_) => !self.origin.tls,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Waiting::Nothing,
+            Err(_) | Ok(0) => Waiting::Closed,
+            Ok(_) => Waiting::Bytes,
         }
     }
 
@@ -295,8 +300,9 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// One lane's idle connections by origin.
-type Idle = HashMap<Origin, Vec<(Box<Upstream>, Instant)>>;
+/// One lane's idle connections by origin: a list, as a fleet calls a
+/// handful of hosts (comparing one origin costs less than hashing it).
+type Idle = Vec<(Origin, Vec<(Box<Upstream>, Instant)>)>;
 
 impl Pool {
     pub fn new(max_idle: usize, connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
@@ -315,10 +321,22 @@ impl Pool {
         loop {
             let (mut up, since) = {
                 let mut idle = self.lane();
-                idle.get_mut(origin)?.pop()?
+                let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
+                list.pop()?
             };
-            if since.elapsed() < IDLE_MAX && !up.host_closed() && up.reusable() {
-                return Some(up);
+            if since.elapsed() >= IDLE_MAX {
+                continue;
+            }
+            match up.peek() {
+                // Nothing reached the socket since check-in, when it was
+                // found reusable: nothing can have changed.
+                Waiting::Nothing => return Some(up),
+                Waiting::Closed => {}
+                // Bytes on a TLS connection may be the TLS layer's own (a
+                // session ticket), which the connection reads; over plain
+                // HTTP they are unasked for.
+                Waiting::Bytes if up.origin.tls && up.reusable() => return Some(up),
+                Waiting::Bytes => {}
             }
         }
     }
@@ -330,12 +348,10 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.lane();
-        match idle.get_mut(&up.origin) {
-            Some(list) if list.len() >= self.max_idle => {}
-            Some(list) => list.push((up, now)),
-            None => {
-                idle.insert(up.origin.clone(), vec![(up, now)]);
-            }
+        match idle.iter_mut().find(|(o, _)| *o == up.origin) {
+            Some((_, list)) if list.len() >= self.max_idle => {}
+            Some((_, list)) => list.push((up, now)),
+            None => idle.push((up.origin.clone(), vec![(up, now)])),
         }
     }
 

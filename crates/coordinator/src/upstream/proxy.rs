@@ -48,6 +48,19 @@ const DROPPED_REPLY: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Bytes a token is written with as they are: letters, digits, `-`, `_`
+/// (a subset of what form_urlencoded leaves unencoded, so a token spelled
+/// either way is the same query).
+const UNRESERVED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric() || b == b'-' as usize || b == b'_' as usize;
+        b += 1;
+    }
+    t
+};
+
 /// A request body as the gateway holds it.
 #[derive(Debug, Clone)]
 pub enum Payload {
@@ -199,12 +212,16 @@ impl Proxy {
         target.push_str(call.target);
         target.push(if call.target.contains('?') { '&' } else { '?' });
         target.push_str("access_token=");
-        target.extend(form_urlencoded::byte_serialize(token.as_bytes()));
+        // WeChat's tokens are letters, digits, `-` and `_`: as they are.
+        if token.bytes().all(|b| UNRESERVED[usize::from(b)]) {
+            target.push_str(token);
+        } else {
+            target.extend(form_urlencoded::byte_serialize(token.as_bytes()));
+        }
         // The error would not name the target (it carries the token).
         let uri = Uri::try_from(target)
             .map_err(|_| FetchError::Connect("the request target is not a valid URI".into()))?;
-        let mut headers = call.headers.clone();
-        strip(&mut headers, &DROPPED_REQUEST);
+        let mut headers = passed(call.headers, &DROPPED_REQUEST);
         headers.insert(header::HOST, call.base.host_header.clone());
         headers.entry(header::USER_AGENT).or_insert(USER_AGENT);
         let mut req = Request::new(body_of(payload, stream));
@@ -230,8 +247,7 @@ impl Proxy {
         };
         let (parts, body) = reply.into_parts();
         let status = parts.status;
-        let mut headers = parts.headers;
-        strip(&mut headers, &DROPPED_REPLY);
+        let headers = passed(&parts.headers, &DROPPED_REPLY);
         let relay = Relay::new(body, up, self.pool.clone());
         if !is_json(&headers) {
             return Ok(Answer::Streaming {
@@ -261,38 +277,42 @@ impl Proxy {
     }
 }
 
-/// Removes `fixed` and the headers the `Connection` header names.
-fn strip(headers: &mut HeaderMap, fixed: &[HeaderName]) {
-    if headers.contains_key(header::CONNECTION) {
-        let original = headers.clone();
-        drop_connection_listed(headers, &original);
+/// The headers of `from` that are passed on: all but `fixed` and those the
+/// `Connection` header names. Built anew (a message has a handful of
+/// headers; removing from a copy hashed every dropped name).
+fn passed(from: &HeaderMap, fixed: &[HeaderName]) -> HeaderMap {
+    let listed = from.contains_key(header::CONNECTION);
+    let mut out = HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        if fixed.contains(name) || (listed && connection_lists(from, name)) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
     }
-    for name in fixed {
-        headers.remove(name);
-    }
+    out
 }
 
-/// Headers the `Connection` header names are hop-by-hop too.
-fn drop_connection_listed(headers: &mut HeaderMap, original: &HeaderMap) {
-    for value in original.get_all(header::CONNECTION) {
-        let Ok(list) = value.to_str() else { continue };
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Ok(name) = HeaderName::try_from(name) {
-                headers.remove(name);
-            }
-        }
-    }
+/// Whether the `Connection` header of `headers` names `name` (RFC 9110
+/// §7.6.1: such headers are hop-by-hop too).
+fn connection_lists(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// WeChat sends its errors as `application/json` or `text/plain`.
 fn is_json(headers: &HeaderMap) -> bool {
+    let starts = |t: &[u8], prefix: &str| {
+        t.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
     headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            let t = t.to_ascii_lowercase();
-            t.starts_with("application/json") || t.starts_with("text/plain")
-        })
+        .map(HeaderValue::as_bytes)
+        .is_some_and(|t| starts(t, "application/json") || starts(t, "text/plain"))
 }
 
 /// The reply's `errcode`, 0 when it has none (a business reply).
@@ -307,7 +327,12 @@ pub fn errcode_of(body: &[u8]) -> i64 {
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{');
-    if !object {
+    // Without the key spelled out, and without escapes that could spell
+    // it, there is nothing to parse (most business replies).
+    if !object
+        || (memchr::memmem::find(body, b"errcode").is_none()
+            && memchr::memchr(b'\\', body).is_none())
+    {
         return 0;
     }
     serde_json::from_slice::<Reply>(body)
@@ -336,18 +361,25 @@ mod tests {
         assert_eq!(errcode_of(br#"{"media_id":"m"}"#), 0);
         assert_eq!(errcode_of(b"\xff\xd8 not json"), 0);
         assert_eq!(errcode_of(br#"[40001]"#), 0);
+        // A key spelled with an escape is still the key.
+        assert_eq!(errcode_of(br#"{"err\u0063ode":40001}"#), 40001);
+        assert_eq!(errcode_of(br#"{"ip_list":["1.2.3.4"]}"#), 0);
     }
 
     #[test]
     fn hop_by_hop_headers_named_by_connection_are_dropped() {
         let mut original = HeaderMap::new();
-        original.insert(header::CONNECTION, "close, x-trace".parse().unwrap());
+        original.insert(header::CONNECTION, "close, X-Trace".parse().unwrap());
         original.insert("x-trace", "1".parse().unwrap());
-        original.insert("x-kept", "1".parse().unwrap());
-        let mut h = original.clone();
-        drop_connection_listed(&mut h, &original);
+        original.append("x-kept", "1".parse().unwrap());
+        original.append("x-kept", "2".parse().unwrap());
+        original.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        let h = passed(&original, &DROPPED_REQUEST);
         assert!(h.get("x-trace").is_none());
-        assert!(h.get("x-kept").is_some());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::AUTHORIZATION).is_none());
+        let kept: Vec<_> = h.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["1", "2"], "repeated headers keep their order");
     }
 
     #[test]
@@ -358,6 +390,8 @@ mod tests {
             is_json(&h)
         };
         assert!(with("application/json; encoding=utf-8"));
+        assert!(with("Application/JSON"));
+        assert!(!with("text/html"));
         assert!(with("text/plain"));
         assert!(!with("image/jpeg"));
         assert!(!is_json(&HeaderMap::new()));
