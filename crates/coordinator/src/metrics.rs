@@ -396,7 +396,7 @@ pub fn invalidation(cred: &Credential, result: &'static str) {
 /// wait on each other's lock; the handles of one series are the same
 /// metric on every lane.
 pub struct GatewaySeries {
-    lanes: Box<[std::sync::Mutex<HashMap<u64, Vec<Series>>>]>,
+    lanes: Box<[std::sync::Mutex<SeriesByHash>]>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -416,6 +416,9 @@ impl std::fmt::Debug for GatewaySeries {
         f.debug_struct("GatewaySeries").finish_non_exhaustive()
     }
 }
+
+/// One worker's series, by the hash of their labels.
+type SeriesByHash = HashMap<u64, Vec<Series>>;
 
 struct Series {
     key: Box<str>,
