@@ -470,3 +470,48 @@ impl ClientSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool built on one runtime and used from another (the coordinator's
+    /// per-core HTTP workers): the connection the other runtime needed is
+    /// created on the pool's own, and still works once the other is gone.
+    #[test]
+    fn connections_outlive_the_runtime_that_asked_for_them() {
+        let server = wxtoken_testkit::RedisServer::spawn();
+        let home = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let target = RedisTarget::standalone(&server.url());
+        let pool = home
+            .block_on(async { RedisPool::new(target, 1, Duration::from_secs(2)) })
+            .unwrap();
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        other.block_on(async {
+            let mut c = pool.get().await.unwrap();
+            redis::cmd("SET")
+                .arg("k")
+                .arg("v")
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        });
+        drop(other);
+        let got: String = home.block_on(async {
+            let mut c = pool.get().await.unwrap();
+            redis::cmd("GET")
+                .arg("k")
+                .query_async(&mut c)
+                .await
+                .unwrap()
+        });
+        assert_eq!(got, "v");
+    }
+}
