@@ -12,8 +12,14 @@
 //! checked (HTTP 200 and a good body); any error fails the section.
 //!
 //! The fleet's token lives an hour: no refresh happens while measuring.
-//! Loader (one thread), simulator (the bench's runtime), nginx and the
-//! replica share the machine's cores.
+//!
+//! Two layouts. `gateway`: loader (one thread), simulator (the bench's
+//! runtime), nginx and the replica share the machine's cores, as the issue
+//! asks. `gateway-pinned` ([`run_pinned`]): the bench process on core 0,
+//! the proxy under test on core 1 with one worker (nginx
+//! `worker_processes 1`, the replica `http.workers = 1`), as when the proxy
+//! has a machine of its own: its CPU no longer competes with the loader's,
+//! so "added p50" is the proxy's own time rather than shared-core queueing.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,10 +30,35 @@ use serde_json::{Value, json};
 use super::Row;
 use super::loadgen::{Sample, Target, load, probe, proc_cpu};
 use super::nginx::{self, Nginx};
+use super::pin;
 use super::read_path::{group, wait_token, wxtoken_binary};
 use crate::{API_KEY, Fleet, ID, SECRET, Timing};
 
-const SECTION: &str = "gateway";
+/// How the processes sit on the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Everything shares every core.
+    Shared,
+    /// The bench on core 0, the proxy under test on core 1.
+    Pinned,
+}
+
+impl Layout {
+    fn section(self) -> &'static str {
+        match self {
+            Self::Shared => "gateway",
+            Self::Pinned => "gateway-pinned",
+        }
+    }
+
+    /// nginx's `worker_processes` and the replica's `http.workers`.
+    fn workers(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Shared => (nginx::WORKERS, "one per CPU (the default)"),
+            Self::Pinned => ("1", "1"),
+        }
+    }
+}
 /// Targets (issue: gateway overhead next to nginx).
 const RPS_TARGET: f64 = 1.0;
 const ADDED_P50_TARGET_US: f64 = 100.0;
@@ -72,10 +103,31 @@ impl Plan {
 
 /// Runs the section: `quick` ≈ 5 s, the full run ≈ 2.5 min.
 pub async fn run(quick: bool) -> Result<(Vec<Row>, Value)> {
+    run_in(quick, Layout::Shared).await
+}
+
+/// The `gateway-pinned` section: [`run`] with the bench on core 0 and each
+/// proxy on core 1 (skipped on a single core).
+pub async fn run_pinned(quick: bool) -> Result<(Vec<Row>, Value)> {
+    let cores = pin::cores();
+    if cores < 2 {
+        let why = format!("skipped: {cores} core(s); pinning needs 2");
+        return Ok((
+            vec![Row::new(Layout::Pinned.section(), "gateway vs nginx", &why)],
+            json!({ "skipped": why }),
+        ));
+    }
+    let result = run_in(quick, Layout::Pinned).await;
+    pin::unpin_self(cores)?;
+    result
+}
+
+async fn run_in(quick: bool, layout: Layout) -> Result<(Vec<Row>, Value)> {
+    let section = layout.section();
     let mut rows = Vec::new();
     let Some(bin) = wxtoken_binary() else {
         rows.push(Row::new(
-            SECTION,
+            section,
             "gateway vs nginx",
             "skipped: no wxtoken binary (cargo build --release -p wxtoken-coordinator \
              --bin wxtoken, or set WXTOKEN_BIN)",
@@ -91,9 +143,12 @@ pub async fn run(quick: bool) -> Result<(Vec<Row>, Value)> {
     })
     .await;
     // Per-request debug logging would measure the log, not the gateway.
-    let gateway = fleet
-        .spawn_replica_env(SECRET, &[("RUST_LOG", "warn")])
-        .http;
+    let (nginx_workers, replica_workers) = layout.workers();
+    let mut env = vec![("RUST_LOG", "warn")];
+    if layout == Layout::Pinned {
+        env.push(("WXTOKEN__HTTP__WORKERS", replica_workers));
+    }
+    let gateway = fleet.spawn_replica_env(SECRET, &env).http;
     let replica_pid = fleet
         .replicas
         .first()
@@ -109,7 +164,7 @@ pub async fn run(quick: bool) -> Result<(Vec<Row>, Value)> {
     let nginx_addr: SocketAddr = ([127, 0, 0, 1], wxtoken_testkit::free_port()).into();
     let nginx = tokio::task::spawn_blocking({
         let (bin, token) = (nginx_bin.clone(), token.clone());
-        move || Nginx::start(&bin, nginx_addr, sim, &token)
+        move || Nginx::start(&bin, nginx_addr, sim, &token, nginx_workers)
     })
     .await
     .context("nginx start task")??;
@@ -136,7 +191,14 @@ pub async fn run(quick: bool) -> Result<(Vec<Row>, Value)> {
         calls.push((label, targets));
     }
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = pin::cores();
+    if layout == Layout::Pinned {
+        // Both proxies on core 1, the loader and the simulator on core 0.
+        pin::pin(None, 0)?;
+        for pid in nginx.pids().into_iter().chain(replica_pid) {
+            pin::pin(Some(pid), 1)?;
+        }
+    }
     let mut points = Vec::new();
     for (label, targets) in &calls {
         // Warm up connections, pools and allocators on all three.
@@ -155,7 +217,7 @@ pub async fn run(quick: bool) -> Result<(Vec<Row>, Value)> {
                     );
                 }
             }
-            point.rows(label, c, &mut rows);
+            point.rows(section, label, c, &mut rows);
             points.push(point.json(label, c));
         }
     }
@@ -173,7 +235,9 @@ pub async fn run(quick: bool) -> Result<(Vec<Row>, Value)> {
         json!({
             "quick": quick,
             "cores": cores,
-            "nginx": { "bin": nginx_bin.display().to_string(), "version": nginx_version, "worker_processes": nginx::WORKERS },
+            "layout": section,
+            "replica_workers": replica_workers,
+            "nginx": { "bin": nginx_bin.display().to_string(), "version": nginx_version, "worker_processes": nginx_workers },
             "wxtoken_bin": bin.display().to_string(),
             "rounds": plan.rounds,
             "seconds_per_round": plan.per_round.as_secs_f64(),
@@ -239,7 +303,7 @@ async fn measure(
 }
 
 impl Point {
-    fn rows(&mut self, label: &str, c: usize, rows: &mut Vec<Row>) {
+    fn rows(&mut self, section: &'static str, label: &str, c: usize, rows: &mut Vec<Row>) {
         let direct_p50 = self.samples[0].pct_us(50.0);
         for (i, s) in self.samples.iter_mut().enumerate() {
             let (p50, p99) = (s.pct_us(50.0), s.pct_us(99.0));
@@ -252,15 +316,15 @@ impl Point {
             }
             let what = match i {
                 0 => "direct to wechat-sim (baseline)".to_owned(),
-                1 => format!("nginx proxy_pass (worker_processes {})", nginx::WORKERS),
+                1 => "nginx proxy_pass".to_owned(),
                 _ => "wxtoken gateway (1 replica)".to_owned(),
             };
-            rows.push(Row::new(SECTION, format!("C={c} {label}: {what}"), value));
+            rows.push(Row::new(section, format!("C={c} {label}: {what}"), value));
         }
         let ratio = self.samples[2].rps() / self.samples[1].rps().max(f64::MIN_POSITIVE);
         rows.push(
             Row::new(
-                SECTION,
+                section,
                 format!("C={c} {label}: gateway / nginx req/s"),
                 format!("{ratio:.2} ×"),
             )
@@ -269,7 +333,7 @@ impl Point {
         let added = self.samples[2].pct_us(50.0) - direct_p50;
         rows.push(
             Row::new(
-                SECTION,
+                section,
                 format!("C={c} {label}: gateway added p50"),
                 format!("{added:.0} µs"),
             )

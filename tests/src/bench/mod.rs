@@ -12,6 +12,7 @@ pub mod hardening;
 pub mod kinds;
 pub mod loadgen;
 pub mod nginx;
+mod pin;
 pub mod platform;
 pub mod read_path;
 pub mod scale;
@@ -107,6 +108,11 @@ pub const SECTIONS: &[Section] = &[
         name: "gateway",
         key: "gateway",
         run: |q| Box::pin(gateway::run(q)),
+    },
+    Section {
+        name: "gateway-pinned",
+        key: "gateway_pinned",
+        run: |q| Box::pin(gateway::run_pinned(q)),
     },
     Section {
         name: "follow",

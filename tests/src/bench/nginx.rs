@@ -62,14 +62,22 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts `bin` on `addr` in front of `upstream` with `token`.
-    pub fn start(bin: &Path, addr: SocketAddr, upstream: SocketAddr, token: &str) -> Result<Self> {
+    /// Starts `bin` on `addr` in front of `upstream` with `token`, with
+    /// `workers` worker processes ([`WORKERS`], or a number).
+    pub fn start(
+        bin: &Path,
+        addr: SocketAddr,
+        upstream: SocketAddr,
+        token: &str,
+        workers: &str,
+    ) -> Result<Self> {
         let version = version(bin)?;
         let prefix = tempfile::tempdir().context("nginx prefix dir")?;
         let p = prefix.path();
         std::fs::create_dir_all(p.join("tmp")).context("nginx temp dir")?;
         let conf = p.join("nginx.conf");
-        std::fs::write(&conf, config(p, addr, upstream, token)).context("writing nginx.conf")?;
+        std::fs::write(&conf, config(p, addr, upstream, token, workers))
+            .context("writing nginx.conf")?;
         let log = std::fs::File::create(p.join("stderr.log")).context("nginx stderr log")?;
         let child = Command::new(bin)
             .arg("-p")
@@ -169,10 +177,16 @@ fn version(bin: &Path) -> Result<String> {
 }
 
 /// The whole config: one server, a keep-alive upstream, no access log.
-fn config(prefix: &Path, addr: SocketAddr, upstream: SocketAddr, token: &str) -> String {
+fn config(
+    prefix: &Path,
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    token: &str,
+    workers: &str,
+) -> String {
     let p = prefix.display();
     format!(
-        r#"worker_processes {WORKERS};
+        r#"worker_processes {workers};
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
 events {{ worker_connections 1024; }}
