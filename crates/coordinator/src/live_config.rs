@@ -313,9 +313,10 @@ fn definitions(config: &Config) -> HashMap<CredentialId, [u8; 32]> {
     }
     for c in &config.components {
         let secrets = [
-            c.secret.expose_secret(),
-            c.token.expose_secret(),
-            c.encoding_aes_key.expose_secret(),
+            opt(c.secret.as_ref()),
+            opt(c.token.as_ref()),
+            opt(c.encoding_aes_key.as_ref()),
+            opt(c.follow.as_ref().map(|f| &f.key)),
         ];
         put(&c.id, json(c), &secrets);
     }
@@ -371,8 +372,9 @@ fn secret_files(config: &Config) -> Vec<&Path> {
         out.extend(
             [&c.secret_ref, &c.token_ref, &c.encoding_aes_key_ref]
                 .into_iter()
-                .filter_map(file),
+                .filter_map(|r| r.as_ref().and_then(file)),
         );
+        out.extend(c.follow.as_ref().and_then(|f| file(&f.key_ref)));
     }
     out
 }

@@ -63,6 +63,19 @@ fn missing_secret(config: &Config, id: &str) -> Option<String> {
             .is_none()
             .then(|| format!("apps[{i}].secret"));
     }
+    if let Some(i) = config.components.iter().position(|c| c.id.as_str() == id) {
+        // A primary component takes pushes (verify tickets, authorizations)
+        // and fetches its token: all three secrets.
+        let c = &config.components[i];
+        return [
+            (c.secret.is_none(), "secret"),
+            (c.token.is_none(), "token"),
+            (c.encoding_aes_key.is_none(), "encoding_aes_key"),
+        ]
+        .into_iter()
+        .find(|(missing, _)| *missing)
+        .map(|(_, field)| format!("components[{i}].{field}"));
+    }
     let i = config.wecom.iter().position(|w| w.id.as_str() == id)?;
     config.wecom[i]
         .secret
@@ -91,4 +104,43 @@ async fn reachable(follow: &FollowConfig, id: &str) -> Option<String> {
         reply.status().as_u16(),
         started.elapsed().as_millis()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Env};
+
+    #[test]
+    fn a_component_is_promoted_only_with_all_three_of_its_secrets() {
+        let env: Env = [
+            ("KEY".to_owned(), "follow-key-1234".to_owned()),
+            ("S".to_owned(), "component-secret".to_owned()),
+            (
+                "AES".to_owned(),
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let follow = r#"follow = { url = "https://prod.internal:8088", key = { env = "KEY" } }"#;
+        let config = |secrets: &str| {
+            Config::from_toml_str(
+                &format!(
+                    "[[components]]\nid = \"open1\"\ncomponent_appid = \"wx00000000000000c1\"\n{secrets}{follow}\n"
+                ),
+                &env,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            super::missing_secret(&config(""), "open1").as_deref(),
+            Some("components[0].secret")
+        );
+        assert_eq!(
+            super::missing_secret(&config("secret = { env = \"S\" }\n"), "open1").as_deref(),
+            Some("components[0].token")
+        );
+        let all = "secret = { env = \"S\" }\ntoken = { env = \"S\" }\nencoding_aes_key = { env = \"AES\" }\n";
+        assert_eq!(super::missing_secret(&config(all), "open1"), None);
+    }
 }

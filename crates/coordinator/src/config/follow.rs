@@ -1,6 +1,7 @@
-//! `follow = { url, key }` on an `[[apps]]` or `[[wecom]]` entry (SPEC §12):
-//! the fleet takes that credential (and its tickets) from another fleet's
-//! watch endpoint instead of from WeChat, and needs no secret for it.
+//! `follow = { url, key }` on an `[[apps]]`, `[[wecom]]` or `[[components]]`
+//! entry (SPEC §12): the fleet takes that credential (and its tickets; a
+//! component's authorizers) from another fleet's watch endpoint instead of
+//! from WeChat, and needs no secret for it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -148,6 +149,35 @@ mod tests {
             !shown.contains("follow-key-1234") && shown.contains("KEY"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_followed_component_needs_none_of_its_secrets_and_an_unfollowed_one_all() {
+        let env: Env = [("KEY".to_owned(), "follow-key-1234".to_owned())]
+            .into_iter()
+            .collect();
+        let load = |extra: &str| {
+            Config::from_toml_str(
+                &format!(
+                    "[[components]]\nid = \"open1\"\ncomponent_appid = \"wx00000000000000c1\"\n{extra}\n"
+                ),
+                &env,
+            )
+        };
+        let c = load(r#"follow = { url = "https://prod.internal:8088", key = { env = "KEY" } }"#)
+            .unwrap();
+        let component = &c.components[0];
+        assert!(component.secret.is_none() && component.encoding_aes_key.is_none());
+        assert_eq!(
+            component.follow.as_ref().map(|f| f.url.as_str()),
+            Some("https://prod.internal:8088")
+        );
+        assert!(!format!("{c:?}").contains("follow-key-1234"));
+        assert!(!c.redacted_toml().contains("follow-key-1234"));
+        let e = load("").unwrap_err();
+        assert_eq!(e.key, "components[0].secret", "{e}");
+        let e = load(r#"follow = { url = "ftp://x", key = { env = "KEY" } }"#).unwrap_err();
+        assert_eq!(e.key, "components[0].follow.url", "{e}");
     }
 
     #[test]

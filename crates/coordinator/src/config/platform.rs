@@ -9,7 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use wxtoken_common::CredentialId;
 
-use super::{ConfigError, Env, SecretRef};
+use super::follow::FollowEntry;
+use super::{ConfigError, Env, FollowConfig, SecretRef};
 
 /// `[security]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -36,11 +37,15 @@ pub struct SecurityConfig {
 pub(super) struct ComponentEntry {
     id: Option<String>,
     component_appid: String,
-    secret: SecretRef,
-    token: SecretRef,
-    encoding_aes_key: SecretRef,
+    /// The three secrets: optional only when the component is followed.
+    secret: Option<SecretRef>,
+    token: Option<SecretRef>,
+    encoding_aes_key: Option<SecretRef>,
     #[serde(default = "default_per_minute")]
     authorizer_calls_per_minute: u64,
+    /// Taken with its authorizers from another fleet (SPEC §12).
+    #[serde(default)]
+    follow: Option<FollowEntry>,
 }
 
 fn default_per_minute() -> u64 {
@@ -55,23 +60,28 @@ fn default_per_minute() -> u64 {
 pub struct ComponentConfig {
     pub id: CredentialId,
     pub component_appid: String,
+    /// `None` only for a followed component configured without it.
     #[serde(skip)]
-    pub secret: SecretString,
-    #[serde(rename = "secret")]
-    pub secret_ref: SecretRef,
+    pub secret: Option<SecretString>,
+    #[serde(rename = "secret", skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
     /// The message verification token of the event URL.
     #[serde(skip)]
-    pub token: SecretString,
-    #[serde(rename = "token")]
-    pub token_ref: SecretRef,
+    pub token: Option<SecretString>,
+    #[serde(rename = "token", skip_serializing_if = "Option::is_none")]
+    pub token_ref: Option<SecretRef>,
     /// The 43-character EncodingAESKey of the event URL.
     #[serde(skip)]
-    pub encoding_aes_key: SecretString,
-    #[serde(rename = "encoding_aes_key")]
-    pub encoding_aes_key_ref: SecretRef,
+    pub encoding_aes_key: Option<SecretString>,
+    #[serde(rename = "encoding_aes_key", skip_serializing_if = "Option::is_none")]
+    pub encoding_aes_key_ref: Option<SecretRef>,
     /// `api_authorizer_token` calls the whole fleet makes per minute for
     /// this component, at most.
     pub authorizer_calls_per_minute: u64,
+    /// The component token and every authorizer's come from this fleet's
+    /// `GET /v1/components/{id}/watch` instead of WeChat (SPEC §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowConfig>,
 }
 
 impl SecurityEntry {
@@ -123,19 +133,28 @@ impl ComponentEntry {
                 "must not contain `.`: authorizer ids are `{component id}.{authorizer appid}`",
             ));
         }
-        let resolve = |r: &SecretRef, field: &str| {
-            r.resolve(env).map_err(|m| ConfigError::new(key(field), m))
+        let follow = self
+            .follow
+            .map(|f| f.resolve(&format!("components[{i}]"), env))
+            .transpose()?;
+        let followed = follow.is_some();
+        let resolve = |r: &Option<SecretRef>, field: &str| {
+            super::validate::resolve_secret(r.as_ref(), followed, &key(field), env)
         };
         let secret = resolve(&self.secret, "secret")?;
         let token = resolve(&self.token, "token")?;
         let encoding_aes_key = resolve(&self.encoding_aes_key, "encoding_aes_key")?;
-        if !super::secret::is_stand_in(&encoding_aes_key)
-            && wxtoken_msgcrypt::MsgCrypt::new(
-                token.expose_secret(),
-                encoding_aes_key.expose_secret(),
-                &self.component_appid,
-            )
-            .is_err()
+        let crypt_ok = |token: &SecretString, aes: &SecretString| {
+            super::secret::is_stand_in(aes)
+                || wxtoken_msgcrypt::MsgCrypt::new(
+                    token.expose_secret(),
+                    aes.expose_secret(),
+                    &self.component_appid,
+                )
+                .is_ok()
+        };
+        if let (Some(t), Some(aes)) = (&token, &encoding_aes_key)
+            && !crypt_ok(t, aes)
         {
             return Err(ConfigError::new(
                 key("encoding_aes_key"),
@@ -158,6 +177,7 @@ impl ComponentEntry {
             encoding_aes_key,
             encoding_aes_key_ref: self.encoding_aes_key,
             authorizer_calls_per_minute: self.authorizer_calls_per_minute,
+            follow,
         })
     }
 }

@@ -332,7 +332,7 @@ impl WecomEntry {
 
 /// An entry's secret: required unless the entry is followed (a follower
 /// needs none; one written anyway is resolved, for `wxtoken promote`).
-fn resolve_secret(
+pub(super) fn resolve_secret(
     r: Option<&SecretRef>,
     followed: bool,
     key: &str,

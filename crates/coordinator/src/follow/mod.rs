@@ -12,6 +12,7 @@
 //! schedule. It is also an event sink: a followed credential's events
 //! (reports, refresh requests) reach its task.
 
+mod mirror;
 mod report;
 mod stream;
 mod task;
@@ -27,7 +28,7 @@ use wxtoken_client::events::{ConnectionState, EventSink};
 use wxtoken_common::CredentialRef;
 use wxtoken_common::wire::Event;
 
-pub use stream::{Item, Value, WatchError};
+pub use stream::{Item, Value, WatchError, Watched};
 
 use crate::config::{FollowConfig, RefreshConfig};
 use crate::kind::Credential;
@@ -65,12 +66,13 @@ struct Running {
 /// What reaches a follow task besides its stream.
 #[derive(Debug)]
 enum Nudge {
-    /// An event on the credential's channel.
-    Event(Event),
+    /// An event on the channel of the credential (or of one of the
+    /// followed component's authorizers).
+    Event(CredentialRef, Event),
     /// Look again (events resumed after a gap, the fleet's data was lost).
     Recheck,
     /// The primary's answer to a forwarded report carried a newer value.
-    Value(Value),
+    Value(CredentialRef, Value),
 }
 
 impl Keepers {
@@ -137,6 +139,20 @@ impl Keepers {
         }
     }
 
+    /// Sends `nudge` to the task that keeps `cref`: its own, or its
+    /// component's (a followed component's authorizers have none).
+    fn nudge(&self, cref: &CredentialRef, nudge: Nudge) {
+        let tasks = lock(&self.inner.tasks);
+        let running = tasks.get(cref).or_else(|| {
+            let (component, _) = cref.id.as_str().split_once('.')?;
+            let id = wxtoken_common::CredentialId::parse(component).ok()?;
+            tasks.get(&CredentialRef::token(id))
+        });
+        if let Some(r) = running {
+            let _ = r.nudges.send(nudge);
+        }
+    }
+
     fn schedule(&self, cred: Arc<Credential>) {
         let state = LoopState::new(&cred, &self.inner.settings);
         self.inner.schedule.add(cred, state);
@@ -171,8 +187,8 @@ impl Keepers {
 
 impl EventSink for Keepers {
     fn on_event(&self, cref: &CredentialRef, event: Event) {
-        if let Some(r) = lock(&self.inner.tasks).get(cref) {
-            let _ = r.nudges.send(Nudge::Event(event));
+        if !lock(&self.inner.tasks).is_empty() {
+            self.nudge(cref, Nudge::Event(cref.clone(), event));
         }
     }
 

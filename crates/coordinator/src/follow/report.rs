@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{info, warn};
-use wxtoken_common::Slot;
+use wxtoken_common::{CredentialRef, Slot};
 
 use super::stream::Value;
 use super::{Keepers, Nudge};
 use crate::config::FollowConfig;
-use crate::kind::Credential;
 
 /// How long the primary may take to judge (a check with WeChat, then a
 /// fetch).
@@ -37,14 +36,14 @@ struct Answer {
 pub(super) fn forward(
     keepers: Keepers,
     http: reqwest::Client,
-    cred: Arc<Credential>,
+    cref: CredentialRef,
     follow: Arc<FollowConfig>,
     reported: &Value,
 ) {
     let value = SecretString::from(reported.value.expose_secret().to_owned());
     let generation = reported.generation;
     tokio::spawn(async move {
-        let cref = &cred.cref;
+        let cref = &cref;
         let (path, field) = match cref.slot {
             Slot::AccessToken => (
                 format!("/v1/apps/{}/access_token/invalidate?wait=true", cref.id),
@@ -107,9 +106,7 @@ pub(super) fn forward(
                 expires: Instant::now() + Duration::from_secs(expires_in),
                 lag: None,
             };
-            if let Some(r) = super::lock(&keepers.inner.tasks).get(cref) {
-                let _ = r.nudges.send(Nudge::Value(newer));
-            }
+            keepers.nudge(cref, Nudge::Value(cref.clone(), newer));
         }
     });
 }

@@ -1,5 +1,6 @@
 //! The primary's watch stream as the follower reads it: one request to
-//! `…/watch` (server-sent events, parsed by `eventsource-stream`), values
+//! `…/watch` (server-sent events, parsed by `eventsource-stream`) — one
+//! credential's, or a component's with all its authorizers' — values
 //! turned into [`Item`]s at once, and a stream silent for longer than two
 //! keep-alives given up (a blackholed network never closes it).
 //!
@@ -13,17 +14,29 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use wxtoken_common::{CredentialRef, Slot};
+use wxtoken_common::{CredentialId, CredentialRef, Slot};
 
 use crate::config::FollowConfig;
 
 /// One thing the primary said.
 #[derive(Debug)]
 pub enum Item {
-    /// A value (the current one, or a newer generation).
-    Value(Value),
+    /// A value of this credential (the current one, or a newer generation).
+    Value(CredentialRef, Value),
     /// The primary has no value to give now (its `error` event).
     Unavailable(String),
+    /// A component's watch: an authorizer is (still) registered, or not.
+    Authorizer { appid: String, active: bool },
+    /// A component's watch: the snapshot is whole (every registered
+    /// authorizer was listed since the stream opened).
+    Synced,
+}
+
+/// What is watched: one credential, or a component and its authorizers.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    One(CredentialRef),
+    Component(CredentialId),
 }
 
 /// A value the primary sent (`Debug` shows its generation, never the value).
@@ -66,10 +79,19 @@ impl WatchError {
     }
 }
 
-/// The watch URL of `cref` at the primary.
-pub fn url(follow: &FollowConfig, cref: &CredentialRef) -> String {
-    let id = cref.id.as_str();
+/// The watch URL at the primary.
+pub fn url(follow: &FollowConfig, watched: &Watched) -> String {
     let keepalive = follow.keepalive.as_millis();
+    let cref = match watched {
+        Watched::One(cref) => cref,
+        Watched::Component(id) => {
+            return format!(
+                "{}/v1/components/{id}/watch?keepalive_ms={keepalive}",
+                follow.url
+            );
+        }
+    };
+    let id = cref.id.as_str();
     match cref.slot {
         Slot::AccessToken => format!(
             "{}/v1/apps/{id}/access_token/watch?keepalive_ms={keepalive}",
@@ -85,16 +107,16 @@ pub fn url(follow: &FollowConfig, cref: &CredentialRef) -> String {
 
 pub type Items = Pin<Box<dyn Stream<Item = Result<Item, WatchError>> + Send>>;
 
-/// Opens the watch of `cref`; `since`: only values newer than this
-/// generation (`Last-Event-ID`).
+/// Opens the watch; `since`: only values newer than this generation
+/// (`Last-Event-ID`; one credential's watch only).
 pub async fn open(
     http: &reqwest::Client,
     follow: &FollowConfig,
-    cref: &CredentialRef,
+    watched: &Watched,
     since: Option<u64>,
 ) -> Result<Items, WatchError> {
     let mut req = http
-        .get(url(follow, cref))
+        .get(url(follow, watched))
         .bearer_auth(follow.key.expose_secret())
         .header("accept", "text/event-stream");
     if let Some(g) = since {
@@ -123,7 +145,7 @@ pub async fn open(
         });
     }
     let idle = follow.idle_limit();
-    let slot = cref.slot;
+    let watched = watched.clone();
     let bytes = Box::pin(resp.bytes_stream());
     let timed = futures_util::stream::unfold(Some(bytes), move |s| async move {
         let mut s = s?;
@@ -135,7 +157,10 @@ pub async fn open(
         }
     });
     let items = timed.eventsource().map(move |e| match e {
-        Ok(event) => item(slot, &event.event, &event.data),
+        Ok(event) => match &watched {
+            Watched::One(cref) => item(cref, &event.event, &event.data),
+            Watched::Component(id) => component_item(id, &event.event, &event.data),
+        },
         Err(EventStreamError::Transport(e)) => Err(e),
         Err(EventStreamError::Utf8(_)) => Err(WatchError::Garbage("not UTF-8")),
         Err(EventStreamError::Parser(_)) => Err(WatchError::Garbage("not an event stream")),
@@ -161,8 +186,54 @@ struct ErrorBody {
     message: String,
 }
 
-fn item(slot: Slot, event: &str, data: &str) -> Result<Item, WatchError> {
-    let expected = match slot {
+#[derive(Deserialize)]
+struct Tagged {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct AuthorizerBody {
+    appid: String,
+    state: String,
+}
+
+/// An event of a component's watch: values name their id, which must be
+/// the component's or one of its authorizers'.
+fn component_item(component: &CredentialId, event: &str, data: &str) -> Result<Item, WatchError> {
+    match event {
+        "access_token" => {
+            let tagged: Tagged =
+                serde_json::from_str(data).map_err(|_| WatchError::Garbage("value event"))?;
+            let id = CredentialId::parse(&tagged.id)
+                .ok()
+                .filter(|id| {
+                    id == component
+                        || id
+                            .as_str()
+                            .strip_prefix(component.as_str())
+                            .is_some_and(|rest| rest.starts_with('.'))
+                })
+                .ok_or(WatchError::Garbage("a value of another credential"))?;
+            item(&CredentialRef::token(id), event, data)
+        }
+        "authorizer" => {
+            let body: AuthorizerBody =
+                serde_json::from_str(data).map_err(|_| WatchError::Garbage("authorizer event"))?;
+            crate::kind::authorizer_id(component, &body.appid)
+                .map_err(|_| WatchError::Garbage("authorizer event"))?;
+            Ok(Item::Authorizer {
+                active: body.state == crate::store::ACTIVE,
+                appid: body.appid,
+            })
+        }
+        "synced" => Ok(Item::Synced),
+        "error" => item(&CredentialRef::token(component.clone()), event, data),
+        _ => Err(WatchError::Garbage("unknown event")),
+    }
+}
+
+fn item(cref: &CredentialRef, event: &str, data: &str) -> Result<Item, WatchError> {
+    let expected = match cref.slot {
         Slot::AccessToken => "access_token",
         Slot::Ticket(_) => "ticket",
     };
@@ -187,12 +258,15 @@ fn item(slot: Slot, event: &str, data: &str) -> Result<Item, WatchError> {
         let now = u64::try_from(now.as_millis()).ok()?;
         now.checked_sub(sent).map(Duration::from_millis)
     });
-    Ok(Item::Value(Value {
-        value: SecretString::from(body.access_token),
-        generation: body.generation,
-        expires: arrived + Duration::from_secs(body.expires_in),
-        lag,
-    }))
+    Ok(Item::Value(
+        cref.clone(),
+        Value {
+            value: SecretString::from(body.access_token),
+            generation: body.generation,
+            expires: arrived + Duration::from_secs(body.expires_in),
+            lag,
+        },
+    ))
 }
 
 impl std::fmt::Debug for Value {
@@ -211,24 +285,27 @@ mod tests {
 
     #[test]
     fn values_errors_and_garbage() {
-        let token = Slot::AccessToken;
+        let token = &CredentialRef::token(CredentialId::parse("shop").unwrap());
         let ok = item(
             token,
             "access_token",
             r#"{"access_token":"T","expires_in":7200,"expires_at":1,"generation":5,"sent_at":1}"#,
         );
-        let Ok(Item::Value(v)) = ok else {
+        let Ok(Item::Value(_, v)) = ok else {
             panic!("a value event is a value")
         };
         assert_eq!((v.value.expose_secret(), v.generation), ("T", 5));
         assert!(v.expires > Instant::now() + Duration::from_secs(7100));
-        let ticket = Slot::Ticket(TicketType::Jsapi);
+        let ticket = &CredentialRef {
+            id: CredentialId::parse("shop").unwrap(),
+            slot: Slot::Ticket(TicketType::Jsapi),
+        };
         let t = item(
             ticket,
             "ticket",
             r#"{"ticket":"K","expires_in":7,"generation":9}"#,
         );
-        assert!(matches!(t, Ok(Item::Value(v)) if v.generation == 9 && v.lag.is_none()));
+        assert!(matches!(t, Ok(Item::Value(_, v)) if v.generation == 9 && v.lag.is_none()));
         let e = item(
             token,
             "error",
@@ -249,6 +326,50 @@ mod tests {
             ("other", "{}"),
         ] {
             assert!(item(token, event, data).is_err(), "{event} {data}");
+        }
+    }
+
+    #[test]
+    fn a_components_watch_names_its_ids_and_takes_no_other() {
+        let open1 = CredentialId::parse("open1").unwrap();
+        let v = r#"{"id":"open1.wxa1","access_token":"A","expires_in":7200,"generation":3}"#;
+        let Ok(Item::Value(cref, v)) = component_item(&open1, "access_token", v) else {
+            panic!("an authorizer's value")
+        };
+        assert_eq!((cref.id.as_str(), v.generation), ("open1.wxa1", 3));
+        let own = r#"{"id":"open1","access_token":"C","expires_in":7200,"generation":9}"#;
+        assert!(matches!(
+            component_item(&open1, "access_token", own),
+            Ok(Item::Value(c, _)) if c.id == open1
+        ));
+        assert!(matches!(
+            component_item(&open1, "authorizer", r#"{"id":"open1.wxa1","appid":"wxa1","state":"revoked"}"#),
+            Ok(Item::Authorizer { appid, active: false }) if appid == "wxa1"
+        ));
+        assert!(matches!(
+            component_item(&open1, "synced", r#"{"authorizers":1}"#),
+            Ok(Item::Synced)
+        ));
+        for (event, data) in [
+            (
+                "access_token",
+                r#"{"id":"open2.wxa1","access_token":"A","expires_in":1,"generation":1}"#,
+            ),
+            (
+                "access_token",
+                r#"{"id":"open10","access_token":"A","expires_in":1,"generation":1}"#,
+            ),
+            (
+                "access_token",
+                r#"{"access_token":"A","expires_in":1,"generation":1}"#,
+            ),
+            ("authorizer", r#"{"appid":"wx/../x","state":"active"}"#),
+            ("other", "{}"),
+        ] {
+            assert!(
+                component_item(&open1, event, data).is_err(),
+                "{event} {data}"
+            );
         }
     }
 }

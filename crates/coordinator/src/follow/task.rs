@@ -1,19 +1,23 @@
-//! One followed credential on one replica: wait for its lock, hold it,
-//! watch the primary, commit what arrives, and go back to waiting when the
-//! lock or the stream is lost.
+//! One followed credential on one replica — or a followed component with
+//! all its authorizers, over one stream: wait for its lock, hold it, watch
+//! the primary, commit what arrives, and go back to waiting when the lock
+//! or the stream is lost.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
+use wxtoken_common::CredentialRef;
 use wxtoken_common::wire::Event;
 
-use super::stream::{self, Item, Items, Value, WatchError};
+use super::mirror::Mirror;
+use super::stream::{self, Item, Items, Value, WatchError, Watched};
 use super::{Keepers, Nudge};
 use crate::config::FollowConfig;
-use crate::kind::Credential;
+use crate::kind::{Credential, Family};
 use crate::store::{Commit, Grant, Hold, LockOwner, Received, StoreError};
 
 /// The first wait after a failed connection; doubled up to [`RETRY_MAX`].
@@ -28,8 +32,15 @@ pub(super) struct Task {
     follow: Arc<FollowConfig>,
     http: Option<reqwest::Client>,
     owner: LockOwner,
-    /// The newest value received: refills Redis after a data loss.
-    last: Option<Value>,
+    watched: Watched,
+    /// The newest value received of each credential: refills Redis after a
+    /// data loss.
+    last: HashMap<CredentialRef, Value>,
+    /// A followed component's authorizers: the grant each commit is made
+    /// under (its epoch), taken once under the authorizer's own lock.
+    grants: HashMap<CredentialRef, Grant>,
+    /// A followed component's registry.
+    mirror: Option<Mirror>,
     nudges: mpsc::UnboundedReceiver<Nudge>,
     stop: watch::Receiver<bool>,
     /// The last state written for status (written again only when it changes).
@@ -61,13 +72,22 @@ impl Task {
             }
         };
         let owner = LockOwner::new(&keepers.inner.replica_id);
+        let (watched, mirror) = if cred.kind.describe().family == Family::Component {
+            let id = cred.cref.id.clone();
+            (Watched::Component(id.clone()), Some(Mirror::new(id)))
+        } else {
+            (Watched::One(cred.cref.clone()), None)
+        };
         Self {
             keepers,
             cred,
             follow,
             http,
             owner,
-            last: None,
+            watched,
+            last: HashMap::new(),
+            grants: HashMap::new(),
+            mirror,
             nudges,
             stop,
             shown: String::new(),
@@ -111,11 +131,18 @@ impl Task {
             self.refill(&mut grant).await;
             // Resume after the newest value this task holds; without one
             // (a replica that just took over) the current value comes at
-            // once, so this task can refill Redis and forward reports.
-            let since = self.last.as_ref().map(|v| v.generation);
+            // once, so this task can refill Redis and forward reports. A
+            // component's watch starts with its whole snapshot.
+            let since = match &self.watched {
+                Watched::One(c) => self.last.get(c).map(|v| v.generation),
+                Watched::Component(_) => None,
+            };
+            if let Some(m) = &mut self.mirror {
+                m.opened();
+            }
             // Connecting may take the connect timeout: a stop does not wait.
             let opened = tokio::select! {
-                opened = stream::open(&http, &self.follow, &cref, since) => opened,
+                opened = stream::open(&http, &self.follow, &self.watched, since) => opened,
                 _ = self.stop.changed() => break,
                 _ = shutdown(&self.keepers) => break,
             };
@@ -182,10 +209,12 @@ impl Task {
         loop {
             tokio::select! {
                 item = items.next() => match item {
-                    Some(Ok(Item::Value(v))) => self.received(grant, v).await,
+                    Some(Ok(Item::Value(cref, v))) => self.received(grant, &cref, v).await,
                     Some(Ok(Item::Unavailable(why))) => {
                         self.show(&format!("connected; the primary has no value: {why}"), None).await;
                     }
+                    Some(Ok(Item::Authorizer { appid, active })) => self.authorizer(&appid, active).await,
+                    Some(Ok(Item::Synced)) => self.synced().await,
                     Some(Err(e)) => return Exit::Broken(e),
                     None => return Exit::Broken(WatchError::Closed),
                 },
@@ -207,16 +236,17 @@ impl Task {
                     }
                 }
                 nudge = self.nudges.recv() => match nudge {
-                    Some(Nudge::Value(v)) => self.received(grant, v).await,
-                    Some(Nudge::Event(Event::Reported { generation })) => self.forward(http, generation),
-                    Some(Nudge::Event(Event::RefreshRequested { reason, .. })) => {
+                    Some(Nudge::Value(cref, v)) => self.received(grant, &cref, v).await,
+                    Some(Nudge::Event(cref, Event::Reported { generation })) => self.forward(http, &cref, generation),
+                    Some(Nudge::Event(cref, Event::RefreshRequested { reason, .. })) => {
                         if reason.as_deref() == Some("promoted") && self.is_promoted().await {
                             return Exit::Promoted;
                         }
-                        self.recheck(grant).await;
+                        self.recheck(grant, &cref).await;
                     }
-                    Some(Nudge::Event(Event::Invalidated { .. }) | Nudge::Recheck) => self.recheck(grant).await,
-                    Some(Nudge::Event(_)) => {}
+                    Some(Nudge::Event(cref, Event::Invalidated { .. })) => self.recheck(grant, &cref).await,
+                    Some(Nudge::Recheck) => self.recheck_all(grant).await,
+                    Some(Nudge::Event(..)) => {}
                     None => return Exit::Stop,
                 },
                 _ = self.stop.changed() => return Exit::Stop,
@@ -226,104 +256,198 @@ impl Task {
     }
 
     /// Commits a value from the primary (its generation is the fence).
-    async fn received(&mut self, grant: &mut Grant, v: Value) {
+    async fn received(&mut self, grant: &mut Grant, cref: &CredentialRef, v: Value) {
         if self
             .last
-            .as_ref()
+            .get(cref)
             .is_some_and(|l| l.generation > v.generation)
         {
             return;
         }
         let lag = v.lag;
-        self.last = Some(v);
+        self.last.insert(cref.clone(), v);
         let started = Instant::now();
-        match self.commit_last(grant).await {
+        match self.commit_last(grant, cref).await {
             Ok(Some(generation)) => {
-                info!(credential = %self.cred.cref, generation, lag_ms = lag.map(|l| l.as_millis() as u64), "followed: stored the primary's value");
-                crate::metrics::refresh(&self.cred, "followed");
+                let lag_ms = lag.map(|l| l.as_millis() as u64);
+                if cref == &self.cred.cref {
+                    info!(credential = %cref, generation, lag_ms, "followed: stored the primary's value");
+                    crate::metrics::refresh(&self.cred, "followed");
+                } else {
+                    debug!(credential = %cref, generation, lag_ms, "followed: stored the primary's value");
+                }
                 self.show("connected", lag.map(|l| l + started.elapsed()))
                     .await;
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(credential = %self.cred.cref, error = %e, "could not store the primary's value; kept to store again")
+                warn!(credential = %cref, error = %e, "could not store the primary's value; kept to store again")
             }
         }
     }
 
-    /// Stores the newest value received; after an epoch change (Redis lost
-    /// its data) begins again and stores it into the new dataset. `Some`:
-    /// the generation stored now.
-    async fn commit_last(&self, grant: &mut Grant) -> Result<Option<u64>, StoreError> {
-        let Some(v) = &self.last else {
+    /// Stores the newest value received of `cref`; after an epoch change
+    /// (Redis lost its data) begins again and stores it into the new
+    /// dataset. `Some`: the generation stored now.
+    async fn commit_last(
+        &mut self,
+        grant: &mut Grant,
+        cref: &CredentialRef,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(v) = self.last.get(cref) else {
             return Ok(None);
         };
         if v.expires <= Instant::now() {
             return Ok(None);
         }
-        let received = Received {
-            value: &v.value,
-            generation: v.generation,
-            expires: v.expires,
-        };
+        let own = cref == &self.cred.cref;
         for _ in 0..2 {
+            let g = if own {
+                grant.clone()
+            } else {
+                match self.grants.get(cref) {
+                    Some(g) => g.clone(),
+                    None => match self.grant_of(cref).await? {
+                        Some(g) => g,
+                        None => return Ok(None),
+                    },
+                }
+            };
+            let Some(v) = self.last.get(cref) else {
+                return Ok(None);
+            };
+            let received = Received {
+                value: &v.value,
+                generation: v.generation,
+                expires: v.expires,
+            };
             let replica = &self.keepers.inner.replica_id;
             match self
                 .store()
-                .follow_commit(&self.cred.cref, grant, &self.owner, replica, &received)
+                .follow_commit(cref, &g, &self.owner, replica, &received)
                 .await?
             {
                 Commit::Stored { generation, .. } => return Ok(Some(generation)),
-                Commit::EpochChanged => match self.begin().await {
+                Commit::EpochChanged if own => match self.begin().await {
                     Some(g) => *grant = g,
                     None => return Ok(None),
                 },
+                Commit::EpochChanged => {
+                    self.grants.remove(cref);
+                }
                 _ => return Ok(None),
             }
         }
         Ok(None)
     }
 
-    /// After a data loss (or a lapsed lock): the value received before goes
+    /// The grant an authorizer of a followed component is committed under:
+    /// its own lock taken for a moment (the refresher's protocol), begun,
+    /// and left. `None`: another holds its lock now.
+    async fn grant_of(&mut self, cref: &CredentialRef) -> Result<Option<Grant>, StoreError> {
+        let ttl = self.keepers.inner.settings.lock_ttl;
+        if self.store().follow_hold(cref, &self.owner, ttl).await? == Hold::Elsewhere {
+            return Ok(None);
+        }
+        let grant = self.store().begin(cref, &self.owner).await;
+        let _ = self.store().release(cref, &self.owner).await;
+        let grant = grant?;
+        if let Some(g) = &grant {
+            self.grants.insert(cref.clone(), g.clone());
+        }
+        Ok(grant)
+    }
+
+    /// After a data loss (or a lapsed lock): the values received before go
     /// back into Redis at once, with no call to anyone.
-    async fn refill(&self, grant: &mut Grant) {
-        match self.commit_last(grant).await {
-            Ok(Some(generation)) => {
-                info!(credential = %self.cred.cref, generation, "follow: stored the last value received again (redis had lost it)");
+    async fn refill(&mut self, grant: &mut Grant) {
+        let crefs: Vec<CredentialRef> = self.last.keys().cloned().collect();
+        let mut stored = 0;
+        for cref in crefs {
+            match self.commit_last(grant, &cref).await {
+                Ok(Some(_)) => stored += 1,
+                Ok(None) => {}
+                Err(e) => debug!(credential = %cref, error = %e, "follow refill failed"),
             }
-            Ok(None) => {}
-            Err(e) => debug!(credential = %self.cred.cref, error = %e, "follow refill failed"),
+        }
+        if stored > 0 {
+            info!(credential = %self.cred.cref, stored, "follow: stored the last values received again (redis had lost them)");
         }
     }
 
-    /// An event said the value may be gone: refill if it is.
-    async fn recheck(&self, grant: &mut Grant) {
-        let stored = self.stored_generation().await;
-        let newest = self.last.as_ref().map(|v| v.generation);
+    /// An event said the value of `cref` may be gone: refill if it is.
+    async fn recheck(&mut self, grant: &mut Grant, cref: &CredentialRef) {
+        let stored = self.stored_generation(cref).await;
+        let newest = self.last.get(cref).map(|v| v.generation);
         if newest.is_some() && stored < newest {
-            // The lock may have gone with the data: take it again first.
+            if cref == &self.cred.cref {
+                // The lock may have gone with the data: take it again first.
+                let _ = self
+                    .store()
+                    .follow_hold(cref, &self.owner, self.keepers.inner.settings.lock_ttl)
+                    .await;
+            }
+            if let Err(e) = self.commit_last(grant, cref).await {
+                debug!(credential = %cref, error = %e, "follow refill failed");
+            }
+        }
+    }
+
+    /// The fleet's data may be gone: the registry and every value back.
+    async fn recheck_all(&mut self, grant: &mut Grant) {
+        let own = self.cred.cref.clone();
+        if self.stored_generation(&own).await.is_none() {
             let _ = self
                 .store()
-                .follow_hold(
-                    &self.cred.cref,
-                    &self.owner,
-                    self.keepers.inner.settings.lock_ttl,
-                )
+                .follow_hold(&own, &self.owner, self.keepers.inner.settings.lock_ttl)
                 .await;
-            self.refill(grant).await;
         }
+        if let Some(m) = &mut self.mirror
+            && let Err(e) = m.restore(&self.keepers.inner.store).await
+        {
+            debug!(credential = %own, error = %e, "followed registry restore failed");
+        }
+        self.refill(grant).await;
     }
 
     /// The generation of the value stored here, if one lives.
-    async fn stored_generation(&self) -> Option<u64> {
-        match self.store().peek(&self.cred.cref).await {
+    async fn stored_generation(&self, cref: &CredentialRef) -> Option<u64> {
+        match self.store().peek(cref).await {
             Ok(p) if p.token_ttl.is_some() && p.generation > 0 => Some(p.generation),
             _ => None,
         }
     }
 
-    fn forward(&self, http: &reqwest::Client, generation: u64) {
-        let Some(v) = &self.last else {
+    /// A followed component's authorizer listed by the primary.
+    async fn authorizer(&mut self, appid: &str, active: bool) {
+        let Some(m) = &mut self.mirror else { return };
+        match m.authorizer(&self.keepers.inner.store, appid, active).await {
+            Ok(Some(gone)) => self.drop_value(&gone),
+            Ok(None) => {}
+            Err(e) => {
+                debug!(credential = %self.cred.cref, error = %e, "followed registry write failed")
+            }
+        }
+    }
+
+    /// The primary's snapshot is whole.
+    async fn synced(&mut self) {
+        let Some(m) = &mut self.mirror else { return };
+        match m.synced(&self.keepers.inner.store).await {
+            Ok(gone) => gone.iter().for_each(|c| self.drop_value(c)),
+            Err(e) => {
+                debug!(credential = %self.cred.cref, error = %e, "followed registry sync failed")
+            }
+        }
+    }
+
+    fn drop_value(&mut self, cref: &CredentialRef) {
+        self.last.remove(cref);
+        self.grants.remove(cref);
+    }
+
+    fn forward(&self, http: &reqwest::Client, cref: &CredentialRef, generation: u64) {
+        let Some(v) = self.last.get(cref) else {
             return;
         };
         if v.generation != generation {
@@ -332,7 +456,7 @@ impl Task {
         super::report::forward(
             self.keepers.clone(),
             http.clone(),
-            self.cred.clone(),
+            cref.clone(),
             self.follow.clone(),
             v,
         );

@@ -43,7 +43,8 @@ pub fn need<'a>(method: &Method, route: &str, path: Option<&'a str>) -> Need<'a>
         "/v1/apps/{id}/access_token"
         | "/v1/apps/{id}/tickets/{type}"
         | "/v1/apps/{id}/access_token/watch"
-        | "/v1/apps/{id}/tickets/{type}/watch" => Need::Op("token:read"),
+        | "/v1/apps/{id}/tickets/{type}/watch"
+        | "/v1/components/{id}/watch" => Need::Op("token:read"),
         "/v1/apps/{id}/access_token/invalidate" | "/v1/apps/{id}/tickets/{type}/invalidate" => {
             Need::Op("token:invalidate")
         }

@@ -32,6 +32,7 @@ pub mod tls;
 pub mod ui;
 mod v1;
 mod watch;
+mod watch_component;
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -221,6 +222,7 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
         )
         .route("/v1/apps/{id}/access_token/watch", get(watch::access_token))
         .route("/v1/apps/{id}/tickets/{type}/watch", get(watch::ticket))
+        .route("/v1/components/{id}/watch", get(watch_component::component))
         .route("/v1/apps/{id}/tickets/{type}", get(tickets::ticket))
         .route(
             "/v1/apps/{id}/tickets/{type}/invalidate",

@@ -46,6 +46,7 @@ fn registry_failure(e: RegistryError) -> ApiFailure {
             ))
         }
         RegistryError::BadAuthorizer(m) => ApiFailure::AuthorizationRefused(m),
+        e @ RegistryError::Followed(..) => ApiFailure::AuthorizationRefused(e.to_string()),
         RegistryError::Refused(other) => ApiFailure::UpstreamUnavailable(other.to_string()),
         RegistryError::NoComponentToken(m) => ApiFailure::UpstreamUnavailable(m),
         RegistryError::Store(e) => ApiFailure::RedisUnavailable(e.to_string()),

@@ -93,18 +93,21 @@ fn watch(
         None => None,
     };
     let since = resume.or(q.since);
-    let keep_alive = match q.keepalive_ms {
-        None => KEEP_ALIVE,
-        Some(ms @ 1_000..=60_000) => Duration::from_millis(ms),
-        Some(_) => {
-            return Err(ApiFailure::InvalidRequest(
-                "keepalive_ms must be between 1000 and 60000".into(),
-            ));
-        }
-    };
+    let interval = keep_alive(&q)?;
     Ok(Sse::new(values(state, cred, field, since))
-        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .keep_alive(KeepAlive::new().interval(interval))
         .into_response())
+}
+
+/// The keep-alive interval a watcher asked for.
+pub(super) fn keep_alive(q: &WatchQuery) -> Result<Duration, ApiFailure> {
+    match q.keepalive_ms {
+        None => Ok(KEEP_ALIVE),
+        Some(ms @ 1_000..=60_000) => Ok(Duration::from_millis(ms)),
+        Some(_) => Err(ApiFailure::InvalidRequest(
+            "keepalive_ms must be between 1000 and 60000".into(),
+        )),
+    }
 }
 
 /// The stream: each item is one value newer than the last sent (or an

@@ -62,7 +62,8 @@ impl AuthorizerToken {
                 calls_per_minute: component.authorizer_calls_per_minute,
                 base_url: base_url.to_owned(),
             },
-        ))
+        )
+        .followed(component.follow.as_ref()))
     }
 }
 

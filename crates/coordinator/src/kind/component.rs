@@ -30,7 +30,8 @@ const PUSH_REQUEST_SPACING: Duration = Duration::from_secs(60);
 pub struct ComponentToken {
     id: CredentialId,
     component_appid: String,
-    secret: SecretString,
+    /// `None` for a followed component configured without it: never fetched.
+    secret: Option<SecretString>,
     base_url: String,
     last_push_request: Mutex<Option<Instant>>,
 }
@@ -50,6 +51,7 @@ pub(super) fn from_config(config: &Config) -> Vec<Credential> {
                     last_push_request: Mutex::new(None),
                 },
             )
+            .followed(c.follow.as_ref())
         })
         .collect()
 }
@@ -78,13 +80,13 @@ impl ComponentToken {
             }
             due
         };
-        if !due {
+        let Some(secret) = self.secret.as_ref().filter(|_| due) else {
             return;
-        }
+        };
         let url = format!("{}/cgi-bin/component/api_start_push_ticket", self.base_url);
         let body = serde_json::json!({
             "component_appid": self.component_appid,
-            "component_secret": self.secret.expose_secret(),
+            "component_secret": secret.expose_secret(),
         });
         match cx.upstream.post_json(&url, &body).await {
             Ok((status, _)) => {
@@ -142,6 +144,7 @@ impl Kind for ComponentToken {
 
     fn fetch<'a>(&'a self, cx: FetchCx<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         async move {
+            let secret = self.secret.as_ref().ok_or(FetchError::NoSecret)?;
             let vault = cx
                 .vault
                 .ok_or_else(|| FetchError::Body("no vault for the verify ticket".into()))?;
@@ -159,13 +162,13 @@ impl Kind for ComponentToken {
                     &format!("{}/cgi-bin/component/api_component_token", self.base_url),
                     &serde_json::json!({
                         "component_appid": self.component_appid,
-                        "component_appsecret": self.secret.expose_secret(),
+                        "component_appsecret": secret.expose_secret(),
                         "component_verify_ticket": ticket.expose_secret(),
                     }),
                 )
                 .await?;
             let grant = parse_value(status, &body, "component_access_token", classify)
-                .map_err(|e| withhold_echo(e, &body, &self.secret))
+                .map_err(|e| withhold_echo(e, &body, secret))
                 .map_err(|e| withhold_echo(e, &body, &ticket));
             match grant {
                 Ok(g) => Ok(Fetched::new(g.token, g.expires_in, "api_component_token")),

@@ -290,9 +290,11 @@ fn crypts_of(catalog: &Catalog) -> HashMap<CredentialId, MsgCrypt> {
         .components()
         .iter()
         .filter_map(|c| {
+            // A followed component without its event-URL secrets takes no
+            // pushes: its primary does.
             MsgCrypt::new(
-                c.token.expose_secret(),
-                c.encoding_aes_key.expose_secret(),
+                c.token.as_ref()?.expose_secret(),
+                c.encoding_aes_key.as_ref()?.expose_secret(),
                 &c.component_appid,
             )
             .ok()

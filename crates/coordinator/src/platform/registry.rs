@@ -12,7 +12,8 @@
 //! (under a lease) rebuilds every component's registry and refresh tokens
 //! from `api_get_authorizer_list`: no merchant authorizes again.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -49,6 +50,10 @@ pub enum RegistryError {
     Refused(FetchError),
     #[error("bad authorizer: {0}")]
     BadAuthorizer(String),
+    /// The component is followed (SPEC §12): authorizations happen at the
+    /// primary, whose registry this fleet mirrors.
+    #[error("component {0} is followed from {1}: merchants authorize at the primary fleet")]
+    Followed(String, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -66,6 +71,8 @@ pub struct Registry {
     refresher: Arc<Refresher>,
     catalog: Arc<Catalog>,
     schedule: Arc<Schedule>,
+    /// Followed components `wxtoken promote` turned into primaries here.
+    promoted: Arc<Mutex<HashSet<CredentialId>>>,
 }
 
 impl Registry {
@@ -74,6 +81,26 @@ impl Registry {
             refresher,
             catalog,
             schedule,
+            promoted: Arc::default(),
+        }
+    }
+
+    /// The primary `component` is followed from, unless it was promoted:
+    /// its authorizers are then kept by its follow task, never refreshed
+    /// or imported here.
+    fn followed(&self, component: &CredentialId) -> Option<String> {
+        let url = self.catalog.component(component.as_str())?.follow?.url;
+        let promoted = self
+            .promoted
+            .lock()
+            .is_ok_and(|p| p.contains(component));
+        (!promoted).then_some(url)
+    }
+
+    fn refuse_followed(&self, component: &CredentialId) -> Result<(), RegistryError> {
+        match self.followed(component) {
+            Some(url) => Err(RegistryError::Followed(component.to_string(), url)),
+            None => Ok(()),
         }
     }
 
@@ -86,6 +113,10 @@ impl Registry {
     /// Starts refreshing `appid` on this replica (no Redis call).
     fn follow(&self, component: &CredentialId, appid: &str) -> Result<Arc<Credential>, String> {
         let (cred, added) = self.catalog.add_authorizer(component, appid)?;
+        if self.followed(component).is_some() {
+            crate::metrics::authorizers(self.catalog.authorizer_count());
+            return Ok(cred);
+        }
         if added || !self.schedule.contains(&cred.cref) {
             self.schedule.add(
                 cred.clone(),
@@ -167,6 +198,7 @@ impl Registry {
         code: &str,
     ) -> Result<String, RegistryError> {
         let config = self.component(component)?.clone();
+        self.refuse_followed(component)?;
         let token = self.component_token(component).await?;
         let auth = wechat::query_auth(
             self.refresher.upstream(),
@@ -211,6 +243,7 @@ impl Registry {
     /// current refresh token. Returns how many.
     pub async fn import(&self, component: &CredentialId) -> Result<u64, RegistryError> {
         let config = self.component(component)?.clone();
+        self.refuse_followed(component)?;
         let mut offset = 0;
         let mut imported = 0;
         loop {
@@ -298,6 +331,7 @@ impl Registry {
     /// Reads every registry (HSCAN pages) and follows it. Returns the
     /// number of active authorizers.
     pub async fn sync(&self) -> Result<u64, StoreError> {
+        self.check_promoted().await;
         let mut active = 0;
         let components = self.catalog.component_ids();
         for component in components {
@@ -335,24 +369,58 @@ impl Registry {
     pub async fn recover(&self) {
         let components = self.catalog.component_ids();
         for component in components {
-            let started = Instant::now();
-            loop {
-                match self.try_recover(&component).await {
-                    Ok(Some(n)) => {
-                        info!(component = %component, authorizers = n, took_ms = started.elapsed().as_millis() as u64, "registry rebuilt after data loss");
+            // A followed component's registry comes back from its primary.
+            if self.followed(&component).is_none() {
+                self.recover_one(&component).await;
+            }
+        }
+    }
+
+    async fn recover_one(&self, component: &CredentialId) {
+        let started = Instant::now();
+        loop {
+            match self.try_recover(component).await {
+                Ok(Some(n)) => {
+                    info!(component = %component, authorizers = n, took_ms = started.elapsed().as_millis() as u64, "registry rebuilt from api_get_authorizer_list");
+                    break;
+                }
+                // Another replica holds the lease: it imports.
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(component = %component, error = %e, "registry rebuild failed; retrying");
+                    if started.elapsed() > Duration::from_secs(600) {
                         break;
                     }
-                    // Another replica holds the lease: it imports.
-                    Ok(None) => break,
-                    Err(e) => {
-                        warn!(component = %component, error = %e, "registry rebuild failed; retrying");
-                        if started.elapsed() > Duration::from_secs(600) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+        }
+    }
+
+    /// A followed component `wxtoken promote` made a primary: its
+    /// authorizers are refreshed here from now on, with the refresh tokens
+    /// one replica imports from `api_get_authorizer_list` (a follower never
+    /// held them).
+    async fn check_promoted(&self) {
+        for c in self.catalog.components() {
+            if c.follow.is_none() || self.followed(&c.id).is_none() {
+                continue;
+            }
+            if !matches!(self.refresher.store().promoted(&c.id).await, Ok(Some(_))) {
+                continue;
+            }
+            if let Ok(mut p) = self.promoted.lock() {
+                p.insert(c.id.clone());
+            }
+            warn!(component = %c.id, "promoted: its authorizers are refreshed from WeChat from now on; importing their refresh tokens");
+            for cred in self.catalog.authorizers_with_prefix(&format!("{}.", c.id)) {
+                self.schedule.add(
+                    cred.clone(),
+                    LoopState::new(&cred, self.refresher.settings()),
+                );
+            }
+            let registry = self.clone();
+            tokio::spawn(async move { registry.recover_one(&c.id).await });
         }
     }
 

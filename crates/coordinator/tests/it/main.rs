@@ -7,6 +7,7 @@ mod failures;
 mod fencing;
 mod fleet;
 mod follow;
+mod follow_component;
 mod gateway;
 mod gateway_tls;
 mod http;

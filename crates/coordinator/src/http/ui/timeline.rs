@@ -127,6 +127,11 @@ impl Timeline {
         self.closed.subscribe()
     }
 
+    /// Every entry from now on (a follower's component watch).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
+        self.tx.subscribe()
+    }
+
     pub fn close(&self) {
         self.closed.send_replace(true);
     }

@@ -1,0 +1,485 @@
+//! A followed component (issue 17, SPEC §12): a follower fleet on its own
+//! Redis takes a third-party platform's component token and every
+//! authorizer's token from the primary's `GET /v1/components/{id}/watch`,
+//! mirrors its registry (authorized, revoked), refills itself after a data
+//! loss, forwards its readers' reports — and never calls WeChat: it points
+//! at a simulator of its own that must see nothing.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use redis::AsyncCommands;
+use tower::ServiceExt;
+use wechat_sim::TokenState;
+use wxtoken_client::keyspace;
+use wxtoken_common::{CredentialId, CredentialRef, Keys};
+use wxtoken_coordinator::config::{Config, Env};
+use wxtoken_coordinator::replica::ReplicaHandle;
+use wxtoken_testkit::RedisServer;
+
+use crate::fleet::{
+    API_KEY, COMPONENT, COMPONENT_AES_KEY, COMPONENT_APPID, COMPONENT_SECRET, COMPONENT_TOKEN,
+    Fleet, SECRET, Settings,
+};
+
+const PREFIX: &str = "follower";
+
+fn appid(n: usize) -> String {
+    format!("wx{n:016x}")
+}
+
+async fn stored(redis: &RedisServer, cref: &CredentialRef) -> Option<(String, u64)> {
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .ok()?;
+    keyspace::read_value(&mut c, &Keys::new(PREFIX).unwrap().slot(cref))
+        .await
+        .ok()
+        .flatten()
+        .map(|t| (t.value, t.generation))
+}
+
+/// Polls until the follower holds the primary's current value of `cref`.
+async fn same_as_primary(fleet: &Fleet, redis: &RedisServer, cref: &CredentialRef) -> bool {
+    wxtoken_testkit::wait_until_async(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            let primary = fleet.store.read_value(cref).await.ok().flatten();
+            let here = stored(redis, cref).await;
+            matches!((primary, here), (Some(p), Some((v, g))) if p.value == v && p.generation == g)
+        },
+    )
+    .await
+}
+
+async fn registry(redis: &RedisServer) -> std::collections::HashMap<String, String> {
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let component = CredentialId::parse(COMPONENT).unwrap();
+    c.hgetall(Keys::new(PREFIX).unwrap().authorizers(&component))
+        .await
+        .unwrap()
+}
+
+/// The follower: `[[components]]` with `follow` and no secret, its
+/// upstream a simulator of its own (`wechat`).
+async fn follower(
+    redis: &RedisServer,
+    primary: std::net::SocketAddr,
+    wechat: &str,
+) -> (ReplicaHandle, Config) {
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{PREFIX}\"\n\
+         [refresh]\nrefresh_ahead = \"1500ms\"\nlock_ttl = \"1s\"\nupstream_timeout = \"400ms\"\nloss_check_interval = \"100ms\"\n\
+         [upstream]\nbase_url = \"{wechat}\"\n\
+         [http]\napi_keys = {{ env = \"FOLLOW_KEY\" }}\n\
+         [[components]]\nid = \"{COMPONENT}\"\ncomponent_appid = \"{COMPONENT_APPID}\"\n\
+         follow = {{ url = \"http://{primary}\", key = {{ env = \"FOLLOW_KEY\" }}, keepalive = \"1s\" }}\n",
+        redis.url()
+    );
+    let env: Env = [("FOLLOW_KEY".to_owned(), API_KEY.to_owned())]
+        .into_iter()
+        .collect();
+    let config = Config::from_toml_str(&text, &env).expect("follower config");
+    let replica = ReplicaHandle::start(&config, "f1".into())
+        .await
+        .expect("follower starts");
+    (replica, config)
+}
+
+/// The primary's API on plain HTTP.
+async fn http_api(fleet: &Fleet) -> std::net::SocketAddr {
+    let config = fleet.config(SECRET);
+    let state = fleet.replicas[0].http_state(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(wxtoken_coordinator::http::serve(
+        listener,
+        wxtoken_coordinator::http::router(state, true),
+        config.http.conn_limits(),
+        None,
+        std::future::pending(),
+    ));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() {
+    let mut fleet = Fleet::start(
+        Settings {
+            platform: true,
+            ..Settings::default()
+        },
+        1,
+    )
+    .await;
+    fleet.serve_events().await;
+    fleet.push_ticket().await;
+    fleet.wait_value(COMPONENT, 1, Duration::from_secs(5)).await;
+    for n in 0..3 {
+        fleet
+            .sim
+            .authorize(COMPONENT_APPID, &appid(n))
+            .await
+            .unwrap();
+        fleet
+            .wait_value(
+                fleet.authorizer(&appid(n)).id.as_str(),
+                1,
+                Duration::from_secs(3),
+            )
+            .await;
+    }
+    // The follower's own WeChat: the same component, so any call it made
+    // would be counted there.
+    let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new().component(
+        wechat_sim::SimComponent::new(
+            COMPONENT_APPID,
+            COMPONENT_SECRET,
+            COMPONENT_TOKEN,
+            COMPONENT_AES_KEY,
+        ),
+    ))
+    .await
+    .unwrap();
+    let addr = http_api(&fleet).await;
+    let redis = RedisServer::spawn();
+    let started = Instant::now();
+    let (f, config) = follower(&redis, addr, &wechat.base_url()).await;
+    let component = CredentialRef::token(CredentialId::parse(COMPONENT).unwrap());
+    assert!(
+        same_as_primary(&fleet, &redis, &component).await,
+        "component token"
+    );
+    for n in 0..3 {
+        let cref = fleet.authorizer(&appid(n));
+        assert!(same_as_primary(&fleet, &redis, &cref).await, "{cref}");
+    }
+    println!(
+        "component + 3 authorizers followed {:?} after start",
+        started.elapsed()
+    );
+    // Every follower replica knows the ids (its readers ask for them) and
+    // refreshes none of them.
+    assert!(
+        wxtoken_testkit::wait_until_async(
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+            || async { f.catalog().authorizer_count() == 3 }
+        )
+        .await
+    );
+    for n in 0..3 {
+        assert!(!f.schedule().contains(&fleet.authorizer(&appid(n))));
+    }
+    assert!(!f.schedule().contains(&component));
+
+    // A merchant authorizes at the primary: here within the second.
+    let t = Instant::now();
+    fleet
+        .sim
+        .authorize(COMPONENT_APPID, &appid(3))
+        .await
+        .unwrap();
+    let newcomer = fleet.authorizer(&appid(3));
+    fleet
+        .wait_value(newcomer.id.as_str(), 1, Duration::from_secs(3))
+        .await;
+    assert!(same_as_primary(&fleet, &redis, &newcomer).await);
+    println!(
+        "a new authorization reached the follower in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        registry(&redis).await.get(&appid(3)).map(String::as_str),
+        Some("active")
+    );
+
+    // A merchant revokes at the primary: gone here too.
+    fleet
+        .sim
+        .unauthorize(COMPONENT_APPID, &appid(0))
+        .await
+        .unwrap();
+    let revoked = fleet.authorizer(&appid(0));
+    assert!(
+        wxtoken_testkit::wait_until_async(
+            Duration::from_secs(3),
+            Duration::from_millis(10),
+            || async {
+                stored(&redis, &revoked).await.is_none()
+                    && registry(&redis).await.get(&appid(0)).map(String::as_str) == Some("revoked")
+            }
+        )
+        .await,
+        "the revocation was not mirrored"
+    );
+
+    // The primary's next generations arrive as they are committed.
+    let a1 = fleet.authorizer(&appid(1));
+    let g = fleet
+        .store
+        .read_value(&a1)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    fleet
+        .wait_value(a1.id.as_str(), g + 1, fleet.settings.cycle() * 3)
+        .await;
+    assert!(
+        same_as_primary(&fleet, &redis, &a1).await,
+        "a newer generation"
+    );
+
+    // A reader here finds the token dead (revoked behind the fleets'
+    // backs): the report goes to the primary, which refreshes; the new
+    // value comes back.
+    let (dead, g) = stored(&redis, &a1).await.unwrap();
+    assert!(fleet.sim.revoke(&dead));
+    let router = wxtoken_coordinator::http::router(f.http_state(&config).unwrap(), false);
+    let report = router
+        .oneshot(
+            Request::post(format!("/v1/apps/{}/access_token/invalidate", a1.id))
+                .header("authorization", format!("Bearer {API_KEY}"))
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "access_token": dead }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(report.status().is_success(), "{}", report.status());
+    let healed = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            matches!(stored(&redis, &a1).await, Some((v, g2)) if g2 > g
+            && fleet.sim.token_state(&v) == TokenState::Valid)
+        },
+    )
+    .await;
+    assert!(healed, "the follower's report did not heal the token");
+
+    // The follower's Redis loses everything: refilled from what it
+    // received, registry included, without a call to anyone.
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let wiped = Instant::now();
+    let all: Vec<CredentialRef> = [1, 2, 3]
+        .iter()
+        .map(|n| fleet.authorizer(&appid(*n)))
+        .chain([component.clone()])
+        .collect();
+    let refilled = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(1),
+        Duration::from_millis(5),
+        || async {
+            for cref in &all {
+                if stored(&redis, cref).await.is_none() {
+                    return false;
+                }
+            }
+            registry(&redis)
+                .await
+                .values()
+                .filter(|s| *s == "active")
+                .count()
+                == 3
+        },
+    )
+    .await;
+    assert!(refilled, "not refilled within 1 s of the wipe");
+    println!(
+        "follower redis refilled {:?} after FLUSHALL",
+        wiped.elapsed()
+    );
+    for cref in &all {
+        let (v, _) = stored(&redis, cref).await.unwrap();
+        assert_eq!(fleet.sim.token_state(&v), TokenState::Valid, "{cref}");
+    }
+
+    // Nothing reached the follower's WeChat.
+    let seen = wechat.stats();
+    let calls = &seen.component(COMPONENT_APPID).unwrap().calls;
+    assert!(calls.is_empty(), "the follower called WeChat: {calls:?}");
+    f.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_component_watch_needs_token_read_on_the_authorizers_too() {
+    use sha2::Digest;
+    let fleet = Fleet::start(
+        Settings {
+            platform: true,
+            ..Settings::default()
+        },
+        1,
+    )
+    .await;
+    let narrow = "narrow-key-0123456789";
+    let sha: String = sha2::Sha256::digest(narrow.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[keys]]\nname = \"component-only\"\nsha256 = \"{sha}\"\nids = [\"{COMPONENT}\"]\nallow = [\"token:read\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut config = fleet.config(SECRET);
+    config.http.keys_file = Some(file);
+    let router =
+        wxtoken_coordinator::http::router(fleet.replicas[0].http_state(&config).unwrap(), false);
+    let get = |path: &str, key: &str| {
+        Request::get(path)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let watch = format!("/v1/components/{COMPONENT}/watch");
+    // The component's id alone does not open its authorizers' tokens.
+    let refused = router.clone().oneshot(get(&watch, narrow)).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let unknown = router
+        .clone()
+        .oneshot(get("/v1/components/nope/watch", API_KEY))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let ok = router.oneshot(get(&watch, API_KEY)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["content-type"], "text/event-stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_component_keeps_serving_while_its_primary_is_away_and_resyncs_after() {
+    let mut fleet = Fleet::start(
+        Settings {
+            platform: true,
+            ..Settings::default()
+        },
+        1,
+    )
+    .await;
+    fleet.serve_events().await;
+    fleet.push_ticket().await;
+    fleet.wait_value(COMPONENT, 1, Duration::from_secs(5)).await;
+    for n in 0..2 {
+        fleet
+            .sim
+            .authorize(COMPONENT_APPID, &appid(n))
+            .await
+            .unwrap();
+        fleet
+            .wait_value(
+                fleet.authorizer(&appid(n)).id.as_str(),
+                1,
+                Duration::from_secs(3),
+            )
+            .await;
+    }
+    let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new())
+        .await
+        .unwrap();
+    // Between the fleets: a proxy that can refuse every connection.
+    let proxy = wxtoken_testkit::FaultProxy::spawn(http_api(&fleet).await).await;
+    let redis = RedisServer::spawn();
+    let (f, _) = follower(&redis, proxy.addr(), &wechat.base_url()).await;
+    let a0 = fleet.authorizer(&appid(0));
+    let a1 = fleet.authorizer(&appid(1));
+    assert!(same_as_primary(&fleet, &redis, &a1).await);
+
+    // The primary goes away: what the follower holds stays served.
+    proxy.set_mode(wxtoken_testkit::ProxyMode::Refuse);
+    let away = Instant::now();
+    let held = stored(&redis, &a0).await.expect("held");
+    // Meanwhile the primary forgets authorizer 0 (its registry entry is
+    // gone, as after a rebuild that no longer lists it) and a merchant
+    // authorizes a third account.
+    let mut c = fleet
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let component = CredentialId::parse(COMPONENT).unwrap();
+    let _: () = c
+        .hdel(
+            Keys::new(&fleet.prefix).unwrap().authorizers(&component),
+            appid(0),
+        )
+        .await
+        .unwrap();
+    fleet
+        .sim
+        .authorize(COMPONENT_APPID, &appid(2))
+        .await
+        .unwrap();
+    let a2 = fleet.authorizer(&appid(2));
+    fleet
+        .wait_value(a2.id.as_str(), 1, Duration::from_secs(3))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stored(&redis, &a0).await,
+        Some(held),
+        "kept while the primary is away"
+    );
+    assert!(
+        stored(&redis, &a2).await.is_none(),
+        "nothing arrives from an absent primary"
+    );
+
+    // Back: the follower reconnects, and the snapshot brings the newcomer
+    // and drops what the primary no longer lists.
+    proxy.set_mode(wxtoken_testkit::ProxyMode::Pass);
+    let back = Instant::now();
+    assert!(
+        same_as_primary(&fleet, &redis, &a2).await,
+        "the newcomer after the reconnect"
+    );
+    let dropped = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || async {
+            stored(&redis, &a0).await.is_none()
+                && registry(&redis).await.get(&appid(0)).map(String::as_str) == Some("revoked")
+        },
+    )
+    .await;
+    assert!(
+        dropped,
+        "an authorizer the primary no longer lists is still held"
+    );
+    println!(
+        "primary away {:?}; resynced {:?} after it came back",
+        back - away,
+        back.elapsed()
+    );
+    assert!(
+        wechat.stats().components.is_empty()
+            || wechat
+                .stats()
+                .components
+                .values()
+                .all(|c| c.calls.is_empty())
+    );
+    f.shutdown(Duration::from_secs(1)).await;
+}
