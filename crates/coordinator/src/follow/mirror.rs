@@ -83,7 +83,10 @@ impl Mirror {
             return Ok(None);
         }
         if active {
-            store.clear_gate(&cref).await?;
+            // Revoked here before: its gate goes with the new authorization.
+            if current.as_deref() == Some(REVOKED) {
+                store.clear_gate(&cref).await?;
+            }
             store.register(&component, appid, ACTIVE).await?;
             info!(component = %component, authorizer = %appid, "followed: authorizer registered at the primary");
         } else {

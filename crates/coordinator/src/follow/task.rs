@@ -25,6 +25,8 @@ const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// After the primary refused the key or the id: an operator fixes that.
 const RETRY_REFUSED: Duration = Duration::from_secs(30);
+/// A followed component's authorizers refilled at once after a data loss.
+const REFILL_CONCURRENCY: usize = 32;
 
 pub(super) struct Task {
     keepers: Keepers,
@@ -300,19 +302,14 @@ impl Task {
         if v.expires <= Instant::now() {
             return Ok(None);
         }
-        let own = cref == &self.cred.cref;
+        if cref != &self.cred.cref {
+            let (g, stored) =
+                commit_authorizer(self.authorizers(), cref, v, self.grants.get(cref).cloned())
+                    .await;
+            self.keep_grant(cref, g);
+            return stored;
+        }
         for _ in 0..2 {
-            let g = if own {
-                grant.clone()
-            } else {
-                match self.grants.get(cref) {
-                    Some(g) => g.clone(),
-                    None => match self.grant_of(cref).await? {
-                        Some(g) => g,
-                        None => return Ok(None),
-                    },
-                }
-            };
             let Some(v) = self.last.get(cref) else {
                 return Ok(None);
             };
@@ -324,47 +321,71 @@ impl Task {
             let replica = &self.keepers.inner.replica_id;
             match self
                 .store()
-                .follow_commit(cref, &g, &self.owner, replica, &received)
+                .follow_commit(cref, grant, &self.owner, replica, &received, true)
                 .await?
             {
                 Commit::Stored { generation, .. } => return Ok(Some(generation)),
-                Commit::EpochChanged if own => match self.begin().await {
+                Commit::EpochChanged => match self.begin().await {
                     Some(g) => *grant = g,
                     None => return Ok(None),
                 },
-                Commit::EpochChanged => {
-                    self.grants.remove(cref);
-                }
                 _ => return Ok(None),
             }
         }
         Ok(None)
     }
 
-    /// The grant an authorizer of a followed component is committed under:
-    /// its own lock taken for a moment (the refresher's protocol), begun,
-    /// and left. `None`: another holds its lock now.
-    async fn grant_of(&mut self, cref: &CredentialRef) -> Result<Option<Grant>, StoreError> {
-        let ttl = self.keepers.inner.settings.lock_ttl;
-        if self.store().follow_hold(cref, &self.owner, ttl).await? == Hold::Elsewhere {
-            return Ok(None);
+    fn authorizers(&self) -> Authorizers<'_> {
+        Authorizers {
+            store: self.store(),
+            owner: &self.owner,
+            replica: &self.keepers.inner.replica_id,
+            lock_ttl: self.keepers.inner.settings.lock_ttl,
         }
-        let grant = self.store().begin(cref, &self.owner).await;
-        let _ = self.store().release(cref, &self.owner).await;
-        let grant = grant?;
-        if let Some(g) = &grant {
-            self.grants.insert(cref.clone(), g.clone());
-        }
-        Ok(grant)
+    }
+
+    fn keep_grant(&mut self, cref: &CredentialRef, grant: Option<Grant>) {
+        match grant {
+            Some(g) => self.grants.insert(cref.clone(), g),
+            None => self.grants.remove(cref),
+        };
     }
 
     /// After a data loss (or a lapsed lock): the values received before go
-    /// back into Redis at once, with no call to anyone.
+    /// back into Redis at once, with no call to anyone. A component's
+    /// authorizers go [`REFILL_CONCURRENCY`] at a time.
     async fn refill(&mut self, grant: &mut Grant) {
-        let crefs: Vec<CredentialRef> = self.last.keys().cloned().collect();
+        let own = self.cred.cref.clone();
         let mut stored = 0;
-        for cref in crefs {
-            match self.commit_last(grant, &cref).await {
+        if self.last.contains_key(&own) {
+            match self.commit_last(grant, &own).await {
+                Ok(Some(_)) => stored += 1,
+                Ok(None) => {}
+                Err(e) => debug!(credential = %own, error = %e, "follow refill failed"),
+            }
+        }
+        let now = Instant::now();
+        let done: Vec<Refilled> = {
+            let authorizers = self.authorizers();
+            let mut work = Vec::with_capacity(self.last.len());
+            for (cref, v) in &self.last {
+                if *cref != own && v.expires > now {
+                    work.push(refill_one(
+                        authorizers,
+                        cref,
+                        v,
+                        self.grants.get(cref).cloned(),
+                    ));
+                }
+            }
+            futures_util::stream::iter(work)
+                .buffer_unordered(REFILL_CONCURRENCY)
+                .collect()
+                .await
+        };
+        for (cref, g, r) in done {
+            self.keep_grant(&cref, g);
+            match r {
                 Ok(Some(_)) => stored += 1,
                 Ok(None) => {}
                 Err(e) => debug!(credential = %cref, error = %e, "follow refill failed"),
@@ -519,4 +540,67 @@ fn client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
         }
     }
     b.build().map_err(|e| e.to_string())
+}
+
+/// What an authorizer's commit needs (borrowed from the task, so a refill
+/// runs many at once).
+#[derive(Clone, Copy)]
+struct Authorizers<'a> {
+    store: &'a crate::store::TokenStore,
+    owner: &'a LockOwner,
+    replica: &'a str,
+    lock_ttl: Duration,
+}
+
+type Refilled = (
+    CredentialRef,
+    Option<Grant>,
+    Result<Option<u64>, StoreError>,
+);
+
+async fn refill_one(
+    a: Authorizers<'_>,
+    cref: &CredentialRef,
+    v: &Value,
+    grant: Option<Grant>,
+) -> Refilled {
+    let (g, r) = commit_authorizer(a, cref, v, grant).await;
+    (cref.clone(), g, r)
+}
+
+/// Commits `v` of a followed component's authorizer under `grant` (taken
+/// with its lock when there is none, or after an epoch change: Redis lost
+/// its data). Returns the grant to keep and the generation stored now.
+async fn commit_authorizer(
+    a: Authorizers<'_>,
+    cref: &CredentialRef,
+    v: &Value,
+    mut grant: Option<Grant>,
+) -> (Option<Grant>, Result<Option<u64>, StoreError>) {
+    let received = Received {
+        value: &v.value,
+        generation: v.generation,
+        expires: v.expires,
+    };
+    for _ in 0..2 {
+        let g = match grant.take() {
+            Some(g) => g,
+            None => match a.store.lock_and_begin(cref, a.owner, a.lock_ttl).await {
+                Ok(Some(g)) => g,
+                Ok(None) => return (None, Ok(None)),
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        match a
+            .store
+            .follow_commit(cref, &g, a.owner, a.replica, &received, false)
+            .await
+        {
+            Ok(Commit::Stored { generation, .. }) => return (Some(g), Ok(Some(generation))),
+            Ok(Commit::EpochChanged) => {}
+            Ok(_) => return (Some(g), Ok(None)),
+            Err(e) => return (Some(g), Err(e)),
+        }
+    }
+    (None, Ok(None))
 }

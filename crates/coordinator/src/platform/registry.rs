@@ -90,10 +90,7 @@ impl Registry {
     /// or imported here.
     fn followed(&self, component: &CredentialId) -> Option<String> {
         let url = self.catalog.component(component.as_str())?.follow?.url;
-        let promoted = self
-            .promoted
-            .lock()
-            .is_ok_and(|p| p.contains(component));
+        let promoted = self.promoted.lock().is_ok_and(|p| p.contains(component));
         (!promoted).then_some(url)
     }
 

@@ -59,9 +59,11 @@ impl TokenStore {
         })
     }
 
-    /// Commits what the primary sent, keeping the lock: stored only when the
-    /// epoch is `grant`'s and the primary's generation is newer than the
-    /// stored one (a reconnect never stores an older value).
+    /// Commits what the primary sent: stored only when the epoch is
+    /// `grant`'s and the primary's generation is newer than the stored one
+    /// (a reconnect never stores an older value). `keep_lock`: the lock
+    /// stays with `owner` (a followed credential's), else it is released
+    /// (an authorizer's, taken by `lock_and_begin`).
     pub async fn follow_commit(
         &self,
         cref: &CredentialRef,
@@ -69,6 +71,7 @@ impl TokenStore {
         owner: &LockOwner,
         fetched_by: &str,
         received: &Received<'_>,
+        keep_lock: bool,
     ) -> Result<Commit, StoreError> {
         let fenced = Grant {
             fence: received.generation,
@@ -77,7 +80,7 @@ impl TokenStore {
         let args = CommitArgs {
             expires: received.expires,
             life: Life::Reply,
-            keep_lock: true,
+            keep_lock,
             ..CommitArgs::token(received.value, Duration::ZERO, fetched_by, "follow")
         };
         self.commit(cref, &fenced, owner, &args).await

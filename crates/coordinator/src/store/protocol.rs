@@ -124,7 +124,23 @@ impl TokenStore {
         cref: &CredentialRef,
         owner: &LockOwner,
     ) -> Result<Option<Grant>, StoreError> {
-        Ok(match self.run_claim(cref, owner, None).await? {
+        Ok(match self.run_claim(cref, owner, None, None).await? {
+            Some(Claim::Granted { grant, .. }) => Some(grant),
+            _ => None,
+        })
+    }
+
+    /// Takes the lock of `cref` for `ttl` when it is free and begins, in
+    /// one round trip, with no freshness verdict and no quota: the grant a
+    /// follower commits a followed component's authorizer under (the
+    /// commit releases the lock). `None`: another holds the lock.
+    pub async fn lock_and_begin(
+        &self,
+        cref: &CredentialRef,
+        owner: &LockOwner,
+        ttl: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        Ok(match self.run_claim(cref, owner, None, Some(ttl)).await? {
             Some(Claim::Granted { grant, .. }) => Some(grant),
             _ => None,
         })
@@ -141,18 +157,20 @@ impl TokenStore {
         owner: &LockOwner,
         args: &ClaimArgs,
     ) -> Result<Claim, StoreError> {
-        self.run_claim(cref, owner, Some(args))
+        self.run_claim(cref, owner, Some(args), None)
             .await?
             .ok_or_else(|| StoreError::Reply("claim: lock lost while taking it".into()))
     }
 
-    /// The claim script; `None` for args: plain `begin` (the lock must
-    /// already hold `owner`; no freshness verdict, no quota).
+    /// The claim script; `None` for args: plain `begin` (no freshness
+    /// verdict, no quota; the lock must already hold `owner`, or is taken
+    /// for `take` when free).
     async fn run_claim(
         &self,
         cref: &CredentialRef,
         owner: &LockOwner,
         args: Option<&ClaimArgs>,
+        take: Option<Duration>,
     ) -> Result<Option<Claim>, StoreError> {
         let k = self.keys.slot(cref);
         let mut c = self.conn().await?;
@@ -171,7 +189,8 @@ impl TokenStore {
             .arg(candidate_epoch);
         match args {
             None => {
-                script.arg("").arg("");
+                let ttl = take.map_or_else(String::new, |t| millis(t).max(1).to_string());
+                script.arg(ttl).arg("");
             }
             Some(a) => {
                 let (mode, reported, spacing) = match a.mode {
