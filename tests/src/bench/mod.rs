@@ -7,6 +7,7 @@
 pub mod alternative;
 pub mod efficiency;
 pub mod follow;
+pub mod follow_component;
 pub mod gateway;
 pub mod hardening;
 pub mod kinds;
@@ -118,6 +119,11 @@ pub const SECTIONS: &[Section] = &[
         name: "follow",
         key: "follow",
         run: |q| Box::pin(follow::run(q)),
+    },
+    Section {
+        name: "follow-component",
+        key: "follow_component",
+        run: |q| Box::pin(follow_component::run(q)),
     },
 ];
 

@@ -25,13 +25,13 @@ use super::scale::{commandstats, cpu_ticks, refreshed_by, reset_stats, rss, wait
 use crate::ReplicaProcess;
 
 const REPLICAS: usize = 3;
-const COMPONENT: &str = "open1";
-const COMPONENT_APPID: &str = "wx00000000000000b9";
-const SECRET: &str = "bench-component-secret-Lp4";
-const MSG_TOKEN: &str = "bench-msgtoken";
-const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-const STATE_KEY: &str = "YmVuY2gtc3RhdGUta2V5LW9mLTMyLWJ5dGVzLi4uLi4=";
-const API_KEY: &str = "bench-api-key";
+pub(super) const COMPONENT: &str = "open1";
+pub(super) const COMPONENT_APPID: &str = "wx00000000000000b9";
+pub(super) const SECRET: &str = "bench-component-secret-Lp4";
+pub(super) const MSG_TOKEN: &str = "bench-msgtoken";
+pub(super) const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub(super) const STATE_KEY: &str = "YmVuY2gtc3RhdGUta2V5LW9mLTMyLWJ5dGVzLi4uLi4=";
+pub(super) const API_KEY: &str = "bench-api-key";
 /// WeChat's 7200 s authorizer tokens, the default 600 s lead and the mean
 /// jitter: the production refresh cycle.
 const PROD_CYCLE_S: f64 = 7200.0 - 600.0 - 30.0;
@@ -152,7 +152,37 @@ fn authorizer_calls(sim: &wechat_sim::SimHandle) -> u64 {
         .unwrap_or(0)
 }
 
-async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
+/// A primary fleet of `replicas` processes with `n` authorizers imported,
+/// each with a token.
+pub(super) struct Filled {
+    pub redis: RedisServer,
+    pub sim: wechat_sim::SimHandle,
+    pub replicas: Vec<ReplicaProcess>,
+    pub conn: redis::aio::MultiplexedConnection,
+    /// The component's and every authorizer's token key.
+    pub token_keys: Vec<String>,
+    pub listen: String,
+    pub http: reqwest::Client,
+    pub import: Duration,
+    pub fill: Duration,
+    pub dir: std::path::PathBuf,
+    pub authorizers: Vec<CredentialId>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Starts the primary fleet and fills it (a verify ticket pushed, every
+/// authorizer imported and given a token).
+pub(super) async fn fill(
+    token_ttl: Duration,
+    refresh_ahead: Duration,
+    n: usize,
+    replica_count: usize,
+) -> anyhow::Result<Filled> {
+    let plan = &Plan {
+        authorizers: vec![n],
+        token_ttl,
+        refresh_ahead,
+    };
     let redis = RedisServer::spawn();
     let event_port = free_port();
     let sim = wechat_sim::spawn(
@@ -176,15 +206,15 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
     });
     let prefix = random_prefix();
     let keys = Keys::new(&prefix)?;
-    let dir = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir()?;
     // WXTOKEN_BENCH_LOG=info keeps the replicas' logs (the path is printed).
     let log_level = std::env::var("WXTOKEN_BENCH_LOG").unwrap_or_else(|_| "warn".into());
-    let dir = if log_level == "warn" {
-        dir.path().to_owned()
+    let (dir, tmp) = if log_level == "warn" {
+        (tmp.path().to_owned(), Some(tmp))
     } else {
-        let kept = dir.keep();
+        let kept = tmp.keep();
         eprintln!("replica logs kept in {}", kept.display());
-        kept
+        (kept, None)
     };
     let config = dir.join("wxtoken.toml");
     std::fs::write(
@@ -202,7 +232,7 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
     ];
     crate::wxtoken_bin();
     let listen = format!("127.0.0.1:{event_port}");
-    let mut replicas: Vec<ReplicaProcess> = (1..=REPLICAS)
+    let mut replicas: Vec<ReplicaProcess> = (1..=replica_count)
         .map(|r| {
             let mut env = env.to_vec();
             if r == 1 {
@@ -256,6 +286,7 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
     anyhow::ensure!(reply["imported"] == json!(n), "import answered {reply}");
     let component = CredentialId::parse(COMPONENT)?;
     let mut token_keys = Vec::with_capacity(n);
+    let mut authorizers = Vec::with_capacity(n);
     let mut cursor = 0_u64;
     loop {
         let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
@@ -266,8 +297,9 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
             .query_async(&mut conn)
             .await?;
         for appid in flat.chunks(2).filter_map(|p| p.first()) {
-            token_keys
-                .push(keys.access_token(&CredentialId::parse(&format!("{COMPONENT}.{appid}"))?));
+            let id = CredentialId::parse(&format!("{COMPONENT}.{appid}"))?;
+            token_keys.push(keys.access_token(&id));
+            authorizers.push(id);
         }
         cursor = next;
         if cursor == 0 {
@@ -282,6 +314,54 @@ async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
     let deadline = Duration::from_secs(60) + Duration::from_millis(3 * n as u64);
     wait_all_tokens(&mut conn, &token_keys, deadline, &mut replicas).await?;
     let fill = started.elapsed();
+    Ok(Filled {
+        redis,
+        sim,
+        replicas,
+        conn,
+        token_keys,
+        listen,
+        http,
+        import,
+        fill,
+        dir,
+        authorizers,
+        _tmp: tmp,
+    })
+}
+
+impl Filled {
+    /// The primary's store, for commits made as its refresher would.
+    pub fn store(&self) -> anyhow::Result<wxtoken_coordinator::store::TokenStore> {
+        let text = std::fs::read_to_string(self.dir.join("wxtoken.toml"))?;
+        let env: wxtoken_coordinator::config::Env = [
+            ("BENCH_SECRET", SECRET),
+            ("BENCH_MSG_TOKEN", MSG_TOKEN),
+            ("BENCH_AES_KEY", AES_KEY),
+            ("BENCH_STATE_KEY", STATE_KEY),
+            ("BENCH_API_KEYS", API_KEY),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = wxtoken_coordinator::config::Config::from_toml_str(&text, &env)?;
+        wxtoken_coordinator::replica::build_store(&config)
+    }
+}
+
+async fn point(plan: &Plan, n: usize) -> anyhow::Result<Point> {
+    let Filled {
+        redis: _redis,
+        sim,
+        mut replicas,
+        mut conn,
+        token_keys,
+        http,
+        import,
+        fill,
+        ..
+    } = fill(plan.token_ttl, plan.refresh_ahead, n, REPLICAS).await?;
+    let deadline = Duration::from_secs(60) + Duration::from_millis(3 * n as u64);
 
     // One refresh cycle after every authorizer's first refresh is planned.
     let calls_before = authorizer_calls(&sim);

@@ -13,7 +13,7 @@ struct Args {
     /// A short smoke run (seconds per section) that checks the harness, not the numbers.
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated: efficiency, alternative, scale, read-path, kinds, hardening, platform, gateway, gateway-pinned, follow).
+    /// Only these sections (comma-separated: efficiency, alternative, scale, read-path, kinds, hardening, platform, gateway, gateway-pinned, follow, follow-component).
     #[arg(long)]
     only: Option<String>,
     /// Write the JSON report here as well.
