@@ -97,7 +97,14 @@ async fn follower(
 /// The primary's API on plain HTTP.
 async fn http_api(fleet: &Fleet) -> std::net::SocketAddr {
     let config = fleet.config(SECRET);
-    let state = fleet.replicas[0].http_state(&config).unwrap();
+    serve(fleet.replicas[0].http_state(&config).unwrap(), &config).await
+}
+
+/// Serves `state`'s API on a free loopback port.
+async fn serve(
+    state: wxtoken_coordinator::http::HttpState,
+    config: &Config,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(wxtoken_coordinator::http::serve(
@@ -166,6 +173,37 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
         "component + 3 authorizers followed {:?} after start",
         started.elapsed()
     );
+    // The status page says where the component comes from.
+    let page = wxtoken_coordinator::http::router(f.http_state(&config).unwrap(), false)
+        .oneshot(
+            Request::get("/ui")
+                .header("authorization", format!("Bearer {API_KEY}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let html = axum::body::to_bytes(page.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&html).contains(&format!("followed from http://{addr}")),
+        "the status page does not say the component is followed"
+    );
+    // A chain: a second-level follower follows this follower.
+    let dev_redis = RedisServer::spawn();
+    let staging = serve(f.http_state(&config).unwrap(), &config).await;
+    let (dev, _) = follower(&dev_redis, staging, &wechat.base_url()).await;
+    for cref in [0, 1, 2]
+        .iter()
+        .map(|n| fleet.authorizer(&appid(*n)))
+        .chain([component.clone()])
+    {
+        assert!(
+            same_as_primary(&fleet, &dev_redis, &cref).await,
+            "second level: {cref}"
+        );
+    }
     // Every follower replica knows the ids (its readers ask for them) and
     // refreshes none of them.
     assert!(
@@ -237,6 +275,10 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
     assert!(
         same_as_primary(&fleet, &redis, &a1).await,
         "a newer generation"
+    );
+    assert!(
+        same_as_primary(&fleet, &dev_redis, &a1).await,
+        "a newer generation, second level"
     );
 
     // A reader here finds the token dead (revoked behind the fleets'
@@ -315,6 +357,7 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
     let seen = wechat.stats();
     let calls = &seen.component(COMPONENT_APPID).unwrap().calls;
     assert!(calls.is_empty(), "the follower called WeChat: {calls:?}");
+    dev.shutdown(Duration::from_secs(1)).await;
     f.shutdown(Duration::from_secs(1)).await;
 }
 
