@@ -57,7 +57,7 @@ fn spawn_quiet(f: &mut Follower) {
         .push(ReplicaProcess::spawn(&f.config, &id, f.dir.path(), &env));
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -65,7 +65,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> String {
+pub(super) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 

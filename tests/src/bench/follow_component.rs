@@ -24,6 +24,7 @@ use wxtoken_coordinator::store::{Commit, CommitArgs, LockOwner};
 use wxtoken_testkit::RedisServer;
 
 use super::Row;
+use super::follow::{ms, pct};
 use super::platform::{self, COMPONENT};
 use super::scale::wait_all_tokens;
 use crate::ReplicaProcess;
@@ -87,18 +88,6 @@ follow = {{ url = "http://{primary}", key = {{ env = "BENCH_API_KEYS" }}, keepal
 "#,
         appid = platform::COMPONENT_APPID,
     )
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 #[derive(Debug, serde::Serialize)]

@@ -117,8 +117,9 @@ async fn serve(
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() {
+/// A primary fleet of one replica (its event URL served) with `n`
+/// authorizers, each with a token.
+async fn primary(n: usize) -> Fleet {
     let mut fleet = Fleet::start(
         Settings {
             platform: true,
@@ -130,20 +131,23 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
     fleet.serve_events().await;
     fleet.push_ticket().await;
     fleet.wait_value(COMPONENT, 1, Duration::from_secs(5)).await;
-    for n in 0..3 {
+    for n in 0..n {
         fleet
             .sim
             .authorize(COMPONENT_APPID, &appid(n))
             .await
             .unwrap();
+        let id = fleet.authorizer(&appid(n)).id;
         fleet
-            .wait_value(
-                fleet.authorizer(&appid(n)).id.as_str(),
-                1,
-                Duration::from_secs(3),
-            )
+            .wait_value(id.as_str(), 1, Duration::from_secs(3))
             .await;
     }
+    fleet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() {
+    let fleet = primary(3).await;
     // The follower's own WeChat: the same component, so any call it made
     // would be counted there.
     let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new().component(
@@ -413,31 +417,7 @@ async fn the_component_watch_needs_token_read_on_the_authorizers_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_component_keeps_serving_while_its_primary_is_away_and_resyncs_after() {
-    let mut fleet = Fleet::start(
-        Settings {
-            platform: true,
-            ..Settings::default()
-        },
-        1,
-    )
-    .await;
-    fleet.serve_events().await;
-    fleet.push_ticket().await;
-    fleet.wait_value(COMPONENT, 1, Duration::from_secs(5)).await;
-    for n in 0..2 {
-        fleet
-            .sim
-            .authorize(COMPONENT_APPID, &appid(n))
-            .await
-            .unwrap();
-        fleet
-            .wait_value(
-                fleet.authorizer(&appid(n)).id.as_str(),
-                1,
-                Duration::from_secs(3),
-            )
-            .await;
-    }
+    let fleet = primary(2).await;
     let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new())
         .await
         .unwrap();
