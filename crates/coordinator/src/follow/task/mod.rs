@@ -13,20 +13,21 @@ use tracing::{debug, info, warn};
 use wxtoken_common::CredentialRef;
 use wxtoken_common::wire::Event;
 
+mod component;
+
 use super::mirror::Mirror;
 use super::stream::{self, Item, Items, Value, WatchError, Watched};
 use super::{Keepers, Nudge};
 use crate::config::FollowConfig;
 use crate::kind::{Credential, Family};
 use crate::store::{Commit, Grant, Hold, LockOwner, Received, StoreError};
+use component::commit_authorizer;
 
 /// The first wait after a failed connection; doubled up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// After the primary refused the key or the id: an operator fixes that.
 const RETRY_REFUSED: Duration = Duration::from_secs(30);
-/// A followed component's authorizers refilled at once after a data loss.
-const REFILL_CONCURRENCY: usize = 32;
 
 pub(super) struct Task {
     keepers: Keepers,
@@ -335,22 +336,6 @@ impl Task {
         Ok(None)
     }
 
-    fn authorizers(&self) -> Authorizers<'_> {
-        Authorizers {
-            store: self.store(),
-            owner: &self.owner,
-            replica: &self.keepers.inner.replica_id,
-            lock_ttl: self.keepers.inner.settings.lock_ttl,
-        }
-    }
-
-    fn keep_grant(&mut self, cref: &CredentialRef, grant: Option<Grant>) {
-        match grant {
-            Some(g) => self.grants.insert(cref.clone(), g),
-            None => self.grants.remove(cref),
-        };
-    }
-
     /// After a data loss (or a lapsed lock): the values received before go
     /// back into Redis at once, with no call to anyone. A component's
     /// authorizers go [`REFILL_CONCURRENCY`] at a time.
@@ -364,33 +349,7 @@ impl Task {
                 Err(e) => debug!(credential = %own, error = %e, "follow refill failed"),
             }
         }
-        let now = Instant::now();
-        let done: Vec<Refilled> = {
-            let authorizers = self.authorizers();
-            let mut work = Vec::with_capacity(self.last.len());
-            for (cref, v) in &self.last {
-                if *cref != own && v.expires > now {
-                    work.push(refill_one(
-                        authorizers,
-                        cref,
-                        v,
-                        self.grants.get(cref).cloned(),
-                    ));
-                }
-            }
-            futures_util::stream::iter(work)
-                .buffer_unordered(REFILL_CONCURRENCY)
-                .collect()
-                .await
-        };
-        for (cref, g, r) in done {
-            self.keep_grant(&cref, g);
-            match r {
-                Ok(Some(_)) => stored += 1,
-                Ok(None) => {}
-                Err(e) => debug!(credential = %cref, error = %e, "follow refill failed"),
-            }
-        }
+        stored += self.refill_authorizers().await;
         if stored > 0 {
             info!(credential = %self.cred.cref, stored, "follow: stored the last values received again (redis had lost them)");
         }
@@ -437,34 +396,6 @@ impl Task {
             Ok(p) if p.token_ttl.is_some() && p.generation > 0 => Some(p.generation),
             _ => None,
         }
-    }
-
-    /// A followed component's authorizer listed by the primary.
-    async fn authorizer(&mut self, appid: &str, active: bool) {
-        let Some(m) = &mut self.mirror else { return };
-        match m.authorizer(&self.keepers.inner.store, appid, active).await {
-            Ok(Some(gone)) => self.drop_value(&gone),
-            Ok(None) => {}
-            Err(e) => {
-                debug!(credential = %self.cred.cref, error = %e, "followed registry write failed")
-            }
-        }
-    }
-
-    /// The primary's snapshot is whole.
-    async fn synced(&mut self) {
-        let Some(m) = &mut self.mirror else { return };
-        match m.synced(&self.keepers.inner.store).await {
-            Ok(gone) => gone.iter().for_each(|c| self.drop_value(c)),
-            Err(e) => {
-                debug!(credential = %self.cred.cref, error = %e, "followed registry sync failed")
-            }
-        }
-    }
-
-    fn drop_value(&mut self, cref: &CredentialRef) {
-        self.last.remove(cref);
-        self.grants.remove(cref);
     }
 
     fn forward(&self, http: &reqwest::Client, cref: &CredentialRef, generation: u64) {
@@ -540,67 +471,4 @@ fn client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
         }
     }
     b.build().map_err(|e| e.to_string())
-}
-
-/// What an authorizer's commit needs (borrowed from the task, so a refill
-/// runs many at once).
-#[derive(Clone, Copy)]
-struct Authorizers<'a> {
-    store: &'a crate::store::TokenStore,
-    owner: &'a LockOwner,
-    replica: &'a str,
-    lock_ttl: Duration,
-}
-
-type Refilled = (
-    CredentialRef,
-    Option<Grant>,
-    Result<Option<u64>, StoreError>,
-);
-
-async fn refill_one(
-    a: Authorizers<'_>,
-    cref: &CredentialRef,
-    v: &Value,
-    grant: Option<Grant>,
-) -> Refilled {
-    let (g, r) = commit_authorizer(a, cref, v, grant).await;
-    (cref.clone(), g, r)
-}
-
-/// Commits `v` of a followed component's authorizer under `grant` (taken
-/// with its lock when there is none, or after an epoch change: Redis lost
-/// its data). Returns the grant to keep and the generation stored now.
-async fn commit_authorizer(
-    a: Authorizers<'_>,
-    cref: &CredentialRef,
-    v: &Value,
-    mut grant: Option<Grant>,
-) -> (Option<Grant>, Result<Option<u64>, StoreError>) {
-    let received = Received {
-        value: &v.value,
-        generation: v.generation,
-        expires: v.expires,
-    };
-    for _ in 0..2 {
-        let g = match grant.take() {
-            Some(g) => g,
-            None => match a.store.lock_and_begin(cref, a.owner, a.lock_ttl).await {
-                Ok(Some(g)) => g,
-                Ok(None) => return (None, Ok(None)),
-                Err(e) => return (None, Err(e)),
-            },
-        };
-        match a
-            .store
-            .follow_commit(cref, &g, a.owner, a.replica, &received, false)
-            .await
-        {
-            Ok(Commit::Stored { generation, .. }) => return (Some(g), Ok(Some(generation))),
-            Ok(Commit::EpochChanged) => {}
-            Ok(_) => return (Some(g), Ok(None)),
-            Err(e) => return (Some(g), Err(e)),
-        }
-    }
-    (None, Ok(None))
 }
