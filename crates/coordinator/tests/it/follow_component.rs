@@ -416,12 +416,12 @@ async fn the_component_watch_needs_token_read_on_the_authorizers_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_followed_component_keeps_serving_while_its_primary_is_away_and_resyncs_after() {
+async fn a_followed_component_rides_out_a_refusing_and_a_silent_primary() {
     let fleet = primary(2).await;
     let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new())
         .await
         .unwrap();
-    // Between the fleets: a proxy that can refuse every connection.
+    // Between the fleets: a proxy that can refuse or swallow every byte.
     let proxy = wxtoken_testkit::FaultProxy::spawn(http_api(&fleet).await).await;
     let redis = RedisServer::spawn();
     let (f, _) = follower(&redis, proxy.addr(), &wechat.base_url()).await;
@@ -495,6 +495,55 @@ async fn a_followed_component_keeps_serving_while_its_primary_is_away_and_resync
         "primary away {:?}; resynced {:?} after it came back",
         back - away,
         back.elapsed()
+    );
+
+    // A blackhole (no byte either way, nothing closed): the keep-alive
+    // (1 s asked) finds the stream dead, and after the heal the follower
+    // catches up with what the primary refreshed meanwhile.
+    proxy.set_mode(wxtoken_testkit::ProxyMode::Blackhole);
+    let holed = Instant::now();
+    let state_key = Keys::new(PREFIX)
+        .unwrap()
+        .slot(&CredentialRef::token(component.clone()))
+        .meta;
+    let mut fc = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let detected = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(6),
+        Duration::from_millis(20),
+        || async {
+            let state: Option<String> = fc.clone().hget(&state_key, "follow_state").await.unwrap();
+            state.is_some_and(|s| s.contains("no byte"))
+        },
+    )
+    .await;
+    assert!(detected, "a silent stream was not given up");
+    let detected_after = holed.elapsed();
+    let g = fleet
+        .store
+        .read_value(&a1)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    fleet
+        .wait_value(a1.id.as_str(), g + 1, fleet.settings.cycle() * 3)
+        .await;
+    proxy.set_mode(wxtoken_testkit::ProxyMode::Pass);
+    let healed = Instant::now();
+    let caught_up = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async { matches!(stored(&redis, &a1).await, Some((_, g2)) if g2 > g) },
+    )
+    .await;
+    assert!(caught_up, "no newer generation after the blackhole healed");
+    println!(
+        "blackhole detected after {detected_after:?}; caught up {:?} after the heal",
+        healed.elapsed()
     );
     assert!(
         wechat.stats().components.is_empty()
