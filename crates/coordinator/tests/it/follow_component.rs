@@ -506,7 +506,7 @@ async fn a_followed_component_rides_out_a_refusing_and_a_silent_primary() {
         .unwrap()
         .slot(&CredentialRef::token(component.clone()))
         .meta;
-    let mut fc = redis
+    let fc = redis
         .client()
         .get_multiplexed_async_connection()
         .await
