@@ -114,13 +114,18 @@ async fn produce(state: HttpState, component: CredentialId, tx: mpsc::Sender<Sse
         }
         let result = match entry.event {
             "refreshed" => send_value(&state, &entry.cref, &tx, &mut sent).await,
-            "authorizer" => {
+            // Published on the component's channel: the entry names the
+            // component, its detail the authorizer (`appid state`).
+            "authorizer" if id == &component => {
                 let (appid, st) = entry
                     .detail
                     .as_deref()
                     .and_then(|d| d.split_once(' '))
                     .unwrap_or(("", ""));
-                send_authorizer(&state, id, appid, st, &tx, &mut sent).await
+                match crate::kind::authorizer_id(&component, appid) {
+                    Ok(aid) => send_authorizer(&state, &aid, appid, st, &tx, &mut sent).await,
+                    Err(_) => Ok(()),
+                }
             }
             _ => Ok(()),
         };

@@ -23,19 +23,29 @@ pub struct Platform {
     pub registry: Registry,
 }
 
-/// Forwards `authorizer` events (heard on components' channels) to the
-/// registry; everything else is the schedule's and the cache's.
+/// Forwards `authorizer` events (heard on components' channels) and
+/// `wxtoken promote`'s to the registry; everything else is the schedule's
+/// and the cache's.
 #[derive(Debug)]
 pub struct RegistryHints(pub tokio::sync::mpsc::Sender<Hint>);
 
 impl EventSink for RegistryHints {
     fn on_event(&self, cref: &CredentialRef, event: Event) {
-        if let Event::Authorizer { appid, .. } = event {
-            // Full: the periodic sync catches up.
-            let _ = self.0.try_send(Hint {
-                component: cref.id.clone(),
-                appid,
-            });
+        // Full: the periodic sync catches up.
+        match event {
+            Event::Authorizer { appid, .. } => {
+                let _ = self.0.try_send(Hint::Authorizer {
+                    component: cref.id.clone(),
+                    appid,
+                });
+            }
+            Event::RefreshRequested {
+                reason: Some(reason),
+                ..
+            } if reason == "promoted" => {
+                let _ = self.0.try_send(Hint::Promoted);
+            }
+            _ => {}
         }
     }
 

@@ -58,11 +58,17 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-/// A registry change heard on the events (a hint: the registry is read).
+/// What the events tell the registry (a hint: Redis is read before acting).
 #[derive(Debug, Clone)]
-pub struct Hint {
-    pub component: CredentialId,
-    pub appid: String,
+pub enum Hint {
+    /// An authorizer's registry entry changed.
+    Authorizer {
+        component: CredentialId,
+        appid: String,
+    },
+    /// `wxtoken promote` marked an id: a followed component may have become
+    /// a primary.
+    Promoted,
 }
 
 /// The registries, for one replica.
@@ -304,23 +310,23 @@ impl Registry {
         Ok(())
     }
 
-    /// Reads one authorizer's state and follows it (a hint arrived).
+    /// Acts on a hint: reads one authorizer's state and follows it, or
+    /// looks for promoted components.
     async fn apply(&self, hint: &Hint) {
-        match self
-            .refresher
-            .store()
-            .registered(&hint.component, &hint.appid)
-            .await
-        {
-            Ok(Some(state)) if state == ACTIVE => match self.follow(&hint.component, &hint.appid) {
+        let (component, appid) = match hint {
+            Hint::Authorizer { component, appid } => (component, appid),
+            Hint::Promoted => return self.check_promoted().await,
+        };
+        match self.refresher.store().registered(component, appid).await {
+            Ok(Some(state)) if state == ACTIVE => match self.follow(component, appid) {
                 // Registered again (or imported): it may have a refresh
                 // token now and its gate lifted: look at once.
                 Ok(cred) => self.schedule.reread(&cred.cref),
                 Err(why) => {
-                    warn!(component = %hint.component, why = %why, "registry entry ignored")
+                    warn!(component = %component, why = %why, "registry entry ignored")
                 }
             },
-            Ok(_) => self.unfollow(&hint.component, &hint.appid),
+            Ok(_) => self.unfollow(component, appid),
             Err(e) => debug!(error = %e, "registry read failed; the next sync catches up"),
         }
     }

@@ -347,6 +347,16 @@ impl Fleet {
         let state = self.replicas[0]
             .http_state(&self.config(SECRET))
             .expect("http state");
+        self.serve_events_from(state).await;
+    }
+
+    /// Serves `state`'s API on [`Fleet::event_port`] instead (WeChat's
+    /// event URL pointed at another fleet).
+    pub async fn serve_events_from(&mut self, state: wxtoken_coordinator::http::HttpState) {
+        if let Some(old) = self.events_server.take() {
+            old.abort();
+            let _ = old.await;
+        }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.event_port))
             .await
             .expect("event port");

@@ -23,13 +23,13 @@ use crate::fleet::{
     Fleet, SECRET, Settings,
 };
 
-const PREFIX: &str = "follower";
+pub(crate) const PREFIX: &str = "follower";
 
-fn appid(n: usize) -> String {
+pub(crate) fn appid(n: usize) -> String {
     format!("wx{n:016x}")
 }
 
-async fn stored(redis: &RedisServer, cref: &CredentialRef) -> Option<(String, u64)> {
+pub(crate) async fn stored(redis: &RedisServer, cref: &CredentialRef) -> Option<(String, u64)> {
     let mut c = redis
         .client()
         .get_multiplexed_async_connection()
@@ -43,7 +43,11 @@ async fn stored(redis: &RedisServer, cref: &CredentialRef) -> Option<(String, u6
 }
 
 /// Polls until the follower holds the primary's current value of `cref`.
-async fn same_as_primary(fleet: &Fleet, redis: &RedisServer, cref: &CredentialRef) -> bool {
+pub(crate) async fn same_as_primary(
+    fleet: &Fleet,
+    redis: &RedisServer,
+    cref: &CredentialRef,
+) -> bool {
     wxtoken_testkit::wait_until_async(
         Duration::from_secs(5),
         Duration::from_millis(10),
@@ -56,7 +60,7 @@ async fn same_as_primary(fleet: &Fleet, redis: &RedisServer, cref: &CredentialRe
     .await
 }
 
-async fn registry(redis: &RedisServer) -> std::collections::HashMap<String, String> {
+pub(crate) async fn registry(redis: &RedisServer) -> std::collections::HashMap<String, String> {
     let mut c = redis
         .client()
         .get_multiplexed_async_connection()
@@ -75,17 +79,30 @@ async fn follower(
     primary: std::net::SocketAddr,
     wechat: &str,
 ) -> (ReplicaHandle, Config) {
+    follower_with(redis, primary, wechat, "", &[]).await
+}
+
+/// [`follower`] with `extra` lines after the component's entry and `env`.
+pub(crate) async fn follower_with(
+    redis: &RedisServer,
+    primary: std::net::SocketAddr,
+    wechat: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (ReplicaHandle, Config) {
     let text = format!(
         "[redis]\nurl = \"{}\"\nkey_prefix = \"{PREFIX}\"\n\
          [refresh]\nrefresh_ahead = \"1500ms\"\nlock_ttl = \"1s\"\nupstream_timeout = \"400ms\"\nloss_check_interval = \"100ms\"\n\
          [upstream]\nbase_url = \"{wechat}\"\n\
          [http]\napi_keys = {{ env = \"FOLLOW_KEY\" }}\n\
          [[components]]\nid = \"{COMPONENT}\"\ncomponent_appid = \"{COMPONENT_APPID}\"\n\
-         follow = {{ url = \"http://{primary}\", key = {{ env = \"FOLLOW_KEY\" }}, keepalive = \"1s\" }}\n",
+         follow = {{ url = \"http://{primary}\", key = {{ env = \"FOLLOW_KEY\" }}, keepalive = \"1s\" }}\n{extra}",
         redis.url()
     );
-    let env: Env = [("FOLLOW_KEY".to_owned(), API_KEY.to_owned())]
-        .into_iter()
+    let env: Env = [("FOLLOW_KEY", API_KEY)]
+        .iter()
+        .chain(env)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let config = Config::from_toml_str(&text, &env).expect("follower config");
     let replica = ReplicaHandle::start(&config, "f1".into())
@@ -95,13 +112,13 @@ async fn follower(
 }
 
 /// The primary's API on plain HTTP.
-async fn http_api(fleet: &Fleet) -> std::net::SocketAddr {
+pub(crate) async fn http_api(fleet: &Fleet) -> std::net::SocketAddr {
     let config = fleet.config(SECRET);
     serve(fleet.replicas[0].http_state(&config).unwrap(), &config).await
 }
 
 /// Serves `state`'s API on a free loopback port.
-async fn serve(
+pub(crate) async fn serve(
     state: wxtoken_coordinator::http::HttpState,
     config: &Config,
 ) -> std::net::SocketAddr {
@@ -119,7 +136,7 @@ async fn serve(
 
 /// A primary fleet of one replica (its event URL served) with `n`
 /// authorizers, each with a token.
-async fn primary(n: usize) -> Fleet {
+pub(crate) async fn primary(n: usize) -> Fleet {
     let mut fleet = Fleet::start(
         Settings {
             platform: true,
@@ -368,14 +385,7 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_watch_needs_token_read_on_the_authorizers_too() {
     use sha2::Digest;
-    let fleet = Fleet::start(
-        Settings {
-            platform: true,
-            ..Settings::default()
-        },
-        1,
-    )
-    .await;
+    let fleet = primary(1).await;
     let narrow = "narrow-key-0123456789";
     let sha: String = sha2::Sha256::digest(narrow.as_bytes())
         .iter()
@@ -413,6 +423,54 @@ async fn the_component_watch_needs_token_read_on_the_authorizers_too() {
     let ok = router.oneshot(get(&watch, API_KEY)).await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["content-type"], "text/event-stream");
+    // The snapshot, then a new authorization: its `authorizer` event and
+    // its value name the authorizer's own id.
+    let mut body = ok.into_body().into_data_stream();
+    let mut text = String::new();
+    let parse = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    };
+    let mut read_until = async |text: &mut String, done: &dyn Fn(&str) -> bool| {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !done(text) {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, futures_util::StreamExt::next(&mut body)).await {
+                Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => panic!("the stream never got there: {text}"),
+            }
+        }
+    };
+    read_until(&mut text, &|t| t.contains("event: synced")).await;
+    fleet
+        .sim
+        .authorize(COMPONENT_APPID, &appid(7))
+        .await
+        .unwrap();
+    let newcomer = format!("{COMPONENT}.{}", appid(7));
+    let stored = fleet.wait_value(&newcomer, 1, Duration::from_secs(3)).await;
+    let registered =
+        |d: &serde_json::Value| d["appid"] == appid(7).as_str() && d["state"] == "active";
+    let valued = |d: &serde_json::Value| d["access_token"] == stored.value.as_str();
+    read_until(&mut text, &|t| {
+        let data = parse(t);
+        data.iter().any(registered) && data.iter().any(valued)
+    })
+    .await;
+    let data = parse(&text);
+    for found in [
+        data.iter().find(|d| registered(d)),
+        data.iter().find(|d| valued(d)),
+    ] {
+        assert_eq!(found.unwrap()["id"], newcomer.as_str(), "{text}");
+    }
+    assert!(
+        data.iter()
+            .any(|d| d["id"] == format!("{COMPONENT}.{}", appid(0)).as_str()),
+        "the snapshot lists the authorizer there was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

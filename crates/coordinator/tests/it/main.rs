@@ -8,6 +8,7 @@ mod fencing;
 mod fleet;
 mod follow;
 mod follow_component;
+mod follow_promote;
 mod gateway;
 mod gateway_tls;
 mod http;

@@ -180,6 +180,11 @@ impl Task {
                         let left = until - tokio::time::Instant::now();
                         self.pause(left.min(lock_ttl / 3)).await;
                         let _ = self.store().follow_hold(&cref, &self.owner, lock_ttl).await;
+                        // A dead primary is when an operator promotes: the
+                        // hand-over does not wait out the back-off.
+                        if self.is_promoted().await {
+                            break;
+                        }
                     }
                 }
             }
