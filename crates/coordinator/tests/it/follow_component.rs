@@ -72,6 +72,22 @@ pub(crate) async fn registry(redis: &RedisServer) -> std::collections::HashMap<S
         .unwrap()
 }
 
+/// Waits for the primary's next generation of `cref`; returns the one
+/// before it.
+async fn next_generation(fleet: &Fleet, cref: &CredentialRef) -> u64 {
+    let g = fleet
+        .store
+        .read_value(cref)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    fleet
+        .wait_value(cref.id.as_str(), g + 1, fleet.settings.cycle() * 3)
+        .await;
+    g
+}
+
 /// The follower: `[[components]]` with `follow` and no secret, its
 /// upstream a simulator of its own (`wechat`).
 async fn follower(
@@ -283,16 +299,7 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
 
     // The primary's next generations arrive as they are committed.
     let a1 = fleet.authorizer(&appid(1));
-    let g = fleet
-        .store
-        .read_value(&a1)
-        .await
-        .unwrap()
-        .unwrap()
-        .generation;
-    fleet
-        .wait_value(a1.id.as_str(), g + 1, fleet.settings.cycle() * 3)
-        .await;
+    next_generation(&fleet, &a1).await;
     assert!(
         same_as_primary(&fleet, &redis, &a1).await,
         "a newer generation"
@@ -580,16 +587,7 @@ async fn a_followed_component_rides_out_a_refusing_and_a_silent_primary() {
     .await;
     assert!(detected, "a silent stream was not given up");
     let detected_after = holed.elapsed();
-    let g = fleet
-        .store
-        .read_value(&a1)
-        .await
-        .unwrap()
-        .unwrap()
-        .generation;
-    fleet
-        .wait_value(a1.id.as_str(), g + 1, fleet.settings.cycle() * 3)
-        .await;
+    let g = next_generation(&fleet, &a1).await;
     proxy.set_mode(wxtoken_testkit::ProxyMode::Pass);
     let healed = Instant::now();
     let caught_up = wxtoken_testkit::wait_until_async(
