@@ -346,6 +346,10 @@ impl Task {
     /// authorizers go [`REFILL_CONCURRENCY`] at a time.
     async fn refill(&mut self, grant: &mut Grant) {
         let own = self.cred.cref.clone();
+        // A followed component's own value still stored: the dataset was
+        // not lost, and its authorizers are not written again (a reconnect
+        // loop would rewrite thousands of values each time).
+        let intact = self.mirror.is_some() && self.stored_generation(&own).await.is_some();
         let mut stored = 0;
         if self.last.contains_key(&own) {
             match self.commit_last(grant, &own).await {
@@ -354,7 +358,9 @@ impl Task {
                 Err(e) => debug!(credential = %own, error = %e, "follow refill failed"),
             }
         }
-        stored += self.refill_authorizers().await;
+        if !intact {
+            stored += self.refill_authorizers().await;
+        }
         if stored > 0 {
             info!(credential = %self.cred.cref, stored, "follow: stored the last values received again (redis had lost them)");
         }
