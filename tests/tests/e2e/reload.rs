@@ -195,6 +195,14 @@ async fn three_replicas_take_a_changed_config_on_sighup_without_a_failed_read() 
         took.is_some_and(|t| t <= Duration::from_secs(3)),
         "changed secret: {took:?}"
     );
+    // Served everywhere can mean one replica fetched with the new secret and
+    // the others read its token from Redis: each replica's own reload of
+    // the secret file (a 1 s poll) is awaited before the next step, which
+    // counts generations.
+    assert_eq!(
+        wait_generations(&fleet, "#3", Duration::from_secs(3)).await,
+        ["#3", "#3", "#3"]
+    );
 
     // 3. Remove second and SIGHUP: every replica forgets it.
     let removed = format!(
