@@ -122,6 +122,13 @@ impl Catalog {
         self.configured.load().components.get(id).cloned()
     }
 
+    /// Where a configured component is followed from (`follow.url`), if it
+    /// is; no copy of its config.
+    pub fn component_followed_from(&self, id: &str) -> Option<String> {
+        let configured = self.configured.load();
+        Some(configured.components.get(id)?.follow.as_ref()?.url.clone())
+    }
+
     /// The ids of the configured components now.
     pub fn component_ids(&self) -> Vec<CredentialId> {
         self.configured.load().components.keys().cloned().collect()

@@ -43,7 +43,6 @@ pub(super) fn forward(
     let value = SecretString::from(reported.value.expose_secret().to_owned());
     let generation = reported.generation;
     tokio::spawn(async move {
-        let cref = &cref;
         let (path, field) = match cref.slot {
             Slot::AccessToken => (
                 format!("/v1/apps/{}/access_token/invalidate?wait=true", cref.id),
@@ -85,12 +84,12 @@ pub(super) fn forward(
             "token_valid" => {
                 let verified = Some(keepers.inner.settings.verify_interval);
                 let _ = store
-                    .refuse_report(cref, generation, "token_valid", verified)
+                    .refuse_report(&cref, generation, "token_valid", verified)
                     .await;
             }
             "reserve" | "refused" => {
                 let _ = store
-                    .refuse_report(cref, generation, &answer.result, None)
+                    .refuse_report(&cref, generation, &answer.result, None)
                     .await;
             }
             _ => {}
@@ -106,7 +105,7 @@ pub(super) fn forward(
                 expires: Instant::now() + Duration::from_secs(expires_in),
                 lag: None,
             };
-            keepers.nudge(cref, Nudge::Value(cref.clone(), newer));
+            keepers.nudge(&cref, Nudge::Value(cref.clone(), newer));
         }
     });
 }

@@ -159,9 +159,7 @@ fn values(
 fn value_event(field: Field, token: &Token) -> SseEvent {
     let mut body = value_json(field, token).unwrap_or_default();
     if body.last() == Some(&b'}') {
-        let sent_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let sent_at = sent_at_ms();
         body.pop();
         body.extend_from_slice(format!(",\"sent_at\":{sent_at}}}").as_bytes());
     }
@@ -169,4 +167,11 @@ fn value_event(field: Field, token: &Token) -> SseEvent {
         .event(field.name())
         .id(token.generation().to_string())
         .data(String::from_utf8_lossy(&body))
+}
+
+/// A value event's `sent_at`: now, Unix ms by this machine's clock.
+pub(super) fn sent_at_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

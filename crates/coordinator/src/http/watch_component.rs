@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -32,7 +32,7 @@ use super::HttpState;
 use super::error::ApiFailure;
 use super::keys::{ApiKey, ClientCert, Need};
 use super::v1::path_id;
-use super::watch::{WatchQuery, keep_alive};
+use super::watch::{WatchQuery, keep_alive, sent_at_ms};
 use crate::store::ACTIVE;
 
 /// HSCAN page of the snapshot.
@@ -156,8 +156,7 @@ async fn snapshot_of(
         };
         for (appid, st) in &page.entries {
             active += u64::from(st == ACTIVE);
-            let id = CredentialId::parse(&format!("{component}.{appid}"));
-            if let Ok(id) = id {
+            if let Ok(id) = crate::kind::authorizer_id(component, appid) {
                 send_authorizer(state, &id, appid, st, tx, sent).await?;
             }
         }
@@ -213,15 +212,12 @@ async fn send_value(
         return Ok(());
     }
     sent.insert(cref.id.clone(), stored.generation);
-    let sent_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let data = serde_json::json!({
         "id": cref.id.as_str(),
         "access_token": stored.value,
         "expires_in": stored.ttl.as_secs(),
         "generation": stored.generation,
-        "sent_at": sent_at,
+        "sent_at": sent_at_ms(),
     });
     send(
         tx,

@@ -95,7 +95,7 @@ impl Registry {
     /// its authorizers are then kept by its follow task, never refreshed
     /// or imported here.
     fn followed(&self, component: &CredentialId) -> Option<String> {
-        let url = self.catalog.component(component.as_str())?.follow?.url;
+        let url = self.catalog.component_followed_from(component.as_str())?;
         let promoted = self.promoted.lock().is_ok_and(|p| p.contains(component));
         (!promoted).then_some(url)
     }
