@@ -25,6 +25,7 @@ pub mod keys;
 mod listener;
 mod login;
 mod observe;
+mod permissions;
 mod platform;
 pub mod reload;
 mod tickets;
