@@ -272,9 +272,17 @@ async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() 
         "a new authorization reached the follower in {:?}",
         t.elapsed()
     );
-    assert_eq!(
-        registry(&redis).await.get(&appid(3)).map(String::as_str),
-        Some("active")
+    // The primary commits the token before it registers the authorizer:
+    // the registry entry may come a moment after the value.
+    let registered = wxtoken_testkit::wait_until_async(
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        || async { registry(&redis).await.get(&appid(3)).map(String::as_str) == Some("active") },
+    )
+    .await;
+    assert!(
+        registered,
+        "the new authorization is not in the follower's registry"
     );
 
     // A merchant revokes at the primary: gone here too.
