@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 use super::Row;
-use super::loadgen::{Sample, Target, load, probe, proc_cpu};
+use super::loadgen::{Sample, Target, load, probe, proc_cpu_split};
 use super::nginx::{self, Nginx};
 use super::pin;
 use super::read_path::{group, wait_token, wxtoken_binary};
@@ -256,6 +256,8 @@ struct Point {
     samples: [Sample; 3],
     /// CPU µs per request of nginx (all processes) and of the replica.
     proxy_cpu_us: [Option<f64>; 2],
+    /// Of which in the kernel (system time).
+    proxy_sys_us: [Option<f64>; 2],
 }
 
 async fn measure(
@@ -266,16 +268,19 @@ async fn measure(
     nginx: &Nginx,
 ) -> Result<Point> {
     let mut samples: [Sample; 3] = Default::default();
-    let mut cpu = [Duration::ZERO; 2];
-    let cpu_of = |i: usize| -> Option<Duration> {
+    let mut cpu = [(Duration::ZERO, Duration::ZERO); 2];
+    let cpu_of = |i: usize| -> Option<(Duration, Duration)> {
+        let stat = |p: u32| proc_cpu_split(&format!("/proc/{p}/stat"));
         match i {
             1 => nginx
                 .pids()
-                .iter()
-                .map(|p| proc_cpu(&format!("/proc/{p}/stat")))
-                .sum(),
-            2 => proc_cpu(&format!("/proc/{}/stat", replica_pid?)),
-            _ => Some(Duration::ZERO),
+                .into_iter()
+                .map(stat)
+                .try_fold((Duration::ZERO, Duration::ZERO), |(u, s), one| {
+                    one.map(|(du, ds)| (u + du, s + ds))
+                }),
+            2 => stat(replica_pid?),
+            _ => None,
         }
     };
     for round in 0..plan.rounds {
@@ -283,22 +288,23 @@ async fn measure(
             let i = (round + k) % 3;
             let before = cpu_of(i);
             let s = load(&targets[i], c, plan.per_round).await?;
-            if i > 0
-                && let (Some(a), Some(b)) = (before, cpu_of(i))
-            {
-                cpu[i - 1] += b.saturating_sub(a);
+            if let (Some(a), Some(b)) = (before, cpu_of(i)) {
+                cpu[i - 1].0 += b.0.saturating_sub(a.0);
+                cpu[i - 1].1 += b.1.saturating_sub(a.1);
             }
             samples[i].merge(s);
         }
     }
-    let per = |i: usize| {
+    let per = |i: usize, t: Duration| {
         let n = samples[i + 1].requests();
-        (n > 0 && !cpu[i].is_zero()).then(|| cpu[i].as_secs_f64() * 1e6 / n as f64)
+        (n > 0 && !t.is_zero()).then(|| t.as_secs_f64() * 1e6 / n as f64)
     };
-    let proxy_cpu_us = [per(0), per(1)];
+    let proxy_cpu_us = [0, 1].map(|i| per(i, cpu[i].0 + cpu[i].1));
+    let proxy_sys_us = [0, 1].map(|i| per(i, cpu[i].1));
     Ok(Point {
         samples,
         proxy_cpu_us,
+        proxy_sys_us,
     })
 }
 
@@ -313,6 +319,9 @@ impl Point {
             }
             if let Some(cpu) = i.checked_sub(1).and_then(|j| self.proxy_cpu_us[j]) {
                 value.push_str(&format!(", {cpu:.1} µs CPU/req"));
+            }
+            if let Some(sys) = i.checked_sub(1).and_then(|j| self.proxy_sys_us[j]) {
+                value.push_str(&format!(" ({sys:.1} µs in the kernel)"));
             }
             let what = match i {
                 0 => "direct to wechat-sim (baseline)".to_owned(),
@@ -360,6 +369,7 @@ impl Point {
                     "p99_us": s.pct_us(99.0),
                     "added_p50_us": (i > 0).then_some(p50 - direct_p50),
                     "proxy_cpu_us_per_request": i.checked_sub(1).and_then(|j| self.proxy_cpu_us[j]),
+                    "proxy_sys_us_per_request": i.checked_sub(1).and_then(|j| self.proxy_sys_us[j]),
                     "loader_cpu_us_per_request": s.loader_cpu.as_secs_f64() * 1e6 / s.requests().max(1) as f64,
                 }),
             );

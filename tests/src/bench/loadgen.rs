@@ -272,11 +272,21 @@ fn thread_cpu() -> Duration {
 
 /// User + system CPU time of a process or thread from its `stat` file.
 pub fn proc_cpu(stat: &str) -> Option<Duration> {
+    proc_cpu_split(stat).map(|(user, system)| user + system)
+}
+
+/// The user and system (kernel) CPU time of the process or thread whose
+/// `/proc/…/stat` is `stat`.
+pub fn proc_cpu_split(stat: &str) -> Option<(Duration, Duration)> {
     let text = std::fs::read_to_string(stat).ok()?;
     let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
     // utime and stime, fields 14 and 15 of proc(5) (index 0 is field 3).
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    let ticks = |i: usize| -> Option<Duration> {
+        Some(Duration::from_millis(
+            fields.get(i)?.parse::<u64>().ok()? * 10,
+        ))
+    };
+    Some((ticks(11)?, ticks(12)?))
 }
 
 /// The status and `Content-Length` of an HTTP/1.1 response head (through
