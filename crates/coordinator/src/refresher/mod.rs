@@ -11,9 +11,16 @@
 //! (invariant 2). A report becomes a fetch only through `report.rs`
 //! (invariant 7). The step never names a kind: what differs comes from the
 //! [`Kind`](crate::kind::Kind).
+//!
+//! Here the step itself (lock, claim, decide); its upstream side in
+//! `fetch.rs`, what follows a fetch in Redis in `commit.rs`, and a step that
+//! ends without a value in `failure.rs`.
 
 mod backoff;
 mod books;
+mod commit;
+mod failure;
+mod fetch;
 mod outcome;
 mod policy;
 mod report;
@@ -25,7 +32,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, warn};
 use wxtoken_client::TokenClient;
-use wxtoken_common::{CredentialRef, ErrorClass, QuotaPeriod};
+use wxtoken_common::{CredentialRef, ErrorClass};
 
 pub use backoff::Backoff;
 pub use books::{HeldLocks, TtlBook};
@@ -33,13 +40,16 @@ pub use outcome::{Mode, RefreshOutcome, Refusal};
 pub use policy::{LoopState, Plan, Refreshed, plan, turn};
 pub use schedule::Schedule;
 
+use commit::Follow;
+use failure::NO_REFRESH_TOKEN_WAIT;
+
 use crate::config::RefreshConfig;
-use crate::kind::{Credential, Digest, FetchCx, Fetched, Judgement, sha1_hex};
+use crate::kind::{Credential, Digest, Judgement, sha1_hex};
 use crate::store::{
-    Claim, ClaimArgs, Commit, CommitArgs, FailureRecord, Gate, Grant, LockOwner, QuotaTake,
-    StoreError, TokenStore, Verdict,
+    Claim, ClaimArgs, FailureRecord, Gate, Grant, LockOwner, QuotaTake, StoreError, TokenStore,
+    Verdict,
 };
-use crate::upstream::{FetchError, Upstream};
+use crate::upstream::Upstream;
 use crate::vault::Vault;
 
 /// Refresh steps (and peeks) one replica runs at once. After a data loss every
@@ -435,406 +445,6 @@ impl Refresher {
         }
         self.commit(cred, &grant, owner, &fetched, plan.reported)
             .await
-    }
-
-    /// The kind's fetch, with the parent's current value when it has one.
-    /// When WeChat says the parent is bad (a getticket's 40001), the parent
-    /// is dropped, the fleet's next one awaited, and the fetch retried once
-    /// (with one more quota unit).
-    async fn fetch(
-        &self,
-        cred: &Credential,
-        force: bool,
-        locked_at: Instant,
-        period: &QuotaPeriod,
-    ) -> Result<Fetched, FetchError> {
-        let parent = match cred.kind.parent() {
-            Some(p) => Some((self.parent_value(&p, None).await?, p)),
-            None => None,
-        };
-        let first = self
-            .fetch_once(cred, parent.as_ref().map(|(t, _)| t), force)
-            .await;
-        let (Err(FetchError::ParentRejected { errcode }), Some((token, parent_ref))) =
-            (&first, &parent)
-        else {
-            return first;
-        };
-        let dead = SecretString::from(token.value().to_owned());
-        warn!(credential = %cred.cref, parent = %parent_ref, errcode, "WeChat rejected the parent token; replacing it");
-        if let Err(e) = self.store.drop_token(parent_ref, &dead, false).await {
-            return Err(FetchError::ParentUnavailable(format!("dropping it: {e}")));
-        }
-        crate::metrics::invalidation(cred, "parent_rejected");
-        let budget = self.settings.lock_ttl.saturating_sub(locked_at.elapsed());
-        let wait = budget.saturating_sub(self.settings.upstream_timeout * 2);
-        let fresh = self
-            .parent_value(parent_ref, Some((token.generation(), wait)))
-            .await?;
-        let limits = cred.kind.limits(&self.settings);
-        match self
-            .store
-            .take_quota(&cred.cref, period, limits.budget)
-            .await
-        {
-            Ok(QuotaTake::Taken { .. }) => {}
-            Ok(QuotaTake::OverBudget { .. }) => return first,
-            Err(e) => return Err(FetchError::ParentUnavailable(e.to_string())),
-        }
-        if self.lock_nearly_gone(locked_at) {
-            return first;
-        }
-        self.fetch_once(cred, Some(&fresh), force).await
-    }
-
-    /// The parent's value: the current one, or one newer than a generation
-    /// (waiting at most the given time).
-    async fn parent_value(
-        &self,
-        parent: &CredentialRef,
-        newer: Option<(u64, Duration)>,
-    ) -> Result<wxtoken_client::Token, FetchError> {
-        let token = match newer {
-            // The parent's value if there is one now: a credential whose
-            // parent has none (a component token being refilled) fails at
-            // once instead of holding a step slot for `token_wait`.
-            None => tokio::time::timeout(PARENT_WAIT, self.client.value(parent))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(wxtoken_client::ClientError::Unavailable {
-                        id: parent.to_string(),
-                        reason: "no value yet".into(),
-                    })
-                }),
-            Some((generation, wait)) => {
-                self.client
-                    .wait_for_newer_value(parent, generation, wait)
-                    .await
-            }
-        };
-        token.map_err(|e| FetchError::ParentUnavailable(e.to_string()))
-    }
-
-    async fn fetch_once(
-        &self,
-        cred: &Credential,
-        parent: Option<&wxtoken_client::Token>,
-        force: bool,
-    ) -> Result<Fetched, FetchError> {
-        let parent = parent.map(|t| SecretString::from(t.value().to_owned()));
-        let started = Instant::now();
-        let result = cred
-            .kind
-            .fetch(FetchCx {
-                upstream: &self.upstream,
-                parent: parent.as_ref(),
-                force,
-                vault: Some(&self.vault),
-            })
-            .await;
-        crate::metrics::upstream(cred.kind.api(), started.elapsed());
-        result.map(|mut f| {
-            f.sent = started;
-            f.took = started.elapsed();
-            f
-        })
-    }
-
-    fn lock_nearly_gone(&self, locked_at: Instant) -> bool {
-        locked_at.elapsed() + self.settings.upstream_timeout >= self.settings.lock_ttl
-    }
-
-    async fn commit(
-        &self,
-        cred: &Credential,
-        grant: &Grant,
-        owner: &LockOwner,
-        fetched: &Fetched,
-        reported: bool,
-    ) -> Result<RefreshOutcome, StoreError> {
-        let cref = &cred.cref;
-        let expires = self.shared_life(cred, fetched).await;
-        let args = CommitArgs {
-            value: &fetched.value,
-            expires,
-            fetched_by: &self.replica_id,
-            source: fetched.source,
-            life: cred.kind.life(),
-            settle: settle(cred, fetched.took),
-            reported,
-            filled: grant.token_ttl.is_none() && cred.kind.spreads_after_fill(),
-            refresh_token: fetched
-                .refresh_token
-                .as_ref()
-                .map(|rt| self.vault.sealed_refresh_token(&cref.id, rt)),
-            keep_lock: false,
-        };
-        Ok(match self.store.commit(cref, grant, owner, &args).await? {
-            Commit::Stored { generation, .. } => {
-                let ttl = expires.saturating_duration_since(Instant::now());
-                info!(credential = %cref, generation, replica = %self.replica_id, ttl_s = ttl.as_secs(), "refreshed");
-                if cred.kind.follows().is_none() {
-                    for follower in cred.kind.shares_value_with() {
-                        self.hand_over(follower, cred, fetched, expires).await;
-                    }
-                }
-                RefreshOutcome::Refreshed {
-                    generation,
-                    ttl,
-                    filled: grant.token_ttl.is_none(),
-                }
-            }
-            Commit::Same { .. } => {
-                debug!(credential = %cref, "WeChat handed out the stored value again");
-                RefreshOutcome::Unchanged {
-                    ttl: grant.token_ttl.unwrap_or_default(),
-                }
-            }
-            stale @ Commit::Stale { .. } if cred.kind.supersedes() => {
-                // This replica stalled past its lock: another stored a value
-                // meanwhile, and the one fetched here (issued later, for all
-                // we know) cuts that one off after the overlap. The fleet
-                // replaces it now: one extra call instead of readers meeting
-                // 40001 later.
-                crate::metrics::stale_fetch(cred);
-                let by = format!("stale_fetch:{}", self.replica_id);
-                if let Err(e) = self.store.force_request(cref, &by).await {
-                    warn!(credential = %cref, error = %e, "could not ask for the stored value's replacement");
-                }
-                warn!(credential = %cref, "fetched a value after another replica stored one: replacing the stored value");
-                RefreshOutcome::NotStored(stale)
-            }
-            other => {
-                warn!(credential = %cref, outcome = ?other, "fetched value was not stored");
-                RefreshOutcome::NotStored(other)
-            }
-        })
-    }
-
-    /// A value WeChat issued outside a refresh step (`api_query_auth`'s
-    /// token, with its refresh token), committed under the credential's
-    /// lock and fence like any fetch. `false` when the lock is held (that
-    /// holder is fetching a newer one) or the commit was refused.
-    pub async fn store_issued(
-        &self,
-        cred: &Credential,
-        fetched: &Fetched,
-    ) -> Result<bool, StoreError> {
-        let cref = &cred.cref;
-        let owner = LockOwner::new(&self.replica_id);
-        if !self
-            .store
-            .try_lock(cref, &owner, self.settings.lock_ttl)
-            .await?
-        {
-            return Ok(false);
-        }
-        let Some(grant) = self.store.begin(cref, &owner).await? else {
-            return Ok(false);
-        };
-        let outcome = self.commit(cred, &grant, &owner, fetched, false).await;
-        if !matches!(
-            outcome,
-            Ok(RefreshOutcome::Refreshed { .. }) | Ok(RefreshOutcome::NotStored(_))
-        ) {
-            let _ = self.store.release(cref, &owner).await;
-        }
-        Ok(matches!(outcome?, RefreshOutcome::Refreshed { .. }))
-    }
-
-    /// A leader's new value, stored for a follower (under the follower's
-    /// lock and fence, no upstream call). A follower whose lock is held is
-    /// fetching for itself: left alone.
-    async fn hand_over(
-        &self,
-        follower: &CredentialRef,
-        leader: &Credential,
-        fetched: &Fetched,
-        expires: Instant,
-    ) {
-        let owner = LockOwner::new(&self.replica_id);
-        let result = async {
-            if !self
-                .store
-                .try_lock(follower, &owner, self.settings.lock_ttl)
-                .await?
-            {
-                return Ok(None);
-            }
-            let Some(grant) = self.store.begin(follower, &owner).await? else {
-                return Ok(None);
-            };
-            let args = CommitArgs {
-                value: &fetched.value,
-                expires,
-                fetched_by: &self.replica_id,
-                source: "leader",
-                life: leader.kind.life(),
-                settle: fetched.took + SETTLE_MARGIN + FOLLOWER_GRACE,
-                reported: false,
-                filled: false,
-                refresh_token: None,
-                keep_lock: false,
-            };
-            self.store
-                .commit(follower, &grant, &owner, &args)
-                .await
-                .map(Some)
-        }
-        .await;
-        match result {
-            Ok(Some(Commit::Stored { generation, .. })) => {
-                debug!(credential = %follower, leader = %leader.cref, generation, "took the leader's value");
-            }
-            Ok(other) => {
-                debug!(credential = %follower, outcome = ?other, "leader's value not handed over")
-            }
-            Err(e) => {
-                let _ = self.store.release(follower, &owner).await;
-                warn!(credential = %follower, error = %e, "could not hand the leader's value over");
-            }
-        }
-    }
-
-    /// A follower's step once due: the leader's value when it has one, a
-    /// wait while the leader is getting one or has yet to try, else (the
-    /// leader failing) `None`: fetch itself.
-    async fn follow(&self, leader: &CredentialRef) -> Result<Option<Follow>, StoreError> {
-        let asked = Instant::now();
-        if let Some(held) = self.store.read_value(leader).await?
-            && held.ttl > MIN_ADOPTED_LIFE
-        {
-            let mut value = Fetched::new(SecretString::from(held.value), held.ttl, "leader");
-            // Its life counts from before the read.
-            value.sent = asked;
-            return Ok(Some(Follow::Adopt(value)));
-        }
-        if let Some(lock) = self.store.lock_ttl(leader).await? {
-            return Ok(Some(Follow::Wait(lock)));
-        }
-        if self.store.failing(leader).await? {
-            return Ok(None);
-        }
-        Ok(Some(Follow::Wait(FOLLOWER_GRACE / 4)))
-    }
-
-    /// When `fetched` dies: its life counted from when the request was sent,
-    /// no longer than that of a credential sharing the value that already
-    /// holds it (it was issued when they got it).
-    async fn shared_life(&self, cred: &Credential, fetched: &Fetched) -> Instant {
-        let mut expires = fetched.sent + fetched.expires_in;
-        for sibling in cred.kind.shares_value_with() {
-            // One read, no waiting: this runs under the lock.
-            let asked = Instant::now();
-            if let Ok(Some(held)) = self.store.read_value(sibling).await
-                && held.value == fetched.value.expose_secret()
-            {
-                debug!(credential = %cred.cref, sibling = %sibling, "a sibling holds this value: its life caps ours");
-                expires = expires.min(asked + held.ttl);
-            }
-        }
-        expires
-    }
-
-    async fn over_budget(
-        &self,
-        cref: &CredentialRef,
-        budget: u64,
-        used: u64,
-        gate: Gate,
-    ) -> Result<(), StoreError> {
-        let record = FailureRecord {
-            code: "daily_budget".into(),
-            message: format!("fleet budget of {budget} upstream calls is spent for this period"),
-            class: ErrorClass::QuotaExhausted,
-            gate,
-            counts: false,
-        };
-        self.store.record_failure(cref, &record).await?;
-        warn!(credential = %cref, used, budget, "budget spent; no upstream calls until the next period");
-        Ok(())
-    }
-
-    async fn failed(
-        &self,
-        cred: &Credential,
-        grant: &Grant,
-        error: FetchError,
-    ) -> Result<RefreshOutcome, StoreError> {
-        let cref = &cred.cref;
-        if let (FetchError::Revoked { .. }, Some((component, appid))) =
-            (&error, cred.kind.authorizer_of())
-        {
-            let generation = self.store.revoke(component, appid, cref).await?;
-            warn!(credential = %cref, "WeChat says the authorization was revoked (61023): no longer refreshed");
-            return Ok(RefreshOutcome::Revoked { generation });
-        }
-        let class = error.class();
-        let day = self.store.quota_day(grant.now_ms);
-        let gate = if matches!(error, FetchError::NoRefreshToken) {
-            // Only a registration or an import brings one, and either lifts
-            // this gate and wakes the credential on every replica: until
-            // then, turning it again is load for nothing (100 000 of them
-            // after a data loss would starve the rebuild).
-            Gate::For(NO_REFRESH_TOKEN_WAIT)
-        } else {
-            self.backoff.gate(
-                class,
-                grant.failures.saturating_add(1),
-                grant.now_ms,
-                day,
-                rand::random::<f64>(),
-            )
-        };
-        let record = FailureRecord {
-            code: error.code(),
-            message: error.to_string(),
-            class,
-            gate,
-            counts: true,
-        };
-        self.store.record_failure(cref, &record).await?;
-        warn!(credential = %cref, %class, code = %error.code(), error = %error, "upstream fetch failed");
-        Ok(RefreshOutcome::Failed { class, error })
-    }
-}
-
-/// How long after a first-stored value's counted expiry WeChat's own may
-/// lie: the life is counted from when the request was sent, WeChat's from
-/// when it issued the value, before it answered. The margin covers the
-/// rounding of `expires_in` and of Redis' clock to milliseconds.
-const SETTLE_MARGIN: Duration = Duration::from_millis(50);
-
-/// A follower's own fetch waits this much longer than its leader's, so the
-/// leader, not both, calls WeChat when the shared value runs out.
-const FOLLOWER_GRACE: Duration = Duration::from_secs(1);
-
-/// The gate of an authorizer without a refresh token (lifted early by the
-/// registration or import that stores one).
-const NO_REFRESH_TOKEN_WAIT: Duration = Duration::from_secs(60);
-
-/// How long a fetch waits for its parent's current value (a cache miss
-/// is one Redis read; longer means the parent has none).
-const PARENT_WAIT: Duration = Duration::from_millis(250);
-
-/// A leader's value with less life than this is not adopted.
-const MIN_ADOPTED_LIFE: Duration = Duration::from_millis(100);
-
-/// What a follower does instead of fetching.
-enum Follow {
-    Adopt(Fetched),
-    Wait(Duration),
-}
-
-/// The settle time a commit of `cred` records (zero unless its life counts
-/// from first storage).
-fn settle(cred: &Credential, took: Duration) -> Duration {
-    match cred.kind.life() {
-        crate::store::Life::Reply => Duration::ZERO,
-        crate::store::Life::FirstStored if cred.kind.follows().is_some() => {
-            took + SETTLE_MARGIN + FOLLOWER_GRACE
-        }
-        crate::store::Life::FirstStored => took + SETTLE_MARGIN,
     }
 }
 
