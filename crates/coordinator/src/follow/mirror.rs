@@ -22,6 +22,8 @@ pub(super) struct Mirror {
     /// This fleet's registry as read at the first event of the stream and
     /// written since (`None`: read it).
     known: Option<HashMap<String, String>>,
+    /// New authorizers of the snapshot, registered together by [`Self::flush`].
+    unregistered: Vec<String>,
 }
 
 impl Mirror {
@@ -30,6 +32,7 @@ impl Mirror {
             component,
             listed: HashSet::new(),
             known: None,
+            unregistered: Vec::new(),
         }
     }
 
@@ -37,6 +40,7 @@ impl Mirror {
     pub(super) fn opened(&mut self) {
         self.listed.clear();
         self.known = None;
+        self.unregistered.clear();
     }
 
     async fn known(
@@ -60,12 +64,14 @@ impl Mirror {
     }
 
     /// The primary listed `appid`. `Some`: the authorizer this fleet must
-    /// stop holding (revoked at the primary).
+    /// stop holding (revoked at the primary). With `defer` (the primary's
+    /// snapshot), a new authorizer is registered by the next [`Self::flush`].
     pub(super) async fn authorizer(
         &mut self,
         store: &TokenStore,
         appid: &str,
         active: bool,
+        defer: bool,
     ) -> Result<Option<CredentialRef>, StoreError> {
         let Ok(id) = crate::kind::authorizer_id(&self.component, appid) else {
             return Ok(None);
@@ -82,7 +88,9 @@ impl Mirror {
         if current.as_deref() == Some(state) {
             return Ok(None);
         }
-        if active {
+        if active && defer && current.is_none() {
+            self.unregistered.push(appid.to_owned());
+        } else if active {
             // Revoked here before: its gate goes with the new authorization.
             if current.as_deref() == Some(REVOKED) {
                 store.clear_gate(&cref).await?;
@@ -97,6 +105,19 @@ impl Mirror {
             known.insert(appid.to_owned(), state.to_owned());
         }
         Ok((!active).then_some(cref))
+    }
+
+    /// Registers the snapshot's new authorizers listed since the last flush.
+    pub(super) async fn flush(&mut self, store: &TokenStore) -> Result<(), StoreError> {
+        if self.unregistered.is_empty() {
+            return Ok(());
+        }
+        store
+            .register_all(&self.component, &self.unregistered, ACTIVE)
+            .await?;
+        info!(component = %self.component, authorizers = self.unregistered.len(), "followed: authorizers registered at the primary");
+        self.unregistered.clear();
+        Ok(())
     }
 
     /// The primary's snapshot is whole: what this fleet holds active and
@@ -116,7 +137,7 @@ impl Mirror {
         self.listed = listed;
         let mut gone = Vec::with_capacity(stale.len());
         for appid in stale {
-            if let Some(cref) = self.authorizer(store, &appid, false).await? {
+            if let Some(cref) = self.authorizer(store, &appid, false, false).await? {
                 gone.push(cref);
             }
         }
@@ -137,9 +158,9 @@ impl Mirror {
         for appid in &missing {
             known.insert(appid.clone(), ACTIVE.to_owned());
         }
-        for appid in &missing {
-            store.register(&self.component, appid, ACTIVE).await?;
-        }
+        store
+            .register_all(&self.component, &missing, ACTIVE)
+            .await?;
         if !missing.is_empty() {
             info!(component = %self.component, authorizers = missing.len(), "followed registry restored after a data loss");
         }

@@ -93,18 +93,36 @@ impl TokenStore {
         appid: &str,
         state: &str,
     ) -> Result<(), StoreError> {
+        self.register_all(component, &[appid], state).await
+    }
+
+    /// [`Self::register`] for each of `appids`, in one round trip.
+    pub async fn register_all(
+        &self,
+        component: &CredentialId,
+        appids: &[impl AsRef<str>],
+        state: &str,
+    ) -> Result<(), StoreError> {
+        if appids.is_empty() {
+            return Ok(());
+        }
         let mut c = self.conn().await?;
-        let event = Event::Authorizer {
-            appid: appid.to_owned(),
-            state: state.to_owned(),
-        };
-        let (): () = redis::pipe()
-            .hset(self.keys.authorizers(component), appid, state)
-            .ignore()
-            .publish(self.keys.events(component), event.to_json())
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+        let (registry, channel) = (
+            self.keys.authorizers(component),
+            self.keys.events(component),
+        );
+        let mut pipe = redis::pipe();
+        for appid in appids {
+            let event = Event::Authorizer {
+                appid: appid.as_ref().to_owned(),
+                state: state.to_owned(),
+            };
+            pipe.hset(&registry, appid.as_ref(), state)
+                .ignore()
+                .publish(&channel, event.to_json())
+                .ignore();
+        }
+        let (): () = pipe.query_async(&mut c).await?;
         Ok(())
     }
 

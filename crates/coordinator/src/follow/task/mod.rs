@@ -44,6 +44,11 @@ pub(super) struct Task {
     grants: HashMap<CredentialRef, Grant>,
     /// A followed component's registry.
     mirror: Option<Mirror>,
+    /// A followed component's authorizers whose snapshot values are kept,
+    /// not committed yet (`component::flush_snapshot`).
+    unsynced: Vec<CredentialRef>,
+    /// The lag of the last snapshot value kept.
+    lag: Option<Duration>,
     nudges: mpsc::UnboundedReceiver<Nudge>,
     stop: watch::Receiver<bool>,
     /// The last state written for status (written again only when it changes).
@@ -91,6 +96,8 @@ impl Task {
             last: HashMap::new(),
             grants: HashMap::new(),
             mirror,
+            unsynced: Vec::new(),
+            lag: None,
             nudges,
             stop,
             shown: String::new(),
@@ -214,17 +221,34 @@ impl Task {
         let lock_ttl = self.keepers.inner.settings.lock_ttl;
         let mut renew = tokio::time::interval(lock_ttl / 3);
         renew.tick().await;
+        // A component's stream starts with its snapshot: those values are
+        // committed in batches, the live ones after `synced` one by one.
+        let mut snapshot = self.mirror.is_some();
+        self.unsynced.clear();
         loop {
             tokio::select! {
                 item = items.next() => match item {
+                    Some(Ok(Item::Value(cref, v))) if snapshot && cref != self.cred.cref => {
+                        self.snapshot_value(cref, v).await;
+                    }
                     Some(Ok(Item::Value(cref, v))) => self.received(grant, &cref, v).await,
                     Some(Ok(Item::Unavailable(why))) => {
                         self.show(&format!("connected; the primary has no value: {why}"), None).await;
                     }
-                    Some(Ok(Item::Authorizer { appid, active })) => self.authorizer(&appid, active).await,
-                    Some(Ok(Item::Synced)) => self.synced().await,
-                    Some(Err(e)) => return Exit::Broken(e),
-                    None => return Exit::Broken(WatchError::Closed),
+                    Some(Ok(Item::Authorizer { appid, active })) => self.authorizer(&appid, active, snapshot).await,
+                    Some(Ok(Item::Synced)) => {
+                        self.flush_snapshot().await;
+                        snapshot = false;
+                        self.synced().await;
+                    }
+                    Some(Err(e)) => {
+                        self.flush_snapshot().await;
+                        return Exit::Broken(e);
+                    }
+                    None => {
+                        self.flush_snapshot().await;
+                        return Exit::Broken(WatchError::Closed);
+                    }
                 },
                 _ = renew.tick() => {
                     match self.store().follow_hold(&self.cred.cref, &self.owner, lock_ttl).await {
