@@ -92,14 +92,8 @@ impl Refresher {
     ) -> Result<bool, StoreError> {
         let cref = &cred.cref;
         let owner = LockOwner::new(&self.replica_id);
-        if !self
-            .store
-            .try_lock(cref, &owner, self.settings.lock_ttl)
-            .await?
-        {
-            return Ok(false);
-        }
-        let Some(grant) = self.store.begin(cref, &owner).await? else {
+        let lock_ttl = self.settings.lock_ttl;
+        let Some(grant) = self.store.lock_and_begin(cref, &owner, lock_ttl).await? else {
             return Ok(false);
         };
         let outcome = self.commit(cred, &grant, &owner, fetched, false).await;
@@ -124,14 +118,12 @@ impl Refresher {
     ) {
         let owner = LockOwner::new(&self.replica_id);
         let result = async {
-            if !self
+            let lock_ttl = self.settings.lock_ttl;
+            let Some(grant) = self
                 .store
-                .try_lock(follower, &owner, self.settings.lock_ttl)
+                .lock_and_begin(follower, &owner, lock_ttl)
                 .await?
-            {
-                return Ok(None);
-            }
-            let Some(grant) = self.store.begin(follower, &owner).await? else {
+            else {
                 return Ok(None);
             };
             let args = CommitArgs {
