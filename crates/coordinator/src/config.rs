@@ -8,6 +8,7 @@
 //! connections, binds no sockets, does not read the API-key file until asked
 //! ([`HttpConfig::api_keys`]) and does not choose a replica id.
 
+mod entries;
 mod env;
 mod follow;
 mod formats;

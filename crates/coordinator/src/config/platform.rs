@@ -139,7 +139,7 @@ impl ComponentEntry {
             .transpose()?;
         let followed = follow.is_some();
         let resolve = |r: &Option<SecretRef>, field: &str| {
-            super::validate::resolve_secret(r.as_ref(), followed, &key(field), env)
+            super::entries::resolve_secret(r.as_ref(), followed, &key(field), env)
         };
         let secret = resolve(&self.secret, "secret")?;
         let token = resolve(&self.token, "token")?;
