@@ -113,10 +113,13 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownComponent(id.to_string()))
     }
 
-    /// Starts refreshing `appid` on this replica (no Redis call).
+    /// Starts refreshing `appid` on this replica (no Redis call); of a
+    /// followed component, only knows it — and stops refreshing it, if a
+    /// reload turned `follow` on since (the primary's fleet refreshes it).
     fn follow(&self, component: &CredentialId, appid: &str) -> Result<Arc<Credential>, String> {
         let (cred, added) = self.catalog.add_authorizer(component, appid)?;
         if self.followed(component).is_some() {
+            self.schedule.remove(&cred.cref);
             crate::metrics::authorizers(self.catalog.authorizer_count());
             return Ok(cred);
         }

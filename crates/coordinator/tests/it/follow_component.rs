@@ -106,13 +106,31 @@ pub(crate) async fn follower_with(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (ReplicaHandle, Config) {
+    let config = component_config(redis, Some(primary), wechat, extra, env);
+    let replica = ReplicaHandle::start(&config, "f1".into())
+        .await
+        .expect("follower starts");
+    (replica, config)
+}
+
+/// A replica's config on `redis` with the component, followed from
+/// `primary` when given, `extra` lines after its entry, and `env`.
+pub(crate) fn component_config(
+    redis: &RedisServer,
+    primary: Option<std::net::SocketAddr>,
+    wechat: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Config {
+    let follow = primary.map_or_else(String::new, |p| {
+        format!("follow = {{ url = \"http://{p}\", key = {{ env = \"FOLLOW_KEY\" }}, keepalive = \"1s\" }}\n")
+    });
     let text = format!(
         "[redis]\nurl = \"{}\"\nkey_prefix = \"{PREFIX}\"\n\
          [refresh]\nrefresh_ahead = \"1500ms\"\nlock_ttl = \"1s\"\nupstream_timeout = \"400ms\"\nloss_check_interval = \"100ms\"\n\
          [upstream]\nbase_url = \"{wechat}\"\n\
          [http]\napi_keys = {{ env = \"FOLLOW_KEY\" }}\n\
-         [[components]]\nid = \"{COMPONENT}\"\ncomponent_appid = \"{COMPONENT_APPID}\"\n\
-         follow = {{ url = \"http://{primary}\", key = {{ env = \"FOLLOW_KEY\" }}, keepalive = \"1s\" }}\n{extra}",
+         [[components]]\nid = \"{COMPONENT}\"\ncomponent_appid = \"{COMPONENT_APPID}\"\n{follow}{extra}",
         redis.url()
     );
     let env: Env = [("FOLLOW_KEY", API_KEY)]
@@ -120,11 +138,7 @@ pub(crate) async fn follower_with(
         .chain(env)
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let config = Config::from_toml_str(&text, &env).expect("follower config");
-    let replica = ReplicaHandle::start(&config, "f1".into())
-        .await
-        .expect("follower starts");
-    (replica, config)
+    Config::from_toml_str(&text, &env).expect("component config")
 }
 
 /// The primary's API on plain HTTP.

@@ -9,6 +9,7 @@ mod fleet;
 mod follow;
 mod follow_component;
 mod follow_promote;
+mod follow_reload;
 mod gateway;
 mod gateway_tls;
 mod http;
