@@ -46,8 +46,8 @@ impl Task {
 
     /// A value of the primary's snapshot: kept with the others received
     /// since the last flush, which commits them [`REFILL_CONCURRENCY`] at
-    /// a time (one by one, 10 000 authorizers took 4 s: three round trips
-    /// each).
+    /// a time (one by one, 10 000 authorizers took 4–6 s: three round
+    /// trips each).
     pub(super) async fn snapshot_value(&mut self, cref: CredentialRef, v: Value) {
         if self
             .last

@@ -251,6 +251,8 @@ impl Task {
                     }
                 },
                 _ = renew.tick() => {
+                    // A snapshot that stalls does not hold back what came.
+                    self.flush_snapshot().await;
                     match self.store().follow_hold(&self.cred.cref, &self.owner, lock_ttl).await {
                         Ok(Hold::Extended) => {}
                         // The lock was gone (a data loss, or it lapsed): a new begin.
