@@ -20,7 +20,7 @@ use wxtoken_testkit::RedisServer;
 
 use crate::fleet::{
     API_KEY, COMPONENT, COMPONENT_AES_KEY, COMPONENT_APPID, COMPONENT_SECRET, COMPONENT_TOKEN,
-    Fleet, SECRET, Settings,
+    Fleet, SECRET, STATE_KEY, Settings,
 };
 
 pub(crate) const PREFIX: &str = "follower";
@@ -141,6 +141,33 @@ pub(crate) fn component_config(
     Config::from_toml_str(&text, &env).expect("component config")
 }
 
+/// A follower's own WeChat: the same component as the primary's, so any
+/// call the follower made would be counted there.
+pub(crate) async fn own_wechat() -> wechat_sim::SimHandle {
+    wechat_sim::spawn(
+        wechat_sim::SimConfig::new().component(wechat_sim::SimComponent::new(
+            COMPONENT_APPID,
+            COMPONENT_SECRET,
+            COMPONENT_TOKEN,
+            COMPONENT_AES_KEY,
+        )),
+    )
+    .await
+    .unwrap()
+}
+
+/// The component's secrets as config lines after its entry (a follower
+/// that may be promoted, or an owner), and the env they name.
+pub(crate) const SECRETS: &str = "secret = { env = \"C_SECRET\" }\ntoken = { env = \"C_TOKEN\" }\n\
+                   encoding_aes_key = { env = \"C_AES\" }\n\
+                   [security]\nstate_key = { env = \"C_STATE\" }\n";
+pub(crate) const SECRETS_ENV: [(&str, &str); 4] = [
+    ("C_SECRET", COMPONENT_SECRET),
+    ("C_TOKEN", COMPONENT_TOKEN),
+    ("C_AES", COMPONENT_AES_KEY),
+    ("C_STATE", STATE_KEY),
+];
+
 /// The primary's API on plain HTTP.
 pub(crate) async fn http_api(fleet: &Fleet) -> std::net::SocketAddr {
     let config = fleet.config(SECRET);
@@ -195,18 +222,7 @@ pub(crate) async fn primary(n: usize) -> Fleet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_component_mirrors_every_authorizer_and_never_calls_wechat() {
     let fleet = primary(3).await;
-    // The follower's own WeChat: the same component, so any call it made
-    // would be counted there.
-    let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new().component(
-        wechat_sim::SimComponent::new(
-            COMPONENT_APPID,
-            COMPONENT_SECRET,
-            COMPONENT_TOKEN,
-            COMPONENT_AES_KEY,
-        ),
-    ))
-    .await
-    .unwrap();
+    let wechat = own_wechat().await;
     let addr = http_api(&fleet).await;
     let redis = RedisServer::spawn();
     let started = Instant::now();

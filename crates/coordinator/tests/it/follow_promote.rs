@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use wechat_sim::TokenState;
 use wxtoken_common::{CredentialId, CredentialRef};
 
-use crate::fleet::{
-    COMPONENT, COMPONENT_AES_KEY, COMPONENT_APPID, COMPONENT_SECRET, COMPONENT_TOKEN, STATE_KEY,
+use crate::fleet::{COMPONENT, COMPONENT_APPID};
+use crate::follow_component::{
+    SECRETS, SECRETS_ENV, appid, follower_with, http_api, primary, same_as_primary, stored,
 };
-use crate::follow_component::{appid, follower_with, http_api, primary, same_as_primary, stored};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_component_imports_its_refresh_tokens_and_refreshes_its_authorizers() {
@@ -22,16 +22,8 @@ async fn a_promoted_component_imports_its_refresh_tokens_and_refreshes_its_autho
     let redis = wxtoken_testkit::RedisServer::spawn();
     // The follower's config holds the component's secrets already (the
     // runbook: add them, reload, then promote); it still follows.
-    let secrets = "secret = { env = \"C_SECRET\" }\ntoken = { env = \"C_TOKEN\" }\n\
-                   encoding_aes_key = { env = \"C_AES\" }\n\
-                   [security]\nstate_key = { env = \"C_STATE\" }\n";
-    let env = [
-        ("C_SECRET", COMPONENT_SECRET),
-        ("C_TOKEN", COMPONENT_TOKEN),
-        ("C_AES", COMPONENT_AES_KEY),
-        ("C_STATE", STATE_KEY),
-    ];
-    let (f, config) = follower_with(&redis, addr, &fleet.sim.base_url(), secrets, &env).await;
+    let (f, config) =
+        follower_with(&redis, addr, &fleet.sim.base_url(), SECRETS, &SECRETS_ENV).await;
     let component = CredentialRef::token(CredentialId::parse(COMPONENT).unwrap());
     let authorizers: Vec<CredentialRef> = (0..2).map(|n| fleet.authorizer(&appid(n))).collect();
     for cref in authorizers.iter().chain([&component]) {

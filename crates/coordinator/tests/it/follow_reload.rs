@@ -9,11 +9,10 @@ use wxtoken_common::{CredentialId, CredentialRef, Keys};
 use wxtoken_coordinator::replica::ReplicaHandle;
 use wxtoken_testkit::RedisServer;
 
-use crate::fleet::{
-    COMPONENT, COMPONENT_AES_KEY, COMPONENT_APPID, COMPONENT_SECRET, COMPONENT_TOKEN, STATE_KEY,
-};
+use crate::fleet::COMPONENT;
 use crate::follow_component::{
-    PREFIX, appid, component_config, http_api, primary, same_as_primary,
+    PREFIX, SECRETS, SECRETS_ENV, appid, component_config, http_api, own_wechat, primary,
+    same_as_primary,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,27 +20,9 @@ async fn turning_follow_on_by_reload_stops_refreshing_the_authorizers_here() {
     let fleet = primary(2).await;
     let addr = http_api(&fleet).await;
     // This replica's own WeChat, so nothing it tries reaches the primary's.
-    let wechat = wechat_sim::spawn(wechat_sim::SimConfig::new().component(
-        wechat_sim::SimComponent::new(
-            COMPONENT_APPID,
-            COMPONENT_SECRET,
-            COMPONENT_TOKEN,
-            COMPONENT_AES_KEY,
-        ),
-    ))
-    .await
-    .unwrap();
+    let wechat = own_wechat().await;
     let redis = RedisServer::spawn();
-    let secrets = "secret = { env = \"C_SECRET\" }\ntoken = { env = \"C_TOKEN\" }\n\
-                   encoding_aes_key = { env = \"C_AES\" }\n\
-                   [security]\nstate_key = { env = \"C_STATE\" }\n";
-    let env = [
-        ("C_SECRET", COMPONENT_SECRET),
-        ("C_TOKEN", COMPONENT_TOKEN),
-        ("C_AES", COMPONENT_AES_KEY),
-        ("C_STATE", STATE_KEY),
-    ];
-    let owned = component_config(&redis, None, &wechat.base_url(), secrets, &env);
+    let owned = component_config(&redis, None, &wechat.base_url(), SECRETS, &SECRETS_ENV);
     let f = ReplicaHandle::start(&owned, "f1".into())
         .await
         .expect("replica starts");
@@ -71,7 +52,13 @@ async fn turning_follow_on_by_reload_stops_refreshing_the_authorizers_here() {
 
     // The operator turns `follow` on and reloads.
     let live = f.live_config(None, &owned, f.http_state(&owned).unwrap());
-    let followed = component_config(&redis, Some(addr), &wechat.base_url(), secrets, &env);
+    let followed = component_config(
+        &redis,
+        Some(addr),
+        &wechat.base_url(),
+        SECRETS,
+        &SECRETS_ENV,
+    );
     let changes = live.apply(followed).expect("reloaded");
     let component_ref = CredentialRef::token(component.clone());
     assert_eq!(changes.changed, vec![component_ref.clone()]);
