@@ -34,11 +34,7 @@ async fn announced(redis: &wxtoken_testkit::RedisServer, keys: &Keys) -> Result<
     tokio::spawn(async move {
         let mut msgs = ps.on_message();
         while let Some(m) = msgs.next().await {
-            let body: String = m.get_payload().unwrap_or_default();
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            if v["event"] == "refreshed"
-                && let Some(g) = v["generation"].as_u64()
-            {
+            if let Some(g) = refreshed_generation(&m) {
                 out.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(g)
@@ -63,6 +59,15 @@ pub(super) fn pct(sorted: &[Duration], p: f64) -> Duration {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// The generation a `refreshed` event on a credential's channel announces.
+pub(super) fn refreshed_generation(m: &redis::Msg) -> Option<u64> {
+    let body: String = m.get_payload().ok()?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    (v["event"] == "refreshed")
+        .then(|| v["generation"].as_u64())
+        .flatten()
 }
 
 pub(super) fn ms(d: Duration) -> String {

@@ -24,7 +24,7 @@ use wxtoken_coordinator::store::{Commit, CommitArgs, LockOwner};
 use wxtoken_testkit::RedisServer;
 
 use super::Row;
-use super::follow::{ms, pct};
+use super::follow::{ms, pct, refreshed_generation};
 use super::platform::{self, COMPONENT};
 use super::scale::wait_all_tokens;
 use crate::ReplicaProcess;
@@ -47,11 +47,7 @@ async fn announced(redis: &RedisServer, keys: &Keys) -> Result<Seen> {
             let Some(id) = keys.id_of_events_channel(m.get_channel_name()) else {
                 continue;
             };
-            let body: String = m.get_payload().unwrap_or_default();
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            if v["event"] == "refreshed"
-                && let Some(g) = v["generation"].as_u64()
-            {
+            if let Some(g) = refreshed_generation(&m) {
                 out.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .entry((id, g))
