@@ -3,6 +3,7 @@
 //! env is never touched: each test injects an [`Env`].
 
 use std::io::Write;
+use std::net::SocketAddr;
 
 use proptest::prelude::*;
 use secrecy::ExposeSecret;

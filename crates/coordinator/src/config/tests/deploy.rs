@@ -1,6 +1,8 @@
 //! Deployment configs: the files docker-compose.yml and deploy/k8s run
 //! with must validate with the environment those deployments give them.
 
+use std::net::SocketAddr;
+
 use super::*;
 
 const COMPOSE_YML: &str = include_str!("../../../../../docker-compose.yml");
