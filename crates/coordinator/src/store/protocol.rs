@@ -132,8 +132,10 @@ impl TokenStore {
 
     /// Takes the lock of `cref` for `ttl` when it is free and begins, in
     /// one round trip, with no freshness verdict and no quota: the grant a
-    /// follower commits a followed component's authorizer under (the
-    /// commit releases the lock). `None`: another holds the lock.
+    /// value that needs no fetch is committed under (a followed
+    /// component's authorizer, a value WeChat issued outside a step, a
+    /// leader's value handed to its follower; the commit releases the
+    /// lock). `None`: another holds the lock.
     pub async fn lock_and_begin(
         &self,
         cref: &CredentialRef,
